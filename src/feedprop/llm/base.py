@@ -1,8 +1,15 @@
 """The one protocol every language model implements.
 
 An :class:`LLM` turns a list of chat messages into a :class:`Completion`. Backends override
-``_complete`` (and optionally ``_acomplete``); everything else — caching, retries, usage
-metering, concurrency limits — wraps that single method.
+``_complete`` (and optionally ``_acomplete``); everything else wraps that single method, in
+the same order for every backend, the mock included:
+
+1. validate the messages and parameters;
+2. answer from the response cache if the request is there (counted as a cache hit);
+3. reserve the call in every active usage meter, raising ``BudgetExhausted`` if a limit is reached;
+4. wait for a slot of the model's concurrency limit;
+5. call the backend, retrying transient failures with backoff;
+6. record tokens and seconds in the meters, and store the reply in the cache.
 
 Example:
     >>> from feedprop.llm import MockLLM
@@ -14,12 +21,19 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any, TypedDict
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any, ClassVar, Self, TypedDict
 
-from feedprop.errors import InvalidInputError
+from feedprop.errors import ConfigurationError, InvalidInputError, LLMError, TransientLLMError
+from feedprop.llm.cache import ResponseCache, cache_enabled, cache_key, canonical_json, default_cache
+from feedprop.llm.limit import ConcurrencyLimit
+from feedprop.llm.retry import RetryPolicy, acall_with_retries, call_with_retries, retries_exhausted
+from feedprop.llm.usage import record_cache_hit, record_call, reserve_call
 
-__all__ = ["LLM", "Completion", "Message", "Usage", "check_messages"]
+__all__ = ["LLM", "Completion", "Message", "Usage", "check_messages", "check_params"]
 
 
 class Message(TypedDict):
@@ -59,6 +73,16 @@ class Completion:
     model: str = ""
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = "stop"
+
+    @property
+    def latency(self) -> float:
+        """Seconds the call took; for a cache hit, the time of the lookup."""
+        return self.usage.seconds
+
+    @property
+    def cached(self) -> bool:
+        """Whether this reply came from the response cache."""
+        return self.usage.cached
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,27 +126,215 @@ def check_messages(messages: Any) -> list[Message]:
     return out
 
 
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate sampling parameters, raising :class:`ConfigurationError` with a fix-it message.
+
+    Parameters pass through to the backend unchanged; they must be JSON-like because they are
+    part of the cache key. One reply per call: for several samples call again with ``cache_salt=i``.
+    """
+    n = params.get("n", 1)
+    if n != 1:
+        raise ConfigurationError(
+            f"n={n!r} is not supported: a call returns one reply. For several samples, call complete() "
+            "once per sample with cache_salt=0, 1, ... (and temperature > 0)"
+        )
+    if params.get("stream"):
+        raise ConfigurationError("stream=True is not supported; complete() returns the whole reply")
+    canonical_json(params)  # raises InvalidInputError naming the offending parameter
+    return params
+
+
 class LLM:
     """Base class of every language model. Subclasses override :meth:`_complete`.
 
     Sampling parameters (``temperature``, ``max_tokens``, ``stop``, ``seed``,
     ``response_format={"type": "json_object"}``) pass through ``**params`` unchanged.
+    Two keyword arguments are feedprop's own and never reach the backend: ``cache=False`` skips the
+    response cache for this call, and ``cache_salt`` makes otherwise identical requests distinct
+    cache entries (use the sample index when drawing several samples of one prompt).
+
+    Constructor options shared by every backend:
+
+    - ``cache``: ``True`` for the default on-disk cache, ``False``/``None`` for none, or a
+      :class:`~feedprop.llm.ResponseCache`;
+    - ``retry``: a :class:`~feedprop.llm.RetryPolicy` for transient failures;
+    - ``max_concurrency``: how many calls may run at once (``None``: unlimited).
+
+    Example:
+        >>> class Shout(LLM):
+        ...     model = "shout"
+        ...     def _complete(self, messages, **params):
+        ...         return Completion(messages[-1]["content"].upper(), model=self.model)
+        >>> Shout().complete([{"role": "user", "content": "hi"}]).text
+        'HI'
     """
 
     #: A name that identifies the model; part of every cache key.
     model: str = "llm"
 
-    def complete(self, messages: list[Message], **params: Any) -> Completion:
-        """Send ``messages`` and return the model's :class:`Completion`."""
-        return self._complete(check_messages(messages), **params)
+    # Class-level defaults so that a subclass which skips ``super().__init__()`` still works.
+    retry: RetryPolicy = RetryPolicy()
+    _cache_option: ResponseCache | bool | None = False
+    _max_concurrency: int | None = None
+    _limit: ConcurrencyLimit | None = None
+    _limit_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    async def acomplete(self, messages: list[Message], **params: Any) -> Completion:
-        """Async form of :meth:`complete`."""
-        return await self._acomplete(check_messages(messages), **params)
+    def __init__(
+        self,
+        *,
+        cache: ResponseCache | bool | None = False,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        if not (cache is None or isinstance(cache, bool | ResponseCache)):
+            raise InvalidInputError(f"cache must be True, False, None or a ResponseCache, got {cache!r}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError(f"retry must be a RetryPolicy, got {retry!r}")
+        self._cache_option = cache
+        if retry is not None:
+            self.retry = retry
+        self._limit = ConcurrencyLimit(max_concurrency)
+        self._max_concurrency = max_concurrency
+
+    # -- the pieces of the call path ---------------------------------------------------------
+
+    @property
+    def limit(self) -> ConcurrencyLimit:
+        """This model's concurrency limit (shared by threads and asyncio tasks)."""
+        if self._limit is None:
+            with self._limit_lock:
+                if self._limit is None:
+                    self._limit = ConcurrencyLimit(self._max_concurrency)
+        return self._limit
+
+    @property
+    def cache(self) -> ResponseCache | None:
+        """The response cache this model uses now, or ``None`` (also ``None`` while caching is off globally)."""
+        if not cache_enabled():
+            return None
+        option = self._cache_option
+        if option is True:
+            return default_cache()
+        if isinstance(option, ResponseCache):
+            return option
+        return None
+
+    def _prepare(
+        self, messages: Any, params: dict[str, Any], use_cache: bool, salt: Any
+    ) -> tuple[list[Message], ResponseCache | None, str | None]:
+        if not isinstance(use_cache, bool):
+            raise InvalidInputError(f"cache must be True or False, got {use_cache!r}")
+        checked = check_messages(messages)
+        check_params(params)
+        store = self.cache if use_cache else None
+        key = cache_key(self.model, checked, params, salt) if store is not None else None
+        return checked, store, key
+
+    @staticmethod
+    def _from_cache(store: ResponseCache | None, key: str | None, started: float) -> Completion | None:
+        if store is None or key is None:
+            return None
+        hit = store.get(key)
+        if hit is None:
+            return None
+        record_cache_hit()
+        completion = Completion.from_dict(hit)
+        return replace(completion, usage=replace(completion.usage, cached=True, seconds=time.perf_counter() - started))
+
+    def _give_up(self, errors: list[TransientLLMError]) -> LLMError:
+        """The error to raise once transient failures outlast the retries. Backends may refine it."""
+        return retries_exhausted(errors)
+
+    @staticmethod
+    def _finish(completion: Completion, seconds: float) -> Completion:
+        if not isinstance(completion, Completion):
+            raise InvalidInputError(f"a backend's _complete must return a Completion, got {type(completion).__name__}")
+        return replace(completion, usage=replace(completion.usage, seconds=seconds, cached=False))
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def complete(
+        self, messages: list[Message], *, cache: bool = True, cache_salt: Any = None, **params: Any
+    ) -> Completion:
+        """Send ``messages`` and return the model's :class:`Completion`."""
+        started = time.perf_counter()
+        checked, store, key = self._prepare(messages, params, cache, cache_salt)
+        hit = self._from_cache(store, key, started)
+        if hit is not None:
+            return hit
+        meters = reserve_call()
+        with self.limit:
+            started = time.perf_counter()
+            try:
+                completion = call_with_retries(lambda: self._complete(checked, **params), self.retry, self._give_up)
+                completion = self._finish(completion, time.perf_counter() - started)
+            except BaseException:
+                record_call(meters, 0, 0, time.perf_counter() - started, failed=True)
+                raise
+        record_call(
+            meters,
+            completion.usage.prompt_tokens,
+            completion.usage.completion_tokens,
+            completion.usage.seconds,
+            failed=False,
+        )
+        if store is not None and key is not None:
+            store.put(key, completion.to_dict())
+        return completion
+
+    async def acomplete(
+        self, messages: list[Message], *, cache: bool = True, cache_salt: Any = None, **params: Any
+    ) -> Completion:
+        """Async form of :meth:`complete`: same cache, meters, budgets and concurrency limit."""
+        started = time.perf_counter()
+        checked, store, key = self._prepare(messages, params, cache, cache_salt)
+        if store is not None:  # SQLite may wait on another writer: keep the event loop free
+            hit = await asyncio.to_thread(self._from_cache, store, key, started)
+            if hit is not None:
+                return hit
+        meters = reserve_call()
+        async with self.limit:
+            started = time.perf_counter()
+            try:
+                completion = await acall_with_retries(
+                    lambda: self._acomplete(checked, **params), self.retry, self._give_up
+                )
+                completion = self._finish(completion, time.perf_counter() - started)
+            except BaseException:
+                record_call(meters, 0, 0, time.perf_counter() - started, failed=True)
+                raise
+        record_call(
+            meters,
+            completion.usage.prompt_tokens,
+            completion.usage.completion_tokens,
+            completion.usage.seconds,
+            failed=False,
+        )
+        if store is not None and key is not None:
+            await asyncio.to_thread(store.put, key, completion.to_dict())
+        return completion
+
+    # -- what backends implement -------------------------------------------------------------
 
     def _complete(self, messages: list[Message], **params: Any) -> Completion:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _complete(messages, **params)")
 
     async def _acomplete(self, messages: list[Message], **params: Any) -> Completion:
         # Default: run the blocking call in a worker thread so the event loop stays free.
         return await asyncio.to_thread(self._complete, messages, **params)
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what the model holds (connections, a server). Safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r})"

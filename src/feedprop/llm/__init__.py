@@ -1,0 +1,54 @@
+"""Language models: one protocol, several backends, and the machinery every call goes through.
+
+Every :class:`LLM` — :class:`OpenAICompatible` endpoints, the embedded :class:`LocalModel`,
+and :class:`MockLLM` for tests — answers ``complete(messages, **params) -> Completion`` (and
+``acomplete``), and every call is cached, retried, metered, budgeted and concurrency-limited in
+the same way. :func:`default` is the model used when none is given.
+
+Example:
+    >>> from feedprop.llm import MockLLM, track_usage
+    >>> llm = MockLLM(lambda messages, **params: "42")
+    >>> with track_usage() as usage:
+    ...     llm.complete([{"role": "user", "content": "6*7?"}], temperature=0).text
+    '42'
+    >>> usage.calls
+    1
+"""
+
+from feedprop.llm.base import LLM, Completion, Message, Usage, check_messages
+from feedprop.llm.cache import ResponseCache, cache_enabled, cache_key, set_cache_enabled
+from feedprop.llm.default import default, set_default
+from feedprop.llm.limit import ConcurrencyLimit
+from feedprop.llm.local import LocalModel
+from feedprop.llm.mock import MockCall, MockLLM, estimate_tokens
+from feedprop.llm.model_file import ensure_model_file
+from feedprop.llm.openai_compatible import OpenAICompatible
+from feedprop.llm.retry import RetryPolicy
+from feedprop.llm.usage import ContextThreadPoolExecutor, UsageMeter, active_meters, thread_map, track_usage
+
+__all__ = [
+    "LLM",
+    "Completion",
+    "ConcurrencyLimit",
+    "ContextThreadPoolExecutor",
+    "LocalModel",
+    "Message",
+    "MockCall",
+    "MockLLM",
+    "OpenAICompatible",
+    "ResponseCache",
+    "RetryPolicy",
+    "Usage",
+    "UsageMeter",
+    "active_meters",
+    "cache_enabled",
+    "cache_key",
+    "check_messages",
+    "default",
+    "ensure_model_file",
+    "estimate_tokens",
+    "set_cache_enabled",
+    "set_default",
+    "thread_map",
+    "track_usage",
+]
