@@ -1,0 +1,218 @@
+"""Crash-safe JSON checkpoints of a training run.
+
+A run directory holds:
+
+- ``checkpoint.json`` — the state after the last completed step: parameters, optimizer state,
+  RNG state, history, usage, scores, and a fingerprint of the run's configuration;
+- ``checkpoint.prev.json`` — the checkpoint before it, kept so that a damaged latest file never
+  costs more than one step;
+- ``best.json`` — the best parameters so far (a ``Module.state_dict()``, loadable with
+  ``model.load_state_dict``);
+- ``events.jsonl``, ``report.md`` and ``curve.png`` written by the trainer.
+
+Every file is written as a new temporary file, flushed and fsynced, moved over the old one with
+``os.replace`` (atomic on POSIX), and the directory is fsynced so the rename itself survives a
+power cut. A reader therefore sees either the old or the new file, never a torn one. JSON only,
+never pickle: a checkpoint is data, not code.
+
+Example:
+    >>> import tempfile
+    >>> run = RunDirectory(tempfile.mkdtemp())
+    >>> run.save({"step": 1, "fingerprint": {}})
+    >>> run.load()["step"]
+    1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from feedprop.errors import CheckpointError, InvalidInputError
+
+__all__ = ["RunDirectory", "check_fingerprint", "rng_from_json", "rng_to_json", "write_json_atomic"]
+
+FORMAT = "feedprop.checkpoint"
+VERSION = 1
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is durable only once the directory entry is; not every platform can open a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _dumps(data: Any) -> bytes:
+    try:
+        return json.dumps(data, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint data is not JSON-serialisable ({exc}); parameters, optimizer state and history "
+            "must hold only JSON values (str, numbers, bools, None, lists, dicts with str keys)"
+        ) from exc
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old or the new file, never a torn one."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {target}: {exc}; check that the directory is writable") from exc
+    _fsync_dir(target.parent)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> bytes:
+    """Serialise ``data`` as JSON and write it atomically to ``path``; returns the bytes written.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "x.json")
+        >>> _ = write_json_atomic(p, {"a": 1})
+        >>> open(p).read().replace(" ", "").replace(chr(10), "")
+        '{"a":1}'
+    """
+    payload = _dumps(data)
+    write_bytes_atomic(path, payload)
+    return payload
+
+
+def rng_to_json(rng: random.Random) -> list[Any]:
+    """``random.Random.getstate()`` as JSON: ``[version, [625 ints], gauss_next]``."""
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def rng_from_json(data: Any) -> tuple[Any, ...]:
+    """The inverse of :func:`rng_to_json`, ready for ``random.Random.setstate``."""
+    if not isinstance(data, list) or len(data) != 3 or not isinstance(data[1], list):
+        raise CheckpointError("the checkpoint's RNG state is malformed; the file was edited or damaged")
+    return (data[0], tuple(data[1]), data[2])
+
+
+def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`CheckpointError` naming every field where ``saved`` and ``current`` differ."""
+    keys = sorted(set(saved) | set(current))
+    diffs = [k for k in keys if saved.get(k) != current.get(k)]
+    if not diffs:
+        return
+    lines = []
+    for key in diffs:
+        lines.append(f"  {key}: checkpoint has {_short(saved.get(key))}, this run has {_short(current.get(key))}")
+    raise CheckpointError(
+        f"the checkpoint in {where} was made by a different run configuration:\n"
+        + "\n".join(lines)
+        + "\nResuming it would silently mix two runs. Pass the same model, optimizer, data and options "
+        "as the original run, or use a new checkpoint directory (or delete this one) to start over."
+    )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=repr)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+class RunDirectory:
+    """The files of one training run in one directory (created if missing)."""
+
+    CHECKPOINT = "checkpoint.json"
+    PREVIOUS = "checkpoint.prev.json"
+    BEST = "best.json"
+    EVENTS = "events.jsonl"
+    REPORT = "report.md"
+    PLOT = "curve.png"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidInputError(f"checkpoint must be a directory path (str or Path), got {type(path).__name__}")
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise CheckpointError(f"checkpoint={str(self.path)!r} is a file; give a directory for the run's files")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create checkpoint directory {self.path}: {exc}") from exc
+        self._last: bytes | None = None  # bytes of the newest checkpoint, to become the previous one
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        """Whether a checkpoint (latest or previous) is present."""
+        return self.file(self.CHECKPOINT).exists() or self.file(self.PREVIOUS).exists()
+
+    def load(self) -> dict[str, Any]:
+        """Read and check ``checkpoint.json``; a damaged file raises :class:`CheckpointError`.
+
+        The previous checkpoint is left untouched, and the message says how to fall back to it.
+        """
+        latest = self.file(self.CHECKPOINT)
+        if not latest.exists():
+            prev = self.file(self.PREVIOUS)
+            raise CheckpointError(
+                f"{latest} is missing but {prev.name} exists; the run was interrupted while rotating "
+                f"checkpoints. Copy {prev} to {latest} to resume from the step before."
+            )
+        raw = latest.read_bytes()
+        try:
+            data = self._parse(raw)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{latest} is corrupt: {exc}. {self._fallback_hint()}") from exc
+        self._last = raw
+        return data
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"not valid JSON ({exc})") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CheckpointError(f"not a feedprop checkpoint (missing format {FORMAT!r})")
+        if data.get("version") != VERSION:
+            raise CheckpointError(f"checkpoint version {data.get('version')!r} is not supported (expected {VERSION})")
+        return data
+
+    def _fallback_hint(self) -> str:
+        prev = self.file(self.PREVIOUS)
+        try:
+            step = self._parse(prev.read_bytes()).get("step")
+        except (OSError, CheckpointError):
+            return "No usable previous checkpoint exists; delete the directory to start over."
+        return (
+            f"The previous checkpoint {prev} (step {step}) is intact: copy it to "
+            f"{self.file(self.CHECKPOINT)} to resume from there, or delete the directory to start over."
+        )
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` as the latest checkpoint, keeping the one before as ``checkpoint.prev.json``."""
+        data = {**state, "format": FORMAT, "version": VERSION}
+        payload = _dumps(data)
+        # The previous checkpoint is written first: at every instant, checkpoint.json is a complete file.
+        if self._last is not None:
+            write_bytes_atomic(self.file(self.PREVIOUS), self._last)
+        write_bytes_atomic(self.file(self.CHECKPOINT), payload)
+        self._last = payload
+
+    def save_best(self, parameters: Mapping[str, Any]) -> Path:
+        """Write the best parameters (a state dict) to ``best.json`` and return its path."""
+        path = self.file(self.BEST)
+        write_json_atomic(path, dict(parameters))
+        return path

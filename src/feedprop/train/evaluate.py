@@ -1,0 +1,256 @@
+"""Running a model over examples in parallel and scoring each output with a guide.
+
+Items run in a bounded pool of threads that see the caller's context (usage meters, budgets,
+tracing state), so every LLM call counts. How many calls reach one model at once is still
+capped by that model's own concurrency limit; the pool only bounds the threads waiting on it.
+
+A workflow that raises :class:`~feedprop.errors.ExecutionError` does not stop an evaluation:
+the error becomes that item's feedback with score 0. Errors that are not about the workflow's
+answer — a budget running out, a model that cannot be reached — stop it.
+
+Example:
+    >>> class Upper:  # any callable model works for evaluation
+    ...     def __call__(self, x):
+    ...         return x.upper()
+    >>> result = evaluate(Upper(), [("a", "A"), ("b", "c")], lambda out, target: float(out == target))
+    >>> result.score, result.scores
+    (0.5, [1.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from feedprop.errors import BudgetExhausted, ExecutionError, InvalidInputError, LLMError
+from feedprop.llm import ContextThreadPoolExecutor, track_usage
+from feedprop.node import Feedback, Node
+from feedprop.train.data import Item, as_items
+
+__all__ = ["DEFAULT_WORKERS", "Evaluation", "Outcome", "evaluate", "run_items", "to_feedback"]
+
+#: Threads per evaluation unless told otherwise. Calls beyond a model's own concurrency limit
+#: wait for a slot, so this only needs to be at least that limit.
+DEFAULT_WORKERS = 8
+
+GuideFn = Callable[..., Any]
+
+
+@dataclass
+class Outcome:
+    """What one item produced: the ``output`` (a Node while training), its ``feedback``, and any ``error``."""
+
+    index: int
+    output: Any
+    feedback: Feedback
+    error: ExecutionError | None = None
+
+    @property
+    def score(self) -> float:
+        assert self.feedback.score is not None  # to_feedback guarantees a score
+        return float(self.feedback.score)
+
+
+@dataclass
+class Evaluation:
+    """Scores of a model on a dataset: per-item ``scores``, ``outputs`` and ``feedback``; ``score`` is the mean.
+
+    Example:
+        >>> Evaluation(scores=[1.0, 0.0], outputs=["4", "5"], feedback=[]).score
+        0.5
+    """
+
+    scores: list[float]
+    outputs: list[Any]
+    feedback: list[Feedback]
+    errors: int = 0
+    seconds: float = 0.0
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _accepts_example(guide: GuideFn) -> bool:
+    try:
+        params = inspect.signature(guide).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: call them plainly
+        return False
+    return any(p.name == "example" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def to_feedback(result: Any, guide: Any) -> Feedback:
+    """Turn what a guide returned into :class:`Feedback` with a finite score.
+
+    A guide returns ``Feedback`` (with a score), a number, or a bool; anything else is a bug in
+    the guide and raises :class:`InvalidInputError` saying so.
+    """
+    name = getattr(guide, "__name__", type(guide).__name__)
+    if isinstance(result, Feedback):
+        if result.score is None:
+            raise InvalidInputError(
+                f"guide {name} returned Feedback without a score; the trainer ranks updates by score, "
+                "so return Feedback(text, score=...) with a number (e.g. 1.0 correct, 0.0 wrong)"
+            )
+        score = result.score
+        fb = result
+    elif isinstance(result, bool):
+        score = 1.0 if result else 0.0
+        fb = Feedback("Correct." if result else "Incorrect.", score=score)
+    elif isinstance(result, int | float):
+        score = float(result)
+        fb = Feedback(f"Score: {score:g}", score=score)
+    else:
+        raise InvalidInputError(
+            f"guide {name} returned {type(result).__name__}; a guide must return Feedback(text, score=...), "
+            "a number or a bool"
+        )
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        raise InvalidInputError(f"guide {name} returned score {score!r}; scores must be finite numbers")
+    return fb
+
+
+def _fatal_cause(exc: BaseException) -> BaseException | None:
+    """A budget or LLM failure hidden inside an ExecutionError: those stop the run, not score 0."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, BudgetExhausted | LLMError):
+            return current
+        current = current.__cause__ or current.__context__
+    node_error = getattr(getattr(exc, "node", None), "data", None)
+    if isinstance(node_error, BudgetExhausted | LLMError):
+        return node_error
+    return None
+
+
+def error_feedback(error: ExecutionError) -> Feedback:
+    """The feedback a workflow error becomes: its message, scored 0."""
+    return Feedback(f"The workflow raised an error instead of answering: {error}", score=0.0)
+
+
+def _run_one(
+    model: Callable[[Any], Any],
+    item: Item,
+    index: int,
+    guide: GuideFn,
+    pass_example: bool,
+    check: Callable[[], None] | None,
+    stop: threading.Event,
+) -> Outcome:
+    if stop.is_set():
+        raise BudgetExhausted("evaluation stopped early because another item failed")
+    if check is not None:
+        check()
+    try:
+        output = model(item.input)
+    except ExecutionError as exc:
+        fatal = _fatal_cause(exc)
+        if fatal is not None:
+            raise fatal from exc
+        return Outcome(index, None, error_feedback(exc), exc)
+    value = output.data if isinstance(output, Node) else output
+    result = guide(value, item.target, example=item.example) if pass_example else guide(value, item.target)
+    return Outcome(index, output, to_feedback(result, guide))
+
+
+def run_items(
+    model: Callable[[Any], Any],
+    items: Sequence[Item],
+    guide: GuideFn,
+    *,
+    max_workers: int | None = None,
+    check: Callable[[], None] | None = None,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Run ``model`` on every item in parallel and score it; outcomes come back in item order.
+
+    ``check`` runs before each item starts (the trainer raises ``BudgetExhausted`` from it when
+    time is up). The first failure other than a workflow error cancels the items not yet started
+    and is raised once the running ones finish.
+    """
+    if not callable(guide):
+        raise InvalidInputError(f"guide must be callable (output, target) -> Feedback, got {type(guide).__name__}")
+    workers = max(1, min(max_workers or DEFAULT_WORKERS, len(items)))
+    pass_example = _accepts_example(guide)
+    stop = threading.Event()
+    outcomes: list[Outcome | None] = [None] * len(items)
+    with ContextThreadPoolExecutor(max_workers=workers, thread_name_prefix="feedprop-eval") as pool:
+        futures: list[Future[Outcome]] = [
+            pool.submit(_run_one, model, item, i, guide, pass_example, check, stop) for i, item in enumerate(items)
+        ]
+        pending: set[Future[Outcome]] = set(futures)
+        failure: BaseException | None = None
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if exc is not None:
+                    if failure is None:
+                        failure = exc
+                        stop.set()
+                        for other in pending:
+                            other.cancel()
+                    continue
+                outcome = fut.result()
+                outcomes[outcome.index] = outcome
+                if on_done is not None:
+                    on_done(outcome)
+        if failure is not None:
+            raise failure
+    return [o for o in outcomes if o is not None]
+
+
+def evaluate(
+    model: Callable[[Any], Any],
+    dataset: Iterable[Any],
+    guide: GuideFn,
+    *,
+    max_workers: int | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """Score ``model`` on ``dataset`` with ``guide``, running items in parallel.
+
+    ``dataset`` holds ``(input, target)`` pairs (or objects with ``.input``/``.target``, or
+    mappings with those keys). ``guide(output, target)`` returns ``Feedback`` with a score, a
+    number or a bool. A workflow that raises ``ExecutionError`` scores 0 on that item.
+    The LLM usage of the evaluation is in ``result.usage``.
+
+    Example:
+        >>> evaluate(str.upper, [("a", "A"), ("b", "B")], lambda out, target: out == target).score
+        1.0
+    """
+    items = as_items(dataset, "dataset")
+    bar = tqdm(total=len(items), desc="evaluate", leave=False) if progress else None
+    started = time.monotonic()
+    with track_usage() as meter:
+        try:
+            outcomes = run_items(
+                model, items, guide, max_workers=max_workers, on_done=(lambda _o: bar.update(1)) if bar else None
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    return Evaluation(
+        scores=[o.score for o in outcomes],
+        outputs=[o.output.data if isinstance(o.output, Node) else o.output for o in outcomes],
+        feedback=[o.feedback for o in outcomes],
+        errors=sum(o.error is not None for o in outcomes),
+        seconds=time.monotonic() - started,
+        usage=meter.to_dict(),
+    )

@@ -1,0 +1,171 @@
+"""What a finished run leaves for people: a markdown report and a learning-curve plot.
+
+The report gives the before/after scores, the LLM usage by phase, one line per step (kept
+or reverted, and why) and a unified diff of every parameter from its initial to its best
+value. The plot shows the training minibatch score and the validation score per step, and
+the validation score against LLM calls spent. matplotlib is imported only when plotting,
+through its non-interactive Agg canvas, so training never needs a display.
+
+Example:
+    >>> from types import SimpleNamespace
+    >>> run = SimpleNamespace(history=[], initial_state={"p": "a"}, best_state={"p": "b"}, config={},
+    ...     val_before=0.0, val_after=1.0, test_before=None, test_after=None, usage={}, stop_reason="done",
+    ...     elapsed_seconds=1.0, best_step=0)
+    >>> "-a" in render_report(run) and "+b" in render_report(run)
+    True
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["parameter_diff", "plot_curve", "render_report"]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True, default=repr)
+
+
+def parameter_diff(name: str, before: Any, after: Any) -> str:
+    """A unified diff of one parameter's value (JSON-formatted when it is not text); empty if unchanged."""
+    old, new = _text(before), _text(after)
+    if old == new:
+        return ""
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), f"{name} (before)", f"{name} (after)"
+    )
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of value\n" for line in lines)
+
+
+def _fence(body: str) -> str:
+    # A fence longer than any run of backticks inside, so parameter text can never close it.
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _fmt(score: Any) -> str:
+    return "–" if score is None else f"{score:.4f}"
+
+
+def _cell(text: Any, limit: int = 140) -> str:
+    s = str(text).replace("|", "\\|").replace("\n", " ")
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def render_report(run: Any) -> str:
+    """The markdown report of a run (a :class:`~feedprop.train.TrainResult` or anything shaped like it)."""
+    history: list[dict[str, Any]] = list(run.history)
+    kept = sum(bool(h.get("accepted")) for h in history)
+    config = dict(run.config)
+    out = ["# Training report", ""]
+    if config:
+        out.append(f"- model: `{config.get('model')}`; optimizer: `{config.get('optimizer')}`")
+        out.append(
+            f"- data: {config.get('train_size')} train, {config.get('val_size')} validation, "
+            f"{config.get('test_size')} test; batch size {config.get('batch_size')}, "
+            f"epochs {config.get('epochs')}, seed {config.get('seed')}, beam width {config.get('beam_width')}"
+        )
+        budget = config.get("budget") or {}
+        limits = [f"{k}={budget[k]}" for k in ("calls", "tokens", "seconds") if budget.get(k) is not None]
+        out.append(f"- budget: {', '.join(limits) if limits else 'none'} (scope: {budget.get('scope', 'all')})")
+    out.append(
+        f"- steps: {len(history)} ({kept} kept, {len(history) - kept} reverted or empty); best at step {run.best_step}"
+    )
+    out.append(f"- stopped: {run.stop_reason or 'unknown'}; time: {run.elapsed_seconds:.1f} s")
+    out += ["", "## Scores", "", "| set | before | after |", "|---|---|---|"]
+    out.append(f"| validation | {_fmt(run.val_before)} | {_fmt(run.val_after)} |")
+    out.append(f"| test | {_fmt(run.test_before)} | {_fmt(run.test_after)} |")
+    out += ["", "## LLM usage", ""]
+    usage = dict(run.usage)
+    if usage:
+        out += [
+            "| phase | calls | cache hits | prompt tokens | completion tokens | model seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for phase in ("optimizer", "evaluation", "test", "total"):
+            u = usage.get(phase) or {}
+            out.append(
+                f"| {phase} | {int(u.get('calls', 0))} | {int(u.get('cache_hits', 0))} | "
+                f"{int(u.get('prompt_tokens', 0))} | {int(u.get('completion_tokens', 0))} | "
+                f"{float(u.get('seconds', 0.0)):.1f} |"
+            )
+        out += ["", "`evaluation` is training-time scoring (minibatches and validation); `test` is outside any budget."]
+    else:
+        out.append("No usage recorded.")
+    out += ["", "## Steps", ""]
+    if history:
+        out += ["| step | epoch | train | val | kept | calls | reason |", "|---|---|---|---|---|---|---|"]
+        for h in history:
+            calls = (h.get("usage") or {}).get("calls", "")
+            out.append(
+                f"| {h.get('step')} | {h.get('epoch')} | {_fmt(h.get('train_score'))} | {_fmt(h.get('val_score'))} | "
+                f"{'yes' if h.get('accepted') else 'no'} | {calls} | {_cell(h.get('reason', ''))} |"
+            )
+    else:
+        out.append("No step was completed.")
+    out += ["", "## Parameters", ""]
+    initial, best = dict(run.initial_state), dict(run.best_state)
+    for name in sorted(set(initial) | set(best)):
+        diff = parameter_diff(name, initial.get(name), best.get(name))
+        if not diff:
+            out += [f"### `{name}` — unchanged", ""]
+            continue
+        fence = _fence(diff)
+        out += [f"### `{name}` — changed", "", f"{fence}diff", diff.rstrip("\n"), fence, ""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def plot_curve(run: Any, path: str | os.PathLike[str]) -> Path | None:
+    """Draw the learning curve of ``run`` to a PNG at ``path``; ``None`` (with a warning) without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        warnings.warn(
+            "matplotlib is not installed, so no learning-curve plot was drawn; pip install 'feedprop[viz]'",
+            stacklevel=2,
+        )
+        return None
+    history: list[dict[str, Any]] = list(run.history)
+    steps = [0] + [int(h["step"]) for h in history]
+    val = [run.val_before] + [h.get("val_score") for h in history]
+    calls = [0]
+    for h in history:
+        calls.append(calls[-1] + int((h.get("usage") or {}).get("calls", 0)))
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
+    if history:
+        ax1.plot(steps[1:], [h.get("train_score") for h in history], "o", alpha=0.5, label="train minibatch")
+    if any(v is not None for v in val):
+        pts = [(s, v) for s, v in zip(steps, val, strict=True) if v is not None]
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], "-", drawstyle="steps-post", label="validation (kept)")
+        ax2.plot([c for c, v in zip(calls, val, strict=True) if v is not None], [v for v in val if v is not None], "-o")
+    rejected = [(int(h["step"]), h.get("val_score")) for h in history if not h.get("accepted")]
+    if rejected and any(v is not None for _, v in rejected):
+        ax1.plot(
+            [s for s, v in rejected if v is not None],
+            [v for _, v in rejected if v is not None],
+            "x",
+            color="tab:red",
+            label="update reverted",
+        )
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("score")
+    ax1.set_title("Learning curve")
+    ax1.legend(loc="lower right")
+    ax2.set_xlabel("LLM calls (training)")
+    ax2.set_ylabel("validation score")
+    ax2.set_title("Validation score vs. calls")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, target)
+    return target
