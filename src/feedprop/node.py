@@ -1,0 +1,560 @@
+"""Values in a traced graph: :class:`Node`, :class:`Parameter`, :class:`MessageNode`, :class:`ExceptionNode`.
+
+A node holds a Python value (``data``), the nodes it was computed from (``parents``), the
+:class:`Op` that computed it (``op``), and the feedback it has received (``feedback``). Children
+hold their parents and never the reverse, so a graph is freed when its output is dropped.
+
+Python operators on nodes (``a + b``, ``a[0]``, ``a < b``, ``f(x)`` when ``f`` is a node) are
+traced: they run one of the :class:`Op` objects below and return a :class:`MessageNode`.
+``feedprop.ops`` re-exports these operators and adds the rest of the built-in ops.
+
+Example:
+    >>> from feedprop.node import Parameter
+    >>> x = Parameter(3, name="x", description="a number to tune")
+    >>> y = x * 2 + 1
+    >>> y.data, y.op.name, y.parents[0].parents[0] is x
+    (7, 'add', True)
+    >>> y.backward("should be 9")
+    >>> x.feedback[0].feedback.text
+    'should be 9'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import reprlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from feedprop import propagate
+from feedprop.errors import ExecutionError, GraphError, InvalidInputError, SuggestionError
+from feedprop.tracing import is_tracing, next_index, note_created, note_read, scoped
+
+if TYPE_CHECKING:
+    from feedprop.propagate import Propagator
+
+__all__ = [
+    "KINDS",
+    "ExceptionNode",
+    "Feedback",
+    "MessageNode",
+    "Node",
+    "Op",
+    "Parameter",
+    "as_feedback",
+]
+
+T = TypeVar("T")
+
+#: The kinds of value a :class:`Parameter` can hold.
+KINDS = ("text", "code", "number", "json")
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Feedback on an output: a sentence, an optional score, and anything else in ``extras``.
+
+    Example:
+        >>> Feedback("Wrong: expected 4", score=0.0).score
+        0.0
+    """
+
+    text: str
+    score: float | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise InvalidInputError(f"Feedback.text must be a str, got {type(self.text).__name__}")
+        if self.score is not None:
+            if isinstance(self.score, bool) or not isinstance(self.score, int | float) or not math.isfinite(self.score):
+                raise InvalidInputError(f"Feedback.score must be a finite number or None, got {self.score!r}")
+            object.__setattr__(self, "score", float(self.score))
+        if not isinstance(self.extras, Mapping):
+            raise InvalidInputError(f"Feedback.extras must be a mapping, got {type(self.extras).__name__}")
+
+
+def as_feedback(value: str | float | Feedback) -> Feedback:
+    """Turn what ``backward`` accepts (a string, a number, or a :class:`Feedback`) into a Feedback.
+
+    Example:
+        >>> as_feedback(0.5)
+        Feedback(text='score: 0.5', score=0.5, extras={})
+    """
+    if isinstance(value, Feedback):
+        return value
+    if isinstance(value, str):
+        return Feedback(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Feedback(f"score: {value:g}", score=float(value))
+    raise InvalidInputError(
+        f"feedback must be a str, a number (a score) or a feedprop.Feedback, got {type(value).__name__}; "
+        "for example node.backward('Wrong: expected 4') or node.backward(Feedback('Wrong', score=0.0))"
+    )
+
+
+class Op:
+    """An operation that makes a :class:`MessageNode`: its identity is this object, never a string.
+
+    Calling an op on nodes and plain values computes ``fn`` on their values and records the
+    inputs (by argument name) as the output's parents.
+
+    Example:
+        >>> import operator
+        >>> double = Op("double", lambda x: 2 * x, ("x",), "two times x")
+        >>> out = double(Node(4, name="four"))
+        >>> out.data, out.op is double, out.inputs
+        (8, True, (('x', Node(name='four', data=4)),))
+    """
+
+    __slots__ = ("__weakref__", "arg_names", "description", "fn", "name")
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any] | None = None,
+        arg_names: tuple[str, ...] = (),
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        self.arg_names = arg_names
+        self.description = description
+
+    def input_names(self, n_positional: int) -> tuple[str, ...]:
+        """Names for ``n_positional`` positional arguments (extras are ``arg2``, ``arg3``, ...)."""
+        names = self.arg_names[:n_positional]
+        return names + tuple(f"arg{i}" for i in range(len(names), n_positional))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> MessageNode[Any]:
+        if self.fn is None:
+            raise GraphError(f"op {self.name!r} has no function to call; it only labels nodes made elsewhere")
+        names = self.input_names(len(args))
+        inputs = tuple(zip(names, args, strict=True)) + tuple(kwargs.items())
+        values = [a.data if isinstance(a, Node) else a for a in args]
+        kw = {k: (v.data if isinstance(v, Node) else v) for k, v in kwargs.items()}
+        try:
+            result = self.fn(*values, **kw)
+        except Exception as e:
+            node = ExceptionNode(e, op=self, inputs=inputs, traceback=f"{type(e).__name__}: {e}")
+            raise ExecutionError(node, f"{self.name} raised {type(e).__name__}: {e}") from e
+        return MessageNode(result, op=self, inputs=inputs)
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r})"
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(
+            f"{what} must be JSON-serialisable (str, number, bool, None, list, dict with str keys): {e}"
+        ) from None
+
+
+class Node(Generic[T]):
+    """A value in a traced graph.
+
+    ``data`` is the value (reading it inside a bundled function is recorded); ``parents`` the
+    nodes it was computed from; ``op`` the :class:`Op` that made it (``None`` for leaves);
+    ``feedback`` what backward calls delivered to it.
+
+    Example:
+        >>> q = Node("What is 2+2?", name="question")
+        >>> q.name, q.parents, q.op
+        ('question', (), None)
+    """
+
+    __slots__ = ("__weakref__", "_data", "description", "feedback", "name", "op", "parents")
+
+    #: Whether backward delivers feedback to this node (only trainable parameters say yes).
+    trainable: bool = False
+
+    def __init__(self, value: T, *, name: str | None = None, description: str = "") -> None:
+        self._data = value
+        self.name = name if name is not None else scoped(f"node:{next_index('node')}")
+        self.description = description
+        self.parents: tuple[Node[Any], ...] = ()
+        self.op: Op | None = None
+        self.feedback: list[Any] = []
+        note_created(self)
+
+    @property
+    def data(self) -> T:
+        """The value. Reading it inside a bundled function records the read."""
+        note_read(self)
+        return self._data
+
+    @data.setter
+    def data(self, value: T) -> None:
+        raise GraphError(
+            f"{self.name!r} is a computed value and cannot be assigned; only a Parameter's data can be set"
+        )
+
+    def backward(
+        self,
+        feedback: str | float | Feedback,
+        propagator: Propagator | None = None,
+        *,
+        retain_feedback: bool = False,
+    ) -> None:
+        """Send ``feedback`` (a string, a score, or a :class:`Feedback`) back to every trainable parameter.
+
+        Each parameter reached appends one entry to its ``feedback``; entries accumulate over calls
+        until :meth:`zero_feedback`. ``propagator`` defaults to minimal-subgraph propagation.
+        """
+        propagate.backward(self, as_feedback(feedback), propagator, retain_feedback=retain_feedback)
+
+    def zero_feedback(self) -> None:
+        """Forget the feedback this node has received."""
+        self.feedback.clear()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, data={_short.repr(self._data)})"
+
+    # -- traced operators --------------------------------------------------------------------
+    # ``==`` is traced like torch's, so the hash stays identity-based; use ``is`` for identity.
+    __hash__ = object.__hash__
+
+    def __add__(self, other: Any) -> MessageNode[Any]:
+        return ADD(self, other)
+
+    def __radd__(self, other: Any) -> MessageNode[Any]:
+        return ADD(other, self)
+
+    def __sub__(self, other: Any) -> MessageNode[Any]:
+        return SUB(self, other)
+
+    def __rsub__(self, other: Any) -> MessageNode[Any]:
+        return SUB(other, self)
+
+    def __mul__(self, other: Any) -> MessageNode[Any]:
+        return MUL(self, other)
+
+    def __rmul__(self, other: Any) -> MessageNode[Any]:
+        return MUL(other, self)
+
+    def __truediv__(self, other: Any) -> MessageNode[Any]:
+        return TRUEDIV(self, other)
+
+    def __rtruediv__(self, other: Any) -> MessageNode[Any]:
+        return TRUEDIV(other, self)
+
+    def __floordiv__(self, other: Any) -> MessageNode[Any]:
+        return FLOORDIV(self, other)
+
+    def __rfloordiv__(self, other: Any) -> MessageNode[Any]:
+        return FLOORDIV(other, self)
+
+    def __mod__(self, other: Any) -> MessageNode[Any]:
+        return MOD(self, other)
+
+    def __rmod__(self, other: Any) -> MessageNode[Any]:
+        return MOD(other, self)
+
+    def __pow__(self, other: Any) -> MessageNode[Any]:
+        return POW(self, other)
+
+    def __rpow__(self, other: Any) -> MessageNode[Any]:
+        return POW(other, self)
+
+    def __neg__(self) -> MessageNode[Any]:
+        return NEG(self)
+
+    def __pos__(self) -> MessageNode[Any]:
+        return POS(self)
+
+    def __abs__(self) -> MessageNode[Any]:
+        return ABS(self)
+
+    def __lt__(self, other: Any) -> MessageNode[Any]:
+        return LT(self, other)
+
+    def __le__(self, other: Any) -> MessageNode[Any]:
+        return LE(self, other)
+
+    def __gt__(self, other: Any) -> MessageNode[Any]:
+        return GT(self, other)
+
+    def __ge__(self, other: Any) -> MessageNode[Any]:
+        return GE(self, other)
+
+    def __eq__(self, other: object) -> MessageNode[Any]:  # type: ignore[override]
+        return EQ(self, other)
+
+    def __ne__(self, other: object) -> MessageNode[Any]:  # type: ignore[override]
+        return NE(self, other)
+
+    def __getitem__(self, key: Any) -> MessageNode[Any]:
+        return GETITEM(self, key)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> MessageNode[Any]:
+        if not callable(self._data):
+            raise InvalidInputError(f"{self.name!r} holds a {type(self._data).__name__}, which is not callable")
+        return CALL(self, *args, **kwargs)
+
+    # -- untraced conversions: Python needs plain values back from these ------------------------
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+    def __contains__(self, item: Any) -> bool:
+        value = item.data if isinstance(item, Node) else item
+        return value in self.data  # type: ignore[operator]
+
+    def __iter__(self) -> Iterator[MessageNode[Any]]:
+        """Iterate a list or tuple as traced items, a dict as traced keys; anything else is an error."""
+        value = self.data
+        if isinstance(value, list | tuple):
+            return (GETITEM(self, i) for i in range(len(value)))
+        if isinstance(value, dict):
+            keys = KEYS(self)
+            return (GETITEM(keys, i) for i in range(len(value)))
+        raise InvalidInputError(
+            f"cannot iterate {self.name!r}: it holds a {type(value).__name__}; traced iteration works on "
+            "lists, tuples and dicts (use ops.split for text, or iterate node.data untraced)"
+        )
+
+
+class Parameter(Node[T]):
+    """A trainable leaf: a prompt, a piece of code, a number, or a JSON value an optimizer may rewrite.
+
+    ``kind`` is ``"text"``, ``"code"``, ``"number"`` or ``"json"`` (inferred from the value when
+    ``None``: str → text, int/float → number, anything else JSON-serialisable → json).
+    ``constraint`` is a sentence the optimizer is shown; ``bounds=(lo, hi)`` limits a number.
+    Assigning ``param.data = v`` (or ``param.set(v)``) checks the type still fits the kind.
+
+    Example:
+        >>> p = Parameter("Answer the question.", name="instruction", description="the system prompt")
+        >>> p.kind, p.trainable
+        ('text', True)
+        >>> p.data = "Answer briefly."
+        >>> p.data
+        'Answer briefly.'
+    """
+
+    __slots__ = ("_user_named", "bounds", "constraint", "kind", "trainable")
+
+    def __init__(
+        self,
+        value: T,
+        *,
+        name: str | None = None,
+        description: str = "",
+        constraint: str | None = None,
+        kind: str | None = None,
+        bounds: tuple[float, float] | None = None,
+        trainable: bool = True,
+    ) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise InvalidInputError(f"Parameter name must be a non-empty str, got {name!r}")
+        super().__init__(value, name=name if name is not None else f"param:{next_index('param')}")
+        self._user_named = name is not None
+        self.description = description
+        self.constraint = constraint
+        self.trainable = bool(trainable)
+        self.kind = _infer_kind(value) if kind is None else kind
+        if self.kind not in KINDS:
+            raise InvalidInputError(f"Parameter kind must be one of {KINDS}, got {kind!r}")
+        self.bounds: tuple[float, float] | None = None
+        if bounds is not None:
+            if self.kind != "number":
+                raise InvalidInputError(f"bounds apply only to number parameters; {self.name!r} is {self.kind}")
+            lo, hi = bounds
+            if not lo <= hi:
+                raise InvalidInputError(f"bounds must be (lo, hi) with lo <= hi, got {bounds!r}")
+            self.bounds = (lo, hi)
+        _check_value(self, value, initial=True)
+
+    @property
+    def data(self) -> T:
+        note_read(self)
+        return self._data
+
+    @data.setter
+    def data(self, value: T) -> None:
+        self.set(value)
+
+    def set(self, value: T) -> None:
+        """Replace the value; raises if it does not fit this parameter's kind (or bounds)."""
+        self._data = _check_value(self, value, initial=False)
+
+    def __repr__(self) -> str:
+        return f"Parameter(name={self.name!r}, kind={self.kind!r}, data={_short.repr(self._data)})"
+
+
+def _infer_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "number"
+    return "json"
+
+
+def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:
+    """``value`` as the parameter will store it, or a typed error saying why it does not fit."""
+    where = f"parameter {param.name!r} ({param.kind})"
+    if param.kind in ("text", "code"):
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{where} holds a str; got {type(value).__name__}")
+        return value
+    if param.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidInputError(f"{where} holds a finite int or float; got {value!r}")
+        if not initial and isinstance(param._data, int) and not isinstance(value, int):
+            # An integer parameter stays an integer: 3.0 is taken as 3, 3.5 is refused.
+            if not float(value).is_integer():
+                raise SuggestionError(f"{where} holds an integer; got {value!r}", param.name, value)
+            value = int(value)
+        if param.bounds is not None and not param.bounds[0] <= value <= param.bounds[1]:
+            lo, hi = param.bounds
+            raise SuggestionError(f"{where} must lie within [{lo}, {hi}]; got {value!r}", param.name, value)
+        return value
+    _check_json(value, where)
+    if not initial:
+        for shape in (dict, list):
+            if isinstance(param._data, shape) and not isinstance(value, shape):
+                raise InvalidInputError(f"{where} holds a {shape.__name__}; got {type(value).__name__}")
+    return value
+
+
+class MessageNode(Node[T]):
+    """The output of an op. ``inputs`` are ``(argument name, node or plain value)`` pairs.
+
+    ``info`` holds what the op wants remembered (an LLM call's prompts, response and usage;
+    hidden dependencies a bundle recorded). Under ``no_trace()`` the node has no parents.
+
+    Example:
+        >>> a = Node(2, name="a")
+        >>> out = a + 3
+        >>> out.inputs, out.parents == (a,)
+        ((('lhs', Node(name='a', data=2)), ('rhs', 3)), True)
+    """
+
+    __slots__ = ("info", "inputs")
+
+    def __init__(
+        self,
+        value: T,
+        *,
+        op: Op,
+        inputs: tuple[tuple[str, Any], ...] = (),
+        info: dict[str, Any] | None = None,
+        extra_parents: tuple[Node[Any], ...] = (),
+        name: str | None = None,
+    ) -> None:
+        base = op.name
+        super().__init__(value, name=name if name is not None else scoped(f"{base}:{next_index(base)}"))
+        self.op = op
+        self.description = op.description
+        self.info = info
+        if is_tracing():
+            self.inputs = inputs
+            self.parents = _unique_nodes([v for _, v in inputs], extra_parents)
+        else:
+            self.inputs = ()
+
+
+def _unique_nodes(values: list[Any], extra: tuple[Node[Any], ...]) -> tuple[Node[Any], ...]:
+    seen: set[int] = set()
+    out: list[Node[Any]] = []
+    for v in (*values, *extra):
+        if isinstance(v, Node) and id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return tuple(out)
+
+
+class ExceptionNode(MessageNode[BaseException]):
+    """An exception raised inside an op; ``data`` is the exception.
+
+    ``traceback`` is the traceback text, mapped onto the lines of the trainable code when the
+    failing code is a code :class:`Parameter` (``code``), and ``lineno`` the failing line there.
+    Backward works like any node's, so the error can become feedback for what caused it.
+
+    Example:
+        >>> from feedprop.errors import ExecutionError
+        >>> x = Parameter(0, name="x")
+        >>> try:
+        ...     1 / x
+        ... except ExecutionError as e:
+        ...     e.node.backward("x must not be zero")
+        >>> x.feedback[0].feedback.text
+        'x must not be zero'
+    """
+
+    __slots__ = ("code", "lineno", "traceback")
+
+    def __init__(
+        self,
+        exception: BaseException,
+        *,
+        op: Op,
+        inputs: tuple[tuple[str, Any], ...] = (),
+        traceback: str = "",
+        lineno: int | None = None,
+        code: Parameter[str] | None = None,
+        info: dict[str, Any] | None = None,
+        extra_parents: tuple[Node[Any], ...] = (),
+    ) -> None:
+        extra = extra_parents if code is None or any(code is p for p in extra_parents) else (*extra_parents, code)
+        super().__init__(
+            exception,
+            op=op,
+            inputs=inputs,
+            info=info,
+            extra_parents=extra,
+            name=scoped(f"exception:{next_index('exception')}"),
+        )
+        self.traceback = traceback
+        self.lineno = lineno
+        self.code = code
+
+    @property
+    def message(self) -> str:
+        """``"TypeName: message"`` of the exception."""
+        return f"{type(self._data).__name__}: {self._data}"
+
+
+# -- the ops behind Python's operators (feedprop.ops re-exports them with the other built-ins) ----
+
+
+def _binary(name: str, fn: Callable[[Any, Any], Any], symbol: str) -> Op:
+    return Op(name, fn, ("lhs", "rhs"), f"[{name}] lhs {symbol} rhs")
+
+
+def _unary(name: str, fn: Callable[[Any], Any], symbol: str) -> Op:
+    return Op(name, fn, ("x",), f"[{name}] {symbol}")
+
+
+ADD = _binary("add", operator.add, "+")
+SUB = _binary("sub", operator.sub, "-")
+MUL = _binary("mul", operator.mul, "*")
+TRUEDIV = _binary("truediv", operator.truediv, "/")
+FLOORDIV = _binary("floordiv", operator.floordiv, "//")
+MOD = _binary("mod", operator.mod, "%")
+POW = _binary("pow", operator.pow, "**")
+LT = _binary("lt", operator.lt, "<")
+LE = _binary("le", operator.le, "<=")
+GT = _binary("gt", operator.gt, ">")
+GE = _binary("ge", operator.ge, ">=")
+EQ = _binary("eq", operator.eq, "==")
+NE = _binary("ne", operator.ne, "!=")
+NEG = _unary("neg", operator.neg, "-x")
+POS = _unary("pos", operator.pos, "+x")
+ABS = _unary("abs", abs, "abs(x)")
+GETITEM = Op("getitem", operator.getitem, ("obj", "key"), "[getitem] obj[key]")
+KEYS = Op("keys", lambda d: list(d.keys()), ("obj",), "[keys] list(obj.keys())")
+CALL = Op("call", lambda fn, *a, **k: fn(*a, **k), ("fn",), "[call] fn(*args, **kwargs)")
+

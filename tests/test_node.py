@@ -1,0 +1,189 @@
+"""Nodes, parameters and the operators traced on them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from feedprop.errors import ExecutionError, GraphError, InvalidInputError, SuggestionError
+from feedprop.node import (
+    ADD,
+    EQ,
+    GETITEM,
+    ExceptionNode,
+    Feedback,
+    MessageNode,
+    Node,
+    Op,
+    Parameter,
+    as_feedback,
+)
+
+
+def test_parameter_kinds_are_inferred() -> None:
+    assert Parameter("hi").kind == "text"
+    assert Parameter(3).kind == "number"
+    assert Parameter(0.5).kind == "number"
+    assert Parameter({"a": [1, 2]}).kind == "json"
+    assert Parameter([1, "x"]).kind == "json"
+    assert Parameter(True).kind == "json"
+    assert Parameter("def f(x):\n    return x\n", kind="code").kind == "code"
+
+
+def test_parameter_names_are_the_users_or_unique() -> None:
+    assert Parameter("a", name="instruction").name == "instruction"
+    a, b = Parameter("a"), Parameter("b")
+    assert a.name != b.name and a.name.startswith("param:")
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "error"),
+    [
+        (object(), {}, InvalidInputError),
+        ({"a": {1, 2}}, {}, InvalidInputError),
+        (float("nan"), {}, InvalidInputError),
+        ("x", {"kind": "prompt"}, InvalidInputError),
+        (3, {"kind": "text"}, InvalidInputError),
+        ("x", {"bounds": (0, 1)}, InvalidInputError),
+        (0.5, {"bounds": (1, 0)}, InvalidInputError),
+        (5, {"bounds": (0, 1)}, SuggestionError),
+        ("x", {"name": ""}, InvalidInputError),
+    ],
+)
+def test_bad_parameters_raise_typed_errors(value: Any, kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Parameter(value, **kwargs)
+
+
+def test_setting_a_parameter_keeps_its_type() -> None:
+    text = Parameter("a", name="t")
+    text.data = "b"
+    assert text.data == "b"
+    with pytest.raises(InvalidInputError, match="holds a str"):
+        text.set(3)
+    n = Parameter(3, name="n", bounds=(0, 10))
+    n.set(4.0)
+    assert n.data == 4 and isinstance(n.data, int)
+    with pytest.raises(SuggestionError, match="integer"):
+        n.set(4.5)
+    with pytest.raises(SuggestionError, match=r"within \[0, 10\]"):
+        n.set(11)
+    with pytest.raises(InvalidInputError):
+        n.set("4")
+    with pytest.raises(InvalidInputError):
+        n.set(True)
+    f = Parameter(0.5, name="f")
+    f.set(2)
+    assert f.data == 2
+    j = Parameter({"k": 1}, name="j")
+    j.set({"k": 2})
+    with pytest.raises(InvalidInputError, match="holds a dict"):
+        j.set([1])
+    with pytest.raises(InvalidInputError, match="JSON"):
+        j.set({"k": object()})
+
+
+def test_computed_nodes_cannot_be_assigned() -> None:
+    out = Node(1, name="one") + 1
+    with pytest.raises(GraphError, match="only a Parameter"):
+        out.data = 5
+
+
+def test_feedback_is_validated() -> None:
+    assert as_feedback("x") == Feedback("x")
+    assert as_feedback(1).score == 1.0
+    fb = Feedback("t", score=1, extras={"a": 1})
+    assert isinstance(fb.score, float)
+    with pytest.raises(InvalidInputError):
+        Feedback(3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        Feedback("t", score=math.inf)
+    with pytest.raises(InvalidInputError):
+        Feedback("t", extras=[1])  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        fb.text = "changed"  # type: ignore[misc]
+
+
+def test_operators_route_to_op_objects() -> None:
+    a = Parameter(6, name="a")
+    b = Node(3, name="b")
+    cases = {
+        "add": (a + b, 9),
+        "sub": (a - b, 3),
+        "mul": (a * b, 18),
+        "truediv": (a / b, 2.0),
+        "floordiv": (a // 4, 1),
+        "mod": (a % 4, 2),
+        "pow": (a**2, 36),
+        "neg": (-a, -6),
+        "pos": (+a, 6),
+        "abs": (abs(-a), 6),
+        "lt": (a < b, False),
+        "le": (a <= 6, True),
+        "gt": (a > b, True),
+        "ge": (a >= 7, False),
+        "eq": (a == 6, True),
+        "ne": (a != 6, False),
+    }
+    for name, (node, value) in cases.items():
+        assert isinstance(node, MessageNode)
+        assert node.op is not None and node.op.name == name
+        assert node.data == value
+    assert (10 - a).data == 4 and (10 - a).inputs[0] == ("lhs", 10)
+    assert (a == 6).op is EQ
+    s = Node("ab", name="s") + "c"
+    assert s.data == "abc" and s.op is ADD
+
+
+def test_indexing_iteration_and_truthiness() -> None:
+    items = Node([10, 20, 30], name="items")
+    first = items[0]
+    assert first.op is GETITEM and first.data == 10 and first.parents[0] is items
+    assert [x.data for x in items] == [10, 20, 30]
+    assert all(x.parents[0] is items for x in items)
+    d = Node({"a": 1, "b": 2}, name="d")
+    keys = list(d)
+    assert [k.data for k in keys] == ["a", "b"]
+    assert d["b"].data == 2
+    assert len(items) == 3 and 20 in items and Node(20) in items
+    assert bool(Node(0)) is False and bool(Node("x")) is True
+    with pytest.raises(InvalidInputError, match="cannot iterate"):
+        iter(Node("text"))
+    # Identity hashing: nodes work as dict keys and set members despite traced ==.
+    assert len({items, first, items}) == 2
+
+
+def test_calling_a_node_traces_a_call() -> None:
+    fn = Node(len, name="len")
+    out = fn(Node([1, 2], name="xs"))
+    assert out.data == 2 and out.op is not None and out.op.name == "call"
+    with pytest.raises(InvalidInputError, match="not callable"):
+        Node(3, name="three")()
+
+
+def test_errors_inside_ops_become_exception_nodes() -> None:
+    x = Parameter(0, name="x")
+    with pytest.raises(ExecutionError) as info:
+        _ = 1 / x
+    node = info.value.node
+    assert isinstance(node, ExceptionNode)
+    assert isinstance(node.data, ZeroDivisionError)
+    assert node.parents[0] is x and "ZeroDivisionError" in str(info.value)
+    assert node.message.startswith("ZeroDivisionError")
+    node.backward(str(info.value))
+    assert x.feedback[0].output is node
+
+
+def test_op_identity_and_names() -> None:
+    double = Op("double", lambda v: 2 * v, ("v",))
+    outs = [double(i) for i in range(3)]
+    assert all(o.op is double for o in outs)
+    assert len({o.name for o in outs}) == 3 and all(o.name.startswith("double:") for o in outs)
+    with pytest.raises(GraphError):
+        Op("label")(1)
+
+
+def test_repr_is_short() -> None:
+    assert repr(Parameter("x" * 500, name="long")).count("x") < 100
