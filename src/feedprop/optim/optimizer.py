@@ -23,23 +23,38 @@ import copy
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from feedprop import llm as llm_package
-from feedprop.errors import ConfigurationError, InvalidInputError, StateDictError, SuggestionError
-from feedprop.llm.base import LLM, Completion, Message
-from feedprop.llm.usage import UsageMeter, track_usage
+from feedprop.errors import ConfigurationError, InvalidInputError, ReplyParseError, StateDictError, SuggestionError
+from feedprop.llm import LLM, Completion, Message, UsageMeter, thread_map, track_usage
+from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop.node import Feedback, Parameter
+from feedprop.optim.budget import truncate_middle
 from feedprop.optim.keys import match_key, normalize_key
+from feedprop.optim.replies import REPLY_FORMATS, Reply, parse_reply
+from feedprop.optim.templates import fill, template
 from feedprop.optim.validate import infer_kind, validate_value
 
-if TYPE_CHECKING:  # only the type; the node layer's objects are used through their attributes
-    from feedprop.node import Parameter
+if TYPE_CHECKING:
+    from feedprop.propagate import ParameterFeedback
 
-__all__ = ["Candidate", "Optimizer", "Proposal", "Rejection"]
+__all__ = ["COMMON_DEFAULTS", "Attempt", "Candidate", "Optimizer", "Proposal", "Rejection"]
 
 STATE_FORMAT = "feedprop.optim/1"
 #: How many refused suggestions are kept to show the model on the next attempt.
 MAX_REMEMBERED_REJECTIONS = 8
+
+#: Options every optimizer understands. They apply to the optimizer's model calls as a whole.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "reply_format": "json",  # "json" or "xml" (see feedprop.optim.replies)
+    "max_retries": 1,  # extra calls after an unreadable reply or a reply whose every suggestion was refused
+    "max_tokens": 800,  # the reply's length limit
+    "temperature": 0.0,  # of the first candidate
+    "n_candidates": 1,  # how many candidates propose() samples
+    "candidate_temperature": 0.8,  # of the candidates after the first
+    "max_prompt_tokens": 3000,  # the prompt's budget: graphs, values and history are summarised to fit
+}
 
 
 @dataclass
@@ -112,6 +127,17 @@ class Proposal:
         }
 
 
+@dataclass
+class Attempt:
+    """The outcome of :meth:`Optimizer.ask`: one candidate (or none) and what happened on the way."""
+
+    candidate: Candidate | None = None
+    reply: Reply | None = None
+    rejected: list[Rejection] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
 def _jsonable(value: Any) -> Any:
     try:
         json.dumps(value)
@@ -127,23 +153,45 @@ def _check_json(value: Any, what: str) -> None:
         raise InvalidInputError(f"{what} must be JSON-serialisable ({e}); store only plain JSON data there") from None
 
 
-def kind_of(param: Parameter) -> str:
+def kind_of(param: Parameter[Any]) -> str:
     """The parameter's kind ("text", "code", "number" or "json"), inferred from its value when unset."""
     kind = getattr(param, "kind", None)
     return str(kind) if kind else infer_kind(param.data)
 
 
 def _is_parameter(obj: Any) -> bool:
-    return all(hasattr(obj, attr) for attr in ("data", "name", "feedback", "zero_feedback"))
+    return isinstance(obj, Parameter)
 
 
-def set_value(param: Parameter, value: Any) -> None:
-    """Give ``param`` a new value through its own setter (so the node layer can check types)."""
-    setter = getattr(param, "set", None)
-    if callable(setter):
-        setter(value)
-    else:
-        param.data = value
+def _check_options(options: Mapping[str, Any]) -> None:
+    fmt = options.get("reply_format")
+    if fmt not in REPLY_FORMATS:
+        raise ConfigurationError(f"reply_format must be one of {REPLY_FORMATS}, got {fmt!r}")
+    for key, low in (("max_retries", 0), ("max_tokens", 1), ("n_candidates", 1), ("max_prompt_tokens", 200)):
+        value = options.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigurationError(f"{key} must be an int >= {low}, got {value!r}")
+    for key in ("temperature", "candidate_temperature"):
+        value = options.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+            raise ConfigurationError(f"{key} must be a number between 0 and 2, got {value!r}")
+
+
+def describe_parameter(name: str, param: Parameter[Any]) -> str:
+    """One line telling the model what a variable is: kind, bounds, description, constraint."""
+    kind = kind_of(param)
+    parts = [f"{name} ({kind}"]
+    bounds = getattr(param, "bounds", None)
+    if bounds is not None:
+        parts.append(f", between {bounds[0]} and {bounds[1]}")
+    parts.append(")")
+    line = "".join(parts)
+    if param.description:
+        line += f": {param.description}"
+    constraint = getattr(param, "constraint", None)
+    if isinstance(constraint, str) and constraint:
+        line += f" [constraint: {constraint}]"
+    return line
 
 
 class Optimizer:
@@ -166,7 +214,7 @@ class Optimizer:
 
     def __init__(
         self,
-        params: Iterable[Parameter] | Iterable[dict[str, Any]],
+        params: Iterable[Parameter[Any]] | Iterable[dict[str, Any]],
         llm: LLM | None = None,
         **defaults: Any,
     ) -> None:
@@ -177,13 +225,14 @@ class Optimizer:
             )
         if isinstance(params, Mapping) or _is_parameter(params):
             raise InvalidInputError("params must be an iterable of parameters, e.g. model.parameters() or [p1, p2]")
-        self.defaults: dict[str, Any] = dict(defaults)
+        self.defaults: dict[str, Any] = {**COMMON_DEFAULTS, **defaults}
+        _check_options(self.defaults)
         self._llm = llm
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[str, dict[str, Any]] = {}
         self.global_state: dict[str, Any] = {"step": 0, "rejected": []}
-        self._names: dict[str, Parameter] = {}
-        groups = list(params)
+        self._names: dict[str, Parameter[Any]] = {}
+        groups: list[Any] = list(params)
         if not groups:
             raise ConfigurationError("the optimizer got an empty parameter list; pass model.parameters()")
         if not isinstance(groups[0], dict):
@@ -214,6 +263,7 @@ class Optimizer:
             if any(p is q for q in self._names.values()):
                 raise ConfigurationError(f"parameter {p.name!r} appears in more than one group; list it once")
         new = {**self.defaults, **group, "params": members}
+        _check_options(new)
         self.param_groups.append(new)
         for p in members:
             name = self._unique_name(str(p.name) or "param")
@@ -229,14 +279,14 @@ class Optimizer:
             i += 1
         return f"{name}_{i}"
 
-    def named_parameters(self) -> dict[str, Parameter]:
+    def named_parameters(self) -> dict[str, Parameter[Any]]:
         """The owned parameters by the names this optimizer uses for them (in updates and state)."""
         return dict(self._names)
 
-    def parameters(self) -> list[Parameter]:
+    def parameters(self) -> list[Parameter[Any]]:
         return list(self._names.values())
 
-    def name_of(self, param: Parameter) -> str:
+    def name_of(self, param: Parameter[Any]) -> str:
         """The name under which this optimizer knows ``param``."""
         for name, p in self._names.items():
             if p is param:
@@ -292,7 +342,7 @@ class Optimizer:
             raise InvalidInputError(
                 f"apply() takes a Proposal, a Candidate or a mapping of name → value, got {type(proposal).__name__}"
             )
-        checked: list[tuple[Parameter, Any]] = []
+        checked: list[tuple[Parameter[Any], Any]] = []
         for key, value in updates.items():
             match = match_key(str(key), self._names)
             if match.name is None:
@@ -304,7 +354,7 @@ class Optimizer:
             param = self._names[match.name]
             checked.append((param, self.validate(match.name, value)))
         for param, value in checked:
-            set_value(param, value)
+            param.set(value)
 
     def step(self) -> Proposal:
         """:meth:`propose`, then :meth:`apply` its first candidate. Returns the proposal."""
@@ -338,7 +388,7 @@ class Optimizer:
         self,
         suggestion: Mapping[str, Any],
         *,
-        shown: Mapping[str, Parameter] | None = None,
+        shown: Mapping[str, Parameter[Any]] | None = None,
         others: Iterable[str] = (),
     ) -> tuple[dict[str, Any], list[Rejection]]:
         """Turn a parsed suggestion into validated updates and rejections.
@@ -375,6 +425,122 @@ class Optimizer:
             updates[name] = checked
         return updates, rejected
 
+    def format_help(self) -> str:
+        """How the model must write its answer, for the chosen ``reply_format``."""
+        return template(f"format_{self.defaults['reply_format']}").strip()
+
+    def check_prompt(self, messages: list[Message]) -> int:
+        """The prompt's estimated tokens; :class:`ConfigurationError` if it exceeds ``max_prompt_tokens``."""
+        used = estimate_prompt_tokens(messages)
+        limit = int(self.defaults["max_prompt_tokens"])
+        if used > limit:
+            raise ConfigurationError(
+                f"the prompt needs about {used} tokens even after summarising, over max_prompt_tokens={limit}; "
+                "raise max_prompt_tokens (if the model's context allows) or optimize fewer parameters at once"
+            )
+        return used
+
+    def ask(
+        self,
+        messages: list[Message],
+        *,
+        shown: Mapping[str, Parameter[Any]] | None = None,
+        others: Iterable[str] = (),
+        sample: int = 0,
+    ) -> Attempt:
+        """Ask the model and read its reply into one validated :class:`Candidate`.
+
+        An unreadable reply is retried (up to ``max_retries`` times) with the parse error shown
+        to the model; so is a reply whose every suggestion was refused, with the reasons. Sample
+        0 uses ``temperature``, later samples ``candidate_temperature`` and a distinct cache salt.
+        """
+        opts = self.defaults
+        temperature = opts["temperature"] if sample == 0 else opts["candidate_temperature"]
+        params: dict[str, Any] = {"temperature": temperature, "max_tokens": opts["max_tokens"]}
+        if sample:
+            params["cache_salt"] = sample
+        self.check_prompt(messages)
+        conversation = list(messages)
+        out = Attempt()
+        others = list(others)
+        for attempt in range(int(opts["max_retries"]) + 1):
+            completion = self.complete(conversation, **params)
+            out.replies.append(completion.text)
+            try:
+                reply = parse_reply(completion.text, opts["reply_format"])
+            except ReplyParseError as e:
+                out.errors.append(str(e))
+                note = fill("retry_parse", error=str(e), format_help=self.format_help())
+                conversation = self._retry_conversation(messages, completion.text, note)
+                continue
+            updates, rejected = self.resolve(reply.suggestion, shown=shown, others=others)
+            out.rejected.extend(rejected)
+            out.reply = reply
+            last = attempt == int(opts["max_retries"])
+            if updates or not rejected or last:
+                out.candidate = Candidate(updates, reply.reasoning, dict(reply.extras))
+                break
+            reasons = "\n".join(f"- {r.message()}" for r in rejected)
+            note = fill("retry_rejected", rejections=reasons, format_help=self.format_help())
+            conversation = self._retry_conversation(messages, completion.text, note)
+        return out
+
+    def _retry_conversation(self, messages: list[Message], reply: str, note: str) -> list[Message]:
+        # Show the model its own reply when the budget allows, cut in the middle if needed.
+        base = [*messages, Message(role="user", content=note)]
+        room = int(self.defaults["max_prompt_tokens"]) - estimate_prompt_tokens(base) - 8
+        if room < 50:
+            return base
+        echo = truncate_middle(reply, min(room * 4, 4000))
+        return [*messages, Message(role="assistant", content=echo), Message(role="user", content=note)]
+
+    def sample_candidates(self, build: Any) -> Proposal:
+        """Run ``build(sample) -> Attempt`` for each of ``n_candidates`` samples and collect a proposal.
+
+        Samples run in parallel threads (the model's concurrency limit applies). Candidates with
+        identical updates are merged; empty candidates are kept only if no other exists.
+        """
+        n = int(self.defaults["n_candidates"])
+        attempts: list[Attempt] = thread_map(build, range(n), max_workers=n) if n > 1 else [build(0)]
+        proposal = Proposal()
+        seen: set[str] = set()
+        for attempt in attempts:
+            proposal.rejected.extend(attempt.rejected)
+            proposal.replies.extend(attempt.replies)
+            proposal.errors.extend(attempt.errors)
+            if attempt.candidate is None:
+                continue
+            key = json.dumps(attempt.candidate.updates, sort_keys=True, default=repr)
+            if key not in seen:
+                seen.add(key)
+                proposal.candidates.append(attempt.candidate)
+        non_empty = [c for c in proposal.candidates if c.updates]
+        if non_empty:
+            proposal.candidates = non_empty
+        return proposal
+
+    # -- reading feedback ----------------------------------------------------------------------
+
+    def feedback_entries(self, name: str) -> list[ParameterFeedback]:
+        """What backward delivered to the parameter called ``name`` since the last zero_feedback()."""
+        return list(self._names[name].feedback)
+
+    def observed_feedback(self) -> list[Feedback]:
+        """The distinct output feedbacks that reached any owned parameter, in order of arrival."""
+        seen: set[int] = set()
+        out: list[Feedback] = []
+        for param in self._names.values():
+            for entry in param.feedback:
+                fb = cast(Feedback, getattr(entry, "output_feedback", getattr(entry, "feedback", entry)))
+                if id(fb) not in seen:
+                    seen.add(id(fb))
+                    out.append(fb)
+        return out
+
+    def current_values(self) -> dict[str, Any]:
+        """A deep copy of every owned parameter's value, by name."""
+        return {name: copy.deepcopy(p.data) for name, p in self._names.items()}
+
     @staticmethod
     def _refusal(key: str, why: str, how: str, others: list[str], legal_list: str) -> str:
         norm = normalize_key(key)
@@ -402,6 +568,7 @@ class Optimizer:
         sd = {
             "format": STATE_FORMAT,
             "optimizer": type(self).__name__,
+            "defaults": {k: v for k, v in self.defaults.items() if _jsonable(v) is v},
             "state": self.state,
             "global_state": self.global_state,
             "param_groups": groups,
@@ -445,5 +612,6 @@ class Optimizer:
         data = json.loads(json.dumps(state_dict))
         self.state = {name: dict(data["state"][name]) for name in self._names}
         self.global_state = dict(data.get("global_state", {}))
+        self.defaults.update(data.get("defaults", {}))
         for group, saved_group in zip(self.param_groups, data["param_groups"], strict=True):
             group.update({k: v for k, v in saved_group.items() if k != "params"})

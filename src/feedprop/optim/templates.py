@@ -1,0 +1,40 @@
+"""Prompts as data: the ``prompts/*.txt`` files beside the optimizers, filled with ``$names``.
+
+``string.Template`` syntax keeps JSON examples (full of braces) readable in the files.
+
+Example:
+    >>> "$legal" in template("optoprime_user")
+    True
+"""
+
+from __future__ import annotations
+
+import string
+from functools import cache
+from importlib import resources
+
+from feedprop.errors import ConfigurationError
+
+__all__ = ["fill", "template"]
+
+
+@cache
+def template(name: str) -> str:
+    """The text of ``prompts/<name>.txt`` (read on first use, then cached)."""
+    path = resources.files("feedprop.optim").joinpath("prompts", f"{name}.txt")
+    if not path.is_file():
+        raise ConfigurationError(f"no prompt named {name!r} in feedprop/optim/prompts/")
+    return path.read_text(encoding="utf-8")
+
+
+def fill(name: str, **values: object) -> str:
+    """``template(name)`` with every ``$key`` replaced; a missing key is a :class:`ConfigurationError`.
+
+    Example:
+        >>> fill("retry_parse", error="no JSON", format_help="answer in JSON").startswith("I could not read")
+        True
+    """
+    try:
+        return string.Template(template(name)).substitute({k: str(v) for k, v in values.items()}).strip()
+    except (KeyError, ValueError) as e:
+        raise ConfigurationError(f"prompt {name!r} needs a value for {e}") from None
