@@ -142,6 +142,10 @@ def error_feedback(error: ExecutionError) -> Feedback:
     return Feedback(f"The workflow raised an error instead of answering: {error}", score=0.0)
 
 
+class _Skipped(Exception):
+    """Internal: an item not started because another one failed first."""
+
+
 def _run_one(
     model: Callable[[Any], Any],
     item: Item,
@@ -152,7 +156,22 @@ def _run_one(
     stop: threading.Event,
 ) -> Outcome:
     if stop.is_set():
-        raise BudgetExhausted("evaluation stopped early because another item failed")
+        raise _Skipped
+    try:
+        return _score_one(model, item, index, guide, pass_example, check)
+    except BaseException:
+        stop.set()  # at once, so items about to start in other threads do not
+        raise
+
+
+def _score_one(
+    model: Callable[[Any], Any],
+    item: Item,
+    index: int,
+    guide: GuideFn,
+    pass_example: bool,
+    check: Callable[[], None] | None,
+) -> Outcome:
     if check is not None:
         check()
     try:
@@ -200,6 +219,8 @@ def run_items(
                 if fut.cancelled():
                     continue
                 exc = fut.exception()
+                if isinstance(exc, _Skipped):
+                    continue
                 if exc is not None:
                     if failure is None:
                         failure = exc

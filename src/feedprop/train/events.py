@@ -44,7 +44,10 @@ class EventLog:
             if self.path is None:
                 return
             if self._fh is None:
+                torn = _ends_mid_line(self.path)
                 self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across events
+                if torn:  # a crash left half a line: end it, so the next event starts on a line of its own
+                    self._fh.write("\n")
             self._fh.write(line + "\n")
             self._fh.flush()
 
@@ -53,6 +56,18 @@ class EventLog:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+
+
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
 
 
 def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

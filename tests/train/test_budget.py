@@ -1,0 +1,66 @@
+"""Budget limits and run usage accounting."""
+
+from __future__ import annotations
+
+import pytest
+
+from feedprop.errors import ConfigurationError, InvalidInputError
+from feedprop.train.budget import Budget, RunUsage
+
+
+def test_remaining_counts_only_what_the_scope_covers() -> None:
+    usage = RunUsage()
+    usage.add("optimizer", calls=2, prompt_tokens=100, completion_tokens=20)
+    usage.add("evaluation", calls=5, prompt_tokens=50, completion_tokens=5)
+    usage.add("test", calls=100, prompt_tokens=10_000)
+    everything = Budget(calls=10, tokens=1000)
+    assert everything.remaining_calls(usage) == 3
+    assert everything.remaining_tokens(usage) == 1000 - 175
+    optimizer_only = Budget(calls=10, tokens=1000, scope="optimizer")
+    assert optimizer_only.remaining_calls(usage) == 8
+    assert optimizer_only.remaining_tokens(usage) == 880
+    assert Budget().remaining_calls(usage) is None
+    assert not everything.counts("test") and everything.counts("evaluation")
+    assert optimizer_only.counts("optimizer") and not optimizer_only.counts("evaluation")
+
+
+def test_exhausted_names_the_limit() -> None:
+    usage = RunUsage()
+    usage.add("evaluation", calls=3)
+    assert Budget(calls=3).exhausted(usage, 0.0) == "budget: calls (3/3)"
+    assert Budget(calls=4).exhausted(usage, 0.0) is None
+    assert Budget(calls=3, scope="optimizer").exhausted(usage, 0.0) is None
+    usage.add("optimizer", prompt_tokens=7, completion_tokens=3)
+    assert Budget(tokens=10).exhausted(usage, 0.0) == "budget: tokens (10/10)"
+    reason = Budget(seconds=1.5).exhausted(usage, 2.0)
+    assert reason is not None and reason.startswith("budget: seconds")
+    assert Budget(calls=0).remaining_calls(RunUsage()) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"calls": -1}, ConfigurationError),
+        ({"calls": 1.5}, InvalidInputError),
+        ({"tokens": True}, InvalidInputError),
+        ({"seconds": float("inf")}, ConfigurationError),
+        ({"seconds": "10"}, InvalidInputError),
+        ({"scope": "eval"}, ConfigurationError),
+    ],
+)
+def test_bad_budgets_are_refused(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Budget(**kwargs)  # type: ignore[arg-type]
+
+
+def test_usage_round_trips_through_json() -> None:
+    usage = RunUsage()
+    usage.add("optimizer", calls=1, prompt_tokens=10, completion_tokens=2, seconds=0.25)
+    usage.add("test", calls=4, cache_hits=1)
+    again = RunUsage.from_dict(usage.to_dict())
+    assert again == usage
+    assert again.to_dict()["total"]["tokens"] == 12
+    with pytest.raises(ConfigurationError):
+        usage.add("training", calls=1)
+    with pytest.raises(ConfigurationError):
+        usage.add("optimizer", dollars=1)
