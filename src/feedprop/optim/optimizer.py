@@ -34,7 +34,7 @@ from feedprop.optim.budget import truncate_middle
 from feedprop.optim.keys import match_key, normalize_key
 from feedprop.optim.replies import REPLY_FORMATS, Reply, parse_reply
 from feedprop.optim.templates import fill, template
-from feedprop.optim.validate import infer_kind, validate_value
+from feedprop.optim.validate import check_constraint, infer_kind, validate_value
 
 if TYPE_CHECKING:
     from feedprop.propagate import ParameterFeedback
@@ -203,7 +203,7 @@ class Optimizer:
     ``defaults`` are the options every group starts from.
 
     Example:
-        >>> from feedprop import Parameter
+        >>> from feedprop.node import Feedback, Parameter
         >>> from feedprop.llm import MockLLM
         >>> from feedprop.optim import OptoPrime
         >>> x = Parameter(1.0, name="x")
@@ -375,7 +375,7 @@ class Optimizer:
     def validate(self, name: str, value: Any) -> Any:
         """Validate ``value`` for the parameter called ``name``; return it converted or raise SuggestionError."""
         param = self._names[name]
-        return validate_value(
+        checked = validate_value(
             kind_of(param),
             param.data,
             value,
@@ -383,6 +383,11 @@ class Optimizer:
             constraint=getattr(param, "constraint", None),
             name=name,
         )
+        for constraint in self.options(name).get("constraints") or ():  # a group's extra constraints
+            problem = check_constraint(constraint, checked)
+            if problem:
+                raise SuggestionError(problem, parameter=name, value=value)
+        return checked
 
     def resolve(
         self,

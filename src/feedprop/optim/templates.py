@@ -27,14 +27,14 @@ def template(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def fill(name: str, **values: object) -> str:
-    """``template(name)`` with every ``$key`` replaced; a missing key is a :class:`ConfigurationError`.
+def fill(prompt: str, /, **values: object) -> str:
+    """``template(prompt)`` with every ``$key`` replaced; a missing key is a :class:`ConfigurationError`.
 
     Example:
         >>> fill("retry_parse", error="no JSON", format_help="answer in JSON").startswith("I could not read")
         True
     """
     try:
-        return string.Template(template(name)).substitute({k: str(v) for k, v in values.items()}).strip()
+        return string.Template(template(prompt)).substitute({k: str(v) for k, v in values.items()}).strip()
     except (KeyError, ValueError) as e:
-        raise ConfigurationError(f"prompt {name!r} needs a value for {e}") from None
+        raise ConfigurationError(f"prompt {prompt!r} needs a value for {e}") from None
