@@ -1,0 +1,182 @@
+"""Usage meters and budgets: counted for every call, across threads and tasks, and exact."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from feedprop.errors import BudgetExhausted, ConfigurationError, TransientLLMError
+from feedprop.llm import (
+    ContextThreadPoolExecutor,
+    MockLLM,
+    RetryPolicy,
+    UsageMeter,
+    active_meters,
+    estimate_tokens,
+    thread_map,
+    track_usage,
+)
+
+ASK = [{"role": "user", "content": "twelve chars"}]  # 12 chars -> 3 tokens, +4 framing = 7 prompt tokens
+
+
+def test_a_call_is_counted_with_its_tokens_and_seconds() -> None:
+    llm = MockLLM("abcdefgh", latency=0.01)
+    with track_usage() as usage:
+        completion = llm.complete(ASK)
+    assert usage.calls == 1
+    assert usage.prompt_tokens == 7 == completion.usage.prompt_tokens
+    assert usage.completion_tokens == 2 == estimate_tokens("abcdefgh")
+    assert usage.total_tokens == 9
+    assert usage.seconds >= 0.01
+    assert usage.cache_hits == 0 and usage.errors == 0
+
+
+def test_calls_outside_a_scope_are_not_counted_and_nested_scopes_all_count() -> None:
+    llm = MockLLM("x")
+    llm.complete(ASK)
+    with track_usage() as outer:
+        llm.complete(ASK)
+        with track_usage() as inner:
+            assert active_meters() == (outer, inner)
+            llm.complete(ASK)
+        llm.complete(ASK)
+    assert active_meters() == ()
+    assert (outer.calls, inner.calls) == (3, 1)
+
+
+def test_usage_accounting_is_exact_across_16_threads() -> None:
+    llm = MockLLM(lambda messages, **params: "reply " * 3, latency=0.002)
+    per_thread = 25
+    with track_usage() as usage:
+
+        def work(_: int) -> None:
+            for _ in range(per_thread):
+                llm.complete(ASK)
+
+        with ContextThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(work, range(16)))
+    calls = 16 * per_thread
+    assert usage.calls == calls == len(llm.calls)
+    assert usage.prompt_tokens == 7 * calls
+    assert usage.completion_tokens == estimate_tokens("reply " * 3) * calls
+
+
+def test_plain_threads_do_not_see_the_meter_but_copied_contexts_do() -> None:
+    llm = MockLLM("x")
+    with track_usage() as usage:
+        raw = threading.Thread(target=llm.complete, args=(ASK,))
+        raw.start()
+        raw.join()
+        assert usage.calls == 0  # a raw thread starts with an empty context (documented)
+        ctx = contextvars.copy_context()
+        copied = threading.Thread(target=ctx.run, args=(llm.complete, ASK))
+        copied.start()
+        copied.join()
+        with ThreadPoolExecutor(2) as plain:
+            plain.submit(llm.complete, ASK).result()
+        assert usage.calls == 1
+        assert thread_map(lambda _: llm.complete(ASK).text, range(5), max_workers=3) == ["x"] * 5
+    assert usage.calls == 6
+
+
+def test_asyncio_tasks_inherit_the_meter() -> None:
+    llm = MockLLM("x", latency=0.005)
+
+    async def main() -> UsageMeter:
+        with track_usage() as usage:
+            await asyncio.gather(*(llm.acomplete(ASK) for _ in range(10)))
+        return usage
+
+    usage = asyncio.run(main())
+    assert usage.calls == 10 and usage.prompt_tokens == 70
+
+
+def test_call_budget_is_exact_under_concurrency() -> None:
+    llm = MockLLM("x", latency=0.005)
+    refused = []
+    with track_usage(max_calls=37) as usage:
+
+        def work(_: int) -> None:
+            for _ in range(10):
+                try:
+                    llm.complete(ASK)
+                except BudgetExhausted as exc:
+                    refused.append(exc)
+
+        with ContextThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(work, range(16)))
+    assert usage.calls == 37 == len(llm.calls)
+    assert len(refused) == 160 - 37
+    assert "max_calls=37" in str(refused[0]) and "raise max_calls" in str(refused[0])
+
+
+def test_budget_is_checked_before_the_call_starts() -> None:
+    llm = MockLLM("x")
+    with track_usage(max_calls=0), pytest.raises(BudgetExhausted):
+        llm.complete(ASK)
+    assert llm.calls == []  # the model was never reached
+
+
+def test_token_budget_stops_new_calls_once_reached() -> None:
+    llm = MockLLM("abcdefgh")  # 7 prompt + 2 completion = 9 tokens per call
+    made = 0
+    with track_usage(max_tokens=20) as usage, pytest.raises(BudgetExhausted, match="max_tokens=20"):
+        for _ in range(10):
+            llm.complete(ASK)
+            made += 1
+    assert made == 3  # 9, 18 (< 20, so a third call may start), 27 (>= 20: no fourth)
+    assert usage.total_tokens == 27 and usage.remaining_tokens == 0
+
+
+def test_the_innermost_limit_applies_and_outer_meters_still_count() -> None:
+    llm = MockLLM("x")
+    with track_usage(max_calls=5) as outer:
+        with track_usage(max_calls=2) as inner:
+            llm.complete(ASK)
+            llm.complete(ASK)
+            with pytest.raises(BudgetExhausted):
+                llm.complete(ASK)
+        llm.complete(ASK)
+    assert (outer.calls, inner.calls) == (3, 2)
+    assert outer.remaining_calls == 2
+
+
+def test_a_refused_call_does_not_count_anywhere() -> None:
+    llm = MockLLM("x")
+    with track_usage() as outer, track_usage(max_calls=1) as inner:
+        llm.complete(ASK)
+        with pytest.raises(BudgetExhausted):
+            llm.complete(ASK)
+    assert outer.calls == 1 and inner.calls == 1
+
+
+def test_failed_calls_count_as_calls_and_errors() -> None:
+    def handler(messages: Any, **params: Any) -> str:
+        raise TransientLLMError("server busy")
+
+    llm = MockLLM(handler, retry=RetryPolicy(max_retries=2, initial_delay=0, jitter=0))
+    with track_usage() as usage, pytest.raises(Exception, match="failed 3 time"):
+        llm.complete(ASK)
+    assert usage.calls == 1 and usage.errors == 1  # one logical call, three attempts
+    assert len(llm.calls) == 3
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
+def test_bad_limits_are_rejected(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="max_calls"), track_usage(max_calls=bad):
+        pass
+
+
+def test_meter_reports_as_dict_and_repr() -> None:
+    llm = MockLLM("x")
+    with track_usage(max_calls=4) as usage:
+        llm.complete(ASK)
+    data = usage.to_dict()
+    assert data["calls"] == 1 and data["total_tokens"] == data["prompt_tokens"] + data["completion_tokens"]
+    assert "max_calls=4" in repr(usage)
