@@ -1,0 +1,196 @@
+"""Per-kind validation of suggested values, and constraint checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from feedprop.errors import SuggestionError
+from feedprop.optim.validate import check_constraint, infer_kind, json_shape_problem, validate_value
+
+CODE = "def add(a, b=1, *, scale=2):\n    return a + b\n"
+
+
+# --- text -----------------------------------------------------------------------------------
+
+
+def test_text_accepts_strings_and_plain_numbers() -> None:
+    assert validate_value("text", "old", "new") == "new"
+    assert validate_value("text", "old", 42) == "42"
+
+
+@pytest.mark.parametrize("bad", [{"a": 1}, ["x"], None, True])
+def test_text_rejects_structures(bad: object) -> None:
+    with pytest.raises(SuggestionError, match="text"):
+        validate_value("text", "old", bad, name="prompt")
+
+
+def test_text_rejects_empty_replacement() -> None:
+    with pytest.raises(SuggestionError, match="empty") as info:
+        validate_value("text", "Answer.", "  ", name="prompt")
+    assert info.value.parameter == "prompt"
+
+
+# --- code -----------------------------------------------------------------------------------
+
+
+def test_code_accepts_same_signature_and_strips_fences() -> None:
+    new = "```python\ndef add(a, b=1, *, scale=2):\n    return (a + b) * scale\n```"
+    assert validate_value("code", CODE, new) == "def add(a, b=1, *, scale=2):\n    return (a + b) * scale"
+
+
+def test_code_accepts_changed_defaults_and_helpers() -> None:
+    new = "def helper(x):\n    return x\n\ndef add(a, b=5, *, scale=3):\n    return helper(a) + b"
+    assert "helper" in validate_value("code", CODE, new)
+
+
+def test_code_dedents() -> None:
+    assert validate_value("code", CODE, "    def add(a, b=1, *, scale=2):\n        return 0").startswith("def add")
+
+
+@pytest.mark.parametrize(
+    ("new", "match"),
+    [
+        ("def add(a, b=1, *, scale=2):\n  return a +", "does not parse"),
+        ("def add(a, c, *, scale=2):\n    return a", "signature changed"),
+        ("def add(a, b=1):\n    return a", "signature changed"),
+        ("async def add(a, b=1, *, scale=2):\n    return a", "signature changed"),
+        ("def plus(a, b=1, *, scale=2):\n    return a", "must define the function 'add'"),
+        ("return a + b", "must define"),
+        ("def add(a, b=1, *, scale=2):\n    return '\x00'", "parse"),
+    ],
+)
+def test_code_rejects(new: str, match: str) -> None:
+    with pytest.raises(SuggestionError, match=match):
+        validate_value("code", CODE, new)
+
+
+def test_code_rejects_non_string() -> None:
+    with pytest.raises(SuggestionError, match="string"):
+        validate_value("code", CODE, {"code": CODE})
+
+
+def test_code_replacing_broken_code_needs_only_to_parse() -> None:
+    assert validate_value("code", "def f(:", "def f(x):\n    return x") == "def f(x):\n    return x"
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("given", "expected"), [("2.5", 2.5), (" -3 ", -3.0), (7, 7.0), ("1,000.5", 1000.5)])
+def test_number_parses_for_float(given: object, expected: float) -> None:
+    value = validate_value("number", 1.0, given)
+    assert value == expected and isinstance(value, float)
+
+
+def test_integer_parameter_stays_integer() -> None:
+    assert validate_value("number", 3, "4.0") == 4
+    assert isinstance(validate_value("number", 3, 4.0), int)
+    with pytest.raises(SuggestionError, match="integer"):
+        validate_value("number", 3, 4.5)
+
+
+@pytest.mark.parametrize("bad", ["four", "", "nan", "inf", True, None, [1], "1e999"])
+def test_number_rejects(bad: object) -> None:
+    with pytest.raises(SuggestionError):
+        validate_value("number", 1.0, bad)
+
+
+def test_number_bounds() -> None:
+    assert validate_value("number", 0.5, 1.0, bounds=(0.0, 1.0)) == 1.0
+    with pytest.raises(SuggestionError, match=r"outside the bounds \[0, 1\]"):
+        validate_value("number", 0.5, 1.5, bounds=(0.0, 1.0))
+    with pytest.raises(SuggestionError, match="outside"):
+        validate_value("number", 0.5, -0.1, bounds=(0.0, None))
+
+
+# --- json -----------------------------------------------------------------------------------
+
+
+def test_json_same_shape_from_object_or_string() -> None:
+    old = {"k": 3, "tags": ["a"], "opts": {"t": 0.5, "stop": None}}
+    new = {"k": 5, "tags": ["b", "c"], "opts": {"t": 0.1, "stop": "END"}}
+    assert validate_value("json", old, new) == new
+    assert validate_value("json", old, '{"k": 5, "tags": [], "opts": {"t": 1, "stop": null}}')["k"] == 5
+
+
+@pytest.mark.parametrize(
+    ("new", "match"),
+    [
+        ({"k": 5}, "missing keys"),
+        ({"k": 5, "tags": [], "opts": {"t": 1, "stop": None}, "extra": 1}, "unexpected keys"),
+        ({"k": "5", "tags": [], "opts": {"t": 1, "stop": None}}, r"\$\.k should be a number, not a string"),
+        ({"k": 5, "tags": [1], "opts": {"t": 1, "stop": None}}, r"\$\.tags\[0\]"),
+        ("{not json", "not valid JSON"),
+        ([1, 2], "object"),
+    ],
+)
+def test_json_rejects(new: object, match: str) -> None:
+    old = {"k": 3, "tags": ["a"], "opts": {"t": 0.5, "stop": None}}
+    with pytest.raises(SuggestionError, match=match):
+        validate_value("json", old, new)
+
+
+def test_json_shape_problem_directly() -> None:
+    assert json_shape_problem([{"q": "a", "a": "b"}], [{"q": "c", "a": "d"}, {"q": "e", "a": "f"}]) is None
+    assert json_shape_problem(True, 1) == "$ should be a boolean, not a number"
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(SuggestionError, match="unknown parameter kind"):
+        validate_value("image", None, 1)
+
+
+def test_infer_kind() -> None:
+    assert [infer_kind(v) for v in ("a", 1, 2.5, True, [1], {"a": 1}, None)] == [
+        "text",
+        "number",
+        "number",
+        "json",
+        "json",
+        "json",
+        "json",
+    ]
+
+
+# --- constraints ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("constraint", "value", "ok"),
+    [
+        ("at most 5 words", "one two three", True),
+        ("at most 5 words", "one two three four five six", False),
+        ("no more than 20 characters", "x" * 20, True),
+        ("fewer than 20 characters", "x" * 20, False),
+        ("at least 2 lines", "a\nb", True),
+        ("at least 2 lines", "a", False),
+        ("must contain 'Answer:'", "Give the Answer: 4", True),
+        ("must contain 'Answer:'", "Give the answer", False),
+        ('must not mention "sorry"', "sorry, no", False),
+        ("must start with 'You are'", "You are a tutor.", True),
+        ("must end with '?'", "Is it", False),
+        ("positive", 0.0, False),
+        ("non-negative", 0.0, True),
+        ("must be an integer", 2.5, False),
+        ("between 0 and 1", 0.3, True),
+        ("between 0 and 1", 1.3, False),
+        ("value >= 10", 9.0, False),
+        ("value <= 10", 9.0, True),
+        ("be polite and helpful", "anything", True),  # not checkable: advice only
+        ("at most 3 words", 123.0, True),  # a length rule does not apply to numbers
+    ],
+)
+def test_text_constraints(constraint: str, value: object, ok: bool) -> None:
+    assert (check_constraint(constraint, value) is None) is ok
+
+
+def test_callable_constraints() -> None:
+    assert check_constraint(lambda v: v > 0, 1) is None
+    assert check_constraint(lambda v: v > 0, -1) is not None
+    assert check_constraint(lambda v: "too long" if len(v) > 3 else None, "abcd") == "too long"
+    assert "ZeroDivisionError" in (check_constraint(lambda v: 1 / 0, 1) or "")
+
+
+def test_constraint_violation_is_a_suggestion_error() -> None:
+    with pytest.raises(SuggestionError, match="at most 2 words"):
+        validate_value("text", "a", "one two three", constraint="at most 2 words")
