@@ -1,0 +1,215 @@
+"""The training loop: gating, candidate search, budgets, parallel minibatches, errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from train_toys import Scripted, Suffix, data, exact, per_sample, scripted_llm, suggest
+
+from feedprop.errors import ConfigurationError, InvalidInputError
+from feedprop.llm import MockLLM
+from feedprop.train import Budget, train
+
+
+def run(model: Suffix, opt: Scripted, train_set: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("progress", False)
+    return train(model, train_set, exact, opt, **kwargs)
+
+
+def test_an_update_that_raises_val_is_kept() -> None:
+    model = Suffix("?")
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    result = run(model, opt, data(4), val_set=data(3), test_set=data(2), batch_size=4)
+    assert model.suffix.data == "!"
+    assert (result.val_before, result.val_after) == (0.0, 1.0)
+    assert (result.test_before, result.test_after) == (0.0, 1.0)
+    step = result.history[0]
+    assert step["accepted"] and step["reason"].startswith("accepted: val rose")
+    assert result.best_state == {"suffix": "!"} and result.initial_state == {"suffix": "?"}
+    assert result.stop_reason == "completed 1 epoch(s)"
+
+
+def test_an_update_that_lowers_val_is_reverted_exactly() -> None:
+    model = Suffix("!")
+    val = [*data(2), ("q9", "q9?")]  # "!" scores 2/3, "?" would score 1/3
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="?")]))
+    result = run(model, opt, data(2), val_set=val, batch_size=2)
+    assert model.suffix.data == "!"
+    step = result.history[0]
+    assert not step["accepted"]
+    assert step["reason"] == "rejected and reverted: val would drop 0.6667 -> 0.3333"
+    assert step["candidates"][0]["updates"] == {"suffix": "?"} and step["candidates"][0]["kept"] is False
+    assert result.val_after == pytest.approx(2 / 3)
+    assert opt.state_dict()["global_state"]["step"] == 1, "the optimizer keeps its own record of the step"
+
+
+def test_ties_go_to_the_shorter_parameter() -> None:
+    model = Suffix("abc")
+    replies = [suggest(suffix="ab"), suggest(suffix="abcdef"), suggest(suffix="xy")]
+    opt = Scripted(model.parameters(), llm=scripted_llm(replies))
+    val = [("q", "never")]  # every suffix scores 0: each step is a tie
+    result = run(model, opt, data(3), val_set=val, batch_size=1)
+    kept = [h["accepted"] for h in result.history]
+    assert kept == [True, False, True], [h["reason"] for h in result.history]
+    assert "shorter (2 < 3 chars)" in result.history[0]["reason"]
+    assert "longer (6 > 2 chars)" in result.history[1]["reason"]
+    assert result.history[2]["reason"] == "accepted: val kept at 0.0000"
+    assert model.suffix.data == "xy"
+
+
+def test_ties_keep_longer_updates_when_asked() -> None:
+    model = Suffix("a")
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="abcdef")]))
+    result = run(model, opt, data(1), val_set=[("q", "never")], prefer_shorter=False)
+    assert result.history[0]["accepted"] and model.suffix.data == "abcdef"
+
+
+def test_best_of_n_keeps_the_best_candidate() -> None:
+    model = Suffix("?")
+    val = [*data(3), ("q9", "q9!!")]
+    replies = [suggest(suffix="."), suggest(suffix="!"), suggest(suffix="!!")]
+    opt = Scripted(model.parameters(), llm=per_sample(replies), n_candidates=3)
+    result = run(model, opt, data(2), val_set=val, batch_size=2)
+    assert model.suffix.data == "!"
+    scores = {c["updates"]["suffix"]: c["val_score"] for c in result.history[0]["candidates"]}
+    assert scores == {".": 0.0, "!": 0.75, "!!": 0.25}
+    assert {c["updates"]["suffix"]: c["kept"] for c in result.history[0]["candidates"]} == {
+        ".": False,
+        "!": True,
+        "!!": False,
+    }
+
+
+def test_beam_search_keeps_the_k_best_states() -> None:
+    model = Suffix("?")
+    val = [*data(3), ("q9", "q9!!")]
+    replies = [suggest(suffix="!!"), suggest(suffix="!")]
+    opt = Scripted(model.parameters(), llm=per_sample(replies), n_candidates=2)
+    result = run(model, opt, data(2), val_set=val, batch_size=2, beam_width=2, max_steps=1)
+    assert model.suffix.data == "!"
+    assert result.history[0]["accepted"]
+    kept = sorted(c["updates"]["suffix"] for c in result.history[0]["candidates"] if c["kept"])
+    assert kept == ["!", "!!"], "the beam holds both candidates, the old state fell out"
+
+
+def test_without_val_set_updates_are_applied() -> None:
+    model = Suffix("?")
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!"), suggest(suffix=".")]))
+    result = run(model, opt, data(2), batch_size=1)
+    assert model.suffix.data == "."
+    assert all(h["accepted"] for h in result.history)
+    assert result.val_before is None and result.val_after is None
+
+
+def test_feedback_of_the_whole_batch_reaches_one_proposal() -> None:
+    model = Suffix("?")
+    llm = scripted_llm([suggest(suffix="!")])
+    opt = Scripted(model.parameters(), llm=llm)
+    run(model, opt, data(5), batch_size=5, val_set=data(1))
+    assert len(llm.calls) == 1
+    prompt = llm.calls[0].messages[0]["content"]
+    for i in range(5):
+        assert f"expected 'q{i}!'" in prompt
+
+
+def test_an_unreadable_reply_is_recorded_and_training_goes_on() -> None:
+    model = Suffix("?")
+    opt = Scripted(model.parameters(), llm=scripted_llm(["no json here", suggest(suffix="!")]), max_retries=0)
+    result = run(model, opt, data(2), batch_size=1, val_set=data(1))
+    assert not result.history[0]["accepted"]
+    assert "no valid update" in result.history[0]["reason"] or "could not be read" in result.history[0]["reason"]
+    assert result.history[1]["accepted"] and model.suffix.data == "!"
+
+
+def test_minibatch_items_run_in_parallel() -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=0.2)
+    model = Suffix("?", llm=workflow)
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    started = time.monotonic()
+    result = run(model, opt, data(16), batch_size=16, max_workers=16)
+    elapsed = time.monotonic() - started
+    sequential = 16 * 0.2
+    assert len(workflow.calls) == 16
+    assert result.history[0]["seconds"] < 0.5 * sequential, result.history[0]["seconds"]
+    assert elapsed < 0.5 * sequential
+
+
+def test_calls_budget_stops_exactly_at_the_limit(tmp_path: Path) -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
+    model = Suffix("?", llm=workflow)
+    choices = [suggest(suffix=s) for s in ("!", ".", "?!", "!!")]
+    opt = Scripted(model.parameters(), llm=scripted_llm(choices * 10))
+    # Per step: 2 train items + 1 optimizer call + 3 val items = 6 calls; the initial val costs 3.
+    result = run(model, opt, data(20), val_set=data(3), batch_size=2, budget=Budget(calls=17), checkpoint=tmp_path)
+    total = result.usage["total"]["calls"]
+    assert total == 17, result.usage
+    assert result.stop_reason.startswith("budget: calls")
+    assert len(result.history) == 2, "two complete steps (3 + 2*6 = 15 calls), the third was cut short"
+    assert model.suffix.data == result.best_state["suffix"] == "!"
+    assert (tmp_path / "best.json").exists()
+
+
+def test_token_budget_stops_new_calls_once_reached() -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"] * 10)
+    model = Suffix("?", llm=workflow)
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")] * 50))
+    result = run(model, opt, data(40), val_set=data(2), batch_size=2, budget=Budget(tokens=300), max_workers=1)
+    used = result.usage["total"]["tokens"]
+    assert result.stop_reason.startswith("budget: tokens")
+    assert 300 <= used < 300 + 200, used  # the last call may end above the limit; no call starts after it
+
+
+def test_optimizer_only_budget_leaves_evaluation_free() -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
+    model = Suffix("?", llm=workflow)
+    opt_llm = scripted_llm([suggest(suffix=s) for s in ("!", ".", "!!", "?")])
+    opt = Scripted(model.parameters(), llm=opt_llm)
+    result = run(model, opt, data(10), val_set=data(2), batch_size=2, budget=Budget(calls=3, scope="optimizer"))
+    assert len(opt_llm.calls) == 3 == result.usage["optimizer"]["calls"]
+    assert result.usage["evaluation"]["calls"] > 3
+    assert len(result.history) == 3 and result.stop_reason.startswith("budget: calls")
+
+
+def test_seconds_budget_ends_the_run_cleanly() -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=0.05)
+    model = Suffix("?", llm=workflow)
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")] + [suggest(suffix=".")] * 50))
+    started = time.monotonic()
+    result = run(model, opt, data(200), val_set=data(2), batch_size=2, budget=Budget(seconds=0.6), max_workers=1)
+    assert time.monotonic() - started < 0.6 + 0.5
+    assert result.stop_reason.startswith("budget: seconds")
+    assert model.suffix.data == "!"
+
+
+def test_model_must_return_nodes_when_training() -> None:
+    class Plain(Suffix):
+        def __call__(self, x: str) -> Any:
+            return x + self.suffix.data
+
+    model = Plain("?")
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    with pytest.raises(InvalidInputError, match="not a Node"):
+        run(model, opt, data(2))
+
+
+def test_bad_arguments_are_typed_errors(tmp_path: Path) -> None:
+    model = Suffix("?")
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    with pytest.raises(InvalidInputError, match="Module"):
+        run(object(), opt, data(2))  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="Optimizer"):
+        run(model, object(), data(2))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        run(model, opt, data(2), batch_size=0)
+    with pytest.raises(ConfigurationError, match="val_set"):
+        run(model, opt, data(2), beam_width=2)
+    with pytest.raises(ConfigurationError, match="checkpoint"):
+        run(model, opt, data(2), resume=True)
+    with pytest.raises(InvalidInputError, match="Budget"):
+        run(model, opt, data(2), budget={"calls": 3})
+    other = Suffix("?")
+    with pytest.raises(ConfigurationError, match="not in the model"):
+        run(other, opt, data(2))

@@ -1,0 +1,96 @@
+"""Small models, guides and scripted optimizer replies shared by the trainer tests.
+
+Everything here is deterministic: the optimizer's LLM is a MockLLM whose reply is a function
+of the prompt (or of the sample index), so two runs from the same state make the same calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from feedprop.llm import LLM, MockLLM
+from feedprop.node import Feedback, Node, Parameter
+from feedprop.optim import Optimizer, Proposal
+
+
+class Suffix:
+    """output = input + suffix, for a text Parameter ``suffix``."""
+
+    def __init__(self, suffix: str = "?", llm: LLM | None = None) -> None:
+        self.suffix = Parameter(suffix, name="suffix", description="appended to every answer")
+        self.llm = llm
+
+    def parameters(self) -> list[Parameter[Any]]:
+        return [self.suffix]
+
+    def named_parameters(self) -> list[tuple[str, Parameter[Any]]]:
+        return [("suffix", self.suffix)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"suffix": self.suffix.data}
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> tuple[list[str], list[str]]:
+        self.suffix.set(state_dict["suffix"])
+        return [], []
+
+    def __call__(self, x: str) -> Node[Any]:
+        if self.llm is not None:  # a workflow that calls a model for each item
+            x = self.llm.complete([{"role": "user", "content": x}]).text
+        return x + self.suffix
+
+
+class Scripted(Optimizer):
+    """An optimizer that shows the model the current values and the batch's feedback as JSON."""
+
+    def _propose(self) -> Proposal:
+        prompt = json.dumps(
+            {"values": self.current_values(), "feedback": [f.text for f in self.observed_feedback()]},
+            sort_keys=True,
+        )
+        return self.sample_candidates(lambda sample: self.ask([{"role": "user", "content": prompt}], sample=sample))
+
+
+def exact(output: Any, target: Any) -> Feedback:
+    """Score 1 for an exact match, else 0 with the expected answer in the text."""
+    if output == target:
+        return Feedback("Correct.", score=1.0)
+    return Feedback(f"Wrong: expected {target!r}, got {output!r}.", score=0.0)
+
+
+def suggest(**values: Any) -> str:
+    """An optimizer reply in the JSON format feedprop's optimizers read."""
+    return json.dumps({"reasoning": "scripted", "suggestion": values})
+
+
+def scripted_llm(replies: Sequence[str]) -> MockLLM:
+    """A MockLLM serving ``replies`` in order (one optimizer call per step)."""
+    return MockLLM(list(replies))
+
+
+def per_sample(replies: Sequence[str]) -> MockLLM:
+    """A MockLLM for one multi-candidate proposal: each sample gets one of ``replies``.
+
+    Samples run in parallel threads, so which sample gets which reply is not fixed; tests
+    compare candidates by their values, never by their position.
+    """
+    return MockLLM(list(replies))
+
+
+def hashed_suggestions(choices: Sequence[str], latency: float = 0.0) -> MockLLM:
+    """Suggest ``choices[sha256(prompt) % len(choices)]``: a pure function of the optimizer's prompt."""
+
+    def handler(messages: Any, **params: Any) -> str:
+        digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+        return suggest(suffix=choices[int.from_bytes(digest[:8], "big") % len(choices)])
+
+    return MockLLM(handler, latency=latency)
+
+
+def data(n: int, end: str = "!") -> list[tuple[str, str]]:
+    return [(f"q{i}", f"q{i}{end}") for i in range(n)]
+
+
+Guide = Callable[[Any, Any], Feedback]
