@@ -43,6 +43,7 @@ def random_dag(rng: random.Random) -> tuple[list[Node[Any]], list[Parameter[Any]
 
 def brute_subgraph(x: Node[Any], y: Node[Any], nodes: list[Node[Any]]) -> set[int]:
     """X ∪ {Y} ∪ {Z, P | Z ∈ ancestors(Y), Z ∈ descendants(X), P ∈ parents(Z) or P ∈ parents(Y)}."""
+
     def ancestors(n: Node[Any]) -> set[int]:
         out: set[int] = set()
         todo = list(n.parents)

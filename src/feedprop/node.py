@@ -557,4 +557,3 @@ ABS = _unary("abs", abs, "abs(x)")
 GETITEM = Op("getitem", operator.getitem, ("obj", "key"), "[getitem] obj[key]")
 KEYS = Op("keys", lambda d: list(d.keys()), ("obj",), "[keys] list(obj.keys())")
 CALL = Op("call", lambda fn, *a, **k: fn(*a, **k), ("fn",), "[call] fn(*args, **kwargs)")
-

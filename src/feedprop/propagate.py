@@ -82,9 +82,9 @@ def toposort(root: Node[Any]) -> list[Node[Any]]:
     return order
 
 
-def minimal_subgraph(parameter: Node[Any], output: Node[Any], order: Sequence[Node[Any]] | None = None) -> tuple[
-    Node[Any], ...
-]:
+def minimal_subgraph(
+    parameter: Node[Any], output: Node[Any], order: Sequence[Node[Any]] | None = None
+) -> tuple[Node[Any], ...]:
     """The minimal subgraph connecting ``parameter`` to ``output``, in topological order.
 
     ``order`` is ``toposort(output)`` when the caller already has it. Returns ``()`` when the
@@ -251,4 +251,3 @@ def backward(
             else:
                 slot.append(fb)
     run.release()
-

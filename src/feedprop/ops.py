@@ -1,0 +1,249 @@
+"""Built-in traced operators: arithmetic, comparison, text, containers, attributes, calls, LLM calls.
+
+Every op here is an :class:`~feedprop.node.Op` object (or, for :func:`llm_call`, a function whose
+nodes carry the op :data:`LLM_CALL`): ``node.op is ops.add`` identifies an addition without
+reading any string. Python's operators on nodes route to the same objects (``a + b`` is
+``ops.add(a, b)``). Arguments may be nodes or plain values; plain values are recorded as
+constants.
+
+Example:
+    >>> from feedprop.node import Node, Parameter
+    >>> name = Parameter("Ada", name="name")
+    >>> greeting = format("Hello, {}!", name)
+    >>> greeting.data, greeting.op is format
+    ('Hello, Ada!', True)
+    >>> upper(greeting).data
+    'HELLO, ADA!'
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Callable
+from typing import Any
+
+from feedprop import llm as llm_module
+from feedprop.errors import InvalidInputError
+from feedprop.llm.base import LLM, Completion, Message
+from feedprop.node import (
+    ABS,
+    ADD,
+    CALL,
+    EQ,
+    FLOORDIV,
+    GE,
+    GETITEM,
+    GT,
+    KEYS,
+    LE,
+    LT,
+    MOD,
+    MUL,
+    NE,
+    NEG,
+    POS,
+    POW,
+    SUB,
+    TRUEDIV,
+    MessageNode,
+    Node,
+    Op,
+)
+
+__all__ = [
+    "LLM_CALL",
+    "abs_",
+    "add",
+    "allm_call",
+    "call",
+    "concat",
+    "contains",
+    "eq",
+    "floordiv",
+    "format",
+    "ge",
+    "getattr_",
+    "getitem",
+    "gt",
+    "items",
+    "iterate",
+    "join",
+    "json_dumps",
+    "json_loads",
+    "keys",
+    "le",
+    "len_",
+    "llm_call",
+    "lower",
+    "lt",
+    "make_dict",
+    "make_list",
+    "make_tuple",
+    "mod",
+    "mul",
+    "ne",
+    "neg",
+    "not_",
+    "pos",
+    "pow",
+    "replace",
+    "split",
+    "strip",
+    "sub",
+    "to_float",
+    "to_int",
+    "to_str",
+    "truediv",
+    "upper",
+    "values",
+]
+
+# The ops behind Python's operators live with Node (which needs them); these are the same objects.
+add, sub, mul, truediv, floordiv, mod, pow = ADD, SUB, MUL, TRUEDIV, FLOORDIV, MOD, POW
+neg, pos, abs_ = NEG, POS, ABS
+lt, le, gt, ge, eq, ne = LT, LE, GT, GE, EQ, NE
+getitem, keys, call = GETITEM, KEYS, CALL
+
+
+def _op(name: str, fn: Callable[..., Any], args: tuple[str, ...], description: str) -> Op:
+    return Op(name, fn, args, f"[{name}] {description}")
+
+
+# -- logic and conversions --
+not_ = _op("not", lambda x: not x, ("x",), "not x")
+to_str = _op("to_str", builtins.str, ("x",), "str(x)")
+to_int = _op("to_int", builtins.int, ("x",), "int(x)")
+to_float = _op("to_float", builtins.float, ("x",), "float(x)")
+
+# -- text --
+format = _op(
+    "format", lambda template, *a, **k: template.format(*a, **k), ("template",), "template.format(*args, **kwargs)"
+)
+concat = _op("concat", lambda *parts: "".join(builtins.map(builtins.str, parts)), (), "the parts joined as text")
+join = _op(
+    "join",
+    lambda separator, *parts: separator.join(builtins.map(builtins.str, parts)),
+    ("separator",),
+    "separator.join(parts)",
+)
+split = _op(
+    "split",
+    lambda text, sep=None, maxsplit=-1: text.split(sep, maxsplit),
+    ("text", "sep", "maxsplit"),
+    "text.split(sep, maxsplit)",
+)
+strip = _op("strip", lambda text, chars=None: text.strip(chars), ("text", "chars"), "text.strip(chars)")
+lower = _op("lower", lambda text: text.lower(), ("text",), "text.lower()")
+upper = _op("upper", lambda text: text.upper(), ("text",), "text.upper()")
+replace = _op(
+    "replace", lambda text, old, new: text.replace(old, new), ("text", "old", "new"), "text.replace(old, new)"
+)
+json_loads = _op("json_loads", json.loads, ("text",), "json.loads(text): parse JSON text")
+json_dumps = _op(
+    "json_dumps",
+    lambda value: json.dumps(value, ensure_ascii=False),
+    ("value",),
+    "json.dumps(value): the value as JSON text",
+)
+
+# -- containers --
+len_ = _op("len", builtins.len, ("obj",), "len(obj)")
+contains = _op("contains", lambda container, item: item in container, ("container", "item"), "item in container")
+values = _op("values", lambda d: builtins.list(d.values()), ("obj",), "list(obj.values())")
+items = _op("items", lambda d: builtins.list(d.items()), ("obj",), "list(obj.items())")
+make_list = _op("list", lambda *xs: builtins.list(xs), (), "[item0, item1, ...]")
+make_tuple = _op("tuple", lambda *xs: xs, (), "(item0, item1, ...)")
+make_dict = _op("dict", lambda **kw: kw, (), "{key: value, ...}")
+
+# -- attributes --
+getattr_ = _op("getattr", builtins.getattr, ("obj", "name"), "getattr(obj, name)")
+
+
+def iterate(node: Node[Any]) -> list[MessageNode[Any]]:
+    """The items of a list/tuple node (or the keys of a dict node), each a traced ``getitem``.
+
+    Example:
+        >>> [x.data for x in iterate(Node([1, 2], name="xs"))]
+        [1, 2]
+    """
+    if not isinstance(node, Node):
+        raise InvalidInputError(f"iterate takes a Node, got {type(node).__name__}; iterate plain values directly")
+    return builtins.list(node)
+
+
+#: The op of every node made by :func:`llm_call`.
+LLM_CALL = Op(
+    "llm_call", None, ("system", "user"), "[llm_call] asks a language model: system prompt, then user message"
+)
+
+
+def _text(role: str, value: Any) -> str:
+    value = value.data if isinstance(value, Node) else value
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"llm_call's {role} prompt must be text, got {type(value).__name__}; "
+            "build it with ops.format(...) or ops.to_str(...) first"
+        )
+    return value
+
+
+def _prepare(system: Any, user: tuple[Any, ...]) -> tuple[list[Message], tuple[tuple[str, Any], ...]]:
+    if not user:
+        raise InvalidInputError("llm_call needs at least one user message: llm_call(system, user, ...)")
+    messages: list[Message] = []
+    inputs: list[tuple[str, Any]] = []
+    if system is not None:
+        messages.append(Message(role="system", content=_text("system", system)))
+        inputs.append(("system", system))
+    parts = [_text("user", u) for u in user]
+    messages.append(Message(role="user", content="\n\n".join(parts)))
+    if len(user) == 1:
+        inputs.append(("user", user[0]))
+    else:
+        inputs.extend((f"user[{i}]", u) for i, u in enumerate(user))
+    return messages, tuple(inputs)
+
+
+def _record(
+    messages: list[Message], inputs: tuple[tuple[str, Any], ...], reply: Completion, params: dict[str, Any]
+) -> MessageNode[str]:
+    info = {
+        "messages": messages,
+        "response": reply.text,
+        "model": reply.model,
+        "usage": reply.usage.to_dict(),
+        "params": params,
+    }
+    return MessageNode(reply.text, op=LLM_CALL, inputs=inputs, info=info)
+
+
+def llm_call(system: Any, *user: Any, llm: LLM | None = None, **params: Any) -> MessageNode[str]:
+    """Ask a language model; the output node records the prompts, the response and the usage.
+
+    ``system`` is the system prompt (a str, a text node, or ``None``); each ``user`` part (str or
+    node) is joined by blank lines into one user message. ``llm=None`` uses
+    ``feedprop.llm.default()``; ``params`` (``temperature``, ``max_tokens``, ...) pass through.
+
+    Example:
+        >>> from feedprop.llm import MockLLM
+        >>> from feedprop.node import Parameter
+        >>> instruction = Parameter("Answer with a number.", name="instruction")
+        >>> out = llm_call(instruction, "2+2?", llm=MockLLM("4"), temperature=0)
+        >>> out.data, out.parents[0] is instruction, out.info["messages"][1]["content"]
+        ('4', True, '2+2?')
+    """
+    messages, inputs = _prepare(system, user)
+    model = llm if llm is not None else llm_module.default()
+    if not isinstance(model, LLM):
+        raise InvalidInputError(f"llm must be a feedprop.llm.LLM, got {type(model).__name__}")
+    return _record(messages, inputs, model.complete(messages, **params), params)
+
+
+async def allm_call(system: Any, *user: Any, llm: LLM | None = None, **params: Any) -> MessageNode[str]:
+    """Async form of :func:`llm_call` (uses ``LLM.acomplete``)."""
+    messages, inputs = _prepare(system, user)
+    model = llm if llm is not None else llm_module.default()
+    if not isinstance(model, LLM):
+        raise InvalidInputError(f"llm must be a feedprop.llm.LLM, got {type(model).__name__}")
+    return _record(messages, inputs, await model.acomplete(messages, **params), params)

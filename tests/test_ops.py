@@ -1,0 +1,131 @@
+"""Built-in ops: identity by object, values, recorded inputs, and llm_call's record of the call."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from feedprop import ops
+from feedprop.errors import ExecutionError, InvalidInputError
+from feedprop.llm import MockLLM, set_default
+from feedprop.node import MessageNode, Node, Op, Parameter
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "kwargs", "expected"),
+    [
+        (ops.format, ("{} + {x}", 1), {"x": 2}, "1 + 2"),
+        (ops.concat, ("a", 1, "b"), {}, "a1b"),
+        (ops.join, (", ", "a", "b"), {}, "a, b"),
+        (ops.split, ("a b  c",), {}, ["a", "b", "c"]),
+        (ops.split, ("a,b", ","), {}, ["a", "b"]),
+        (ops.strip, ("  x ",), {}, "x"),
+        (ops.lower, ("AbC",), {}, "abc"),
+        (ops.upper, ("AbC",), {}, "ABC"),
+        (ops.replace, ("aXa", "X", "-"), {}, "a-a"),
+        (ops.json_loads, ('{"a": [1]}',), {}, {"a": [1]}),
+        (ops.json_dumps, ({"a": "é"},), {}, '{"a": "é"}'),
+        (ops.len_, ([1, 2, 3],), {}, 3),
+        (ops.contains, ([1, 2], 2), {}, True),
+        (ops.keys, ({"a": 1},), {}, ["a"]),
+        (ops.values, ({"a": 1},), {}, [1]),
+        (ops.items, ({"a": 1},), {}, [("a", 1)]),
+        (ops.make_list, (1, 2), {}, [1, 2]),
+        (ops.make_tuple, (1, 2), {}, (1, 2)),
+        (ops.make_dict, (), {"a": 1}, {"a": 1}),
+        (ops.getattr_, ("text", "upper"), {}, "text".upper),
+        (ops.call, (max, 3, 7), {}, 7),
+        (ops.not_, (0,), {}, True),
+        (ops.to_str, (5,), {}, "5"),
+        (ops.to_int, ("5",), {}, 5),
+        (ops.to_float, ("0.5",), {}, 0.5),
+        (ops.getitem, ([4, 5], 1), {}, 5),
+        (ops.add, (1, 2), {}, 3),
+        (ops.abs_, (-2,), {}, 2),
+    ],
+)
+def test_each_op_computes_and_is_its_own_identity(
+    op: Op, args: tuple[Any, ...], kwargs: dict[str, Any], expected: Any
+) -> None:
+    wrapped = tuple(Node(a, name=f"in{i}") for i, a in enumerate(args))
+    out = op(*wrapped, **kwargs)
+    assert isinstance(out, MessageNode)
+    assert out.data == expected
+    assert out.op is op and out.op.name and out.description.startswith(f"[{op.name}]")
+    assert all(any(p is w for p in out.parents) for w in wrapped)
+
+
+def test_python_operators_use_the_same_op_objects() -> None:
+    a = Node(1, name="a")
+    assert (a + 1).op is ops.add and (a - 1).op is ops.sub and (a * 1).op is ops.mul
+    assert (a < 1).op is ops.lt and (a == 1).op is ops.eq and Node([1], name="l")[0].op is ops.getitem
+
+
+def test_format_records_argument_names() -> None:
+    t = Parameter("Q: {question}\nA:", name="template")
+    q = Node("2+2?", name="question")
+    out = ops.format(t, question=q)
+    assert out.data == "Q: 2+2?\nA:"
+    assert [n for n, _ in out.inputs] == ["template", "question"]
+
+
+def test_op_errors_become_execution_errors() -> None:
+    with pytest.raises(ExecutionError, match="json_loads raised JSONDecodeError"):
+        ops.json_loads(Node("not json", name="reply"))
+
+
+def test_iterate() -> None:
+    xs = Node(["a", "b"], name="xs")
+    items = ops.iterate(xs)
+    assert [i.data for i in items] == ["a", "b"] and all(i.parents[0] is xs for i in items)
+    with pytest.raises(InvalidInputError):
+        ops.iterate([1, 2])  # type: ignore[arg-type]
+
+
+def test_llm_call_records_prompts_response_and_usage() -> None:
+    llm = MockLLM(lambda messages, **params: f"echo {messages[-1]['content']} t={params.get('temperature')}")
+    system = Parameter("You are terse.", name="system")
+    question = Node("2+2?", name="question")
+    out = ops.llm_call(system, question, "Be brief.", llm=llm, temperature=0.0)
+    assert out.data == "echo 2+2?\n\nBe brief. t=0.0"
+    assert out.op is ops.LLM_CALL and out.name.startswith("llm_call:")
+    assert [n for n, _ in out.inputs] == ["system", "user[0]", "user[1]"]
+    assert out.parents[0] is system and out.parents[1] is question
+    assert out.info is not None
+    assert out.info["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "2+2?\n\nBe brief."},
+    ]
+    assert out.info["response"] == out.data and out.info["params"] == {"temperature": 0.0}
+    assert out.info["usage"]["prompt_tokens"] > 0 and out.info["usage"]["completion_tokens"] > 0
+    assert llm.calls[0].params == {"temperature": 0.0}
+    out.backward("too long")
+    assert system.feedback[0].output is out
+
+
+def test_llm_call_uses_the_default_model_and_checks_prompts() -> None:
+    set_default(MockLLM("from default"))
+    try:
+        out = ops.llm_call(None, "hi")
+        assert out.data == "from default" and [n for n, _ in out.inputs] == ["user"]
+    finally:
+        set_default(None)
+    llm = MockLLM("x")
+    with pytest.raises(InvalidInputError, match="user message"):
+        ops.llm_call("sys", llm=llm)
+    with pytest.raises(InvalidInputError, match="must be text"):
+        ops.llm_call("sys", Node(3, name="three"), llm=llm)
+    with pytest.raises(InvalidInputError, match=r"feedprop\.llm\.LLM"):
+        ops.llm_call("sys", "u", llm=object())  # type: ignore[arg-type]
+
+
+def test_allm_call() -> None:
+    llm = MockLLM(lambda messages, **params: messages[-1]["content"].upper())
+
+    async def main() -> list[str]:
+        outs = await asyncio.gather(*(ops.allm_call("s", Node(f"q{i}", name=f"q{i}"), llm=llm) for i in range(5)))
+        return [o.data for o in outs]
+
+    assert asyncio.run(main()) == [f"Q{i}" for i in range(5)]
