@@ -52,6 +52,8 @@ class OPRO(Optimizer):
         4.0
     """
 
+    OPTIONS = ("top_k", "history_size", "task")
+
     def __init__(
         self,
         params: Iterable[Parameter[Any]] | Iterable[dict[str, Any]],

@@ -23,7 +23,7 @@ import copy
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from feedprop import llm as llm_package
 from feedprop.errors import ConfigurationError, InvalidInputError, ReplyParseError, StateDictError, SuggestionError
@@ -200,7 +200,8 @@ class Optimizer:
     ``params`` is an iterable of parameters, or of dicts ``{"params": [...], **options}`` to give
     groups of parameters their own options (as in torch). ``llm=None`` uses
     :func:`feedprop.llm.default` (resolved on first use, so constructing is cheap). Keyword
-    ``defaults`` are the options every group starts from.
+    ``defaults`` are the options every group starts from: :data:`COMMON_DEFAULTS` plus the
+    names a subclass lists in :attr:`OPTIONS`.
 
     Example:
         >>> from feedprop.node import Feedback, Parameter
@@ -211,6 +212,9 @@ class Optimizer:
         >>> opt.apply({"x": 3.0}); x.data
         3.0
     """
+
+    #: The options a subclass adds to :data:`COMMON_DEFAULTS` (anything else is refused as a typo).
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -225,6 +229,10 @@ class Optimizer:
             )
         if isinstance(params, Mapping) or _is_parameter(params):
             raise InvalidInputError("params must be an iterable of parameters, e.g. model.parameters() or [p1, p2]")
+        unknown = sorted(set(defaults) - set(COMMON_DEFAULTS) - set(self.OPTIONS))
+        if unknown:
+            known = sorted({*COMMON_DEFAULTS, *self.OPTIONS})
+            raise ConfigurationError(f"unknown option(s) {unknown} for {type(self).__name__}; known options: {known}")
         self.defaults: dict[str, Any] = {**COMMON_DEFAULTS, **defaults}
         _check_options(self.defaults)
         self._llm = llm
@@ -253,15 +261,15 @@ class Optimizer:
             )
         raw = group["params"]
         members = [raw] if _is_parameter(raw) else list(raw)
-        for p in members:
+        for i, p in enumerate(members):
             if not _is_parameter(p):
                 raise InvalidInputError(
                     f"optimizers take Parameter objects, got {type(p).__name__}; wrap values as fp.Parameter(value)"
                 )
             if not getattr(p, "trainable", True):
                 raise ConfigurationError(f"parameter {p.name!r} is not trainable; leave it out of the optimizer")
-            if any(p is q for q in self._names.values()):
-                raise ConfigurationError(f"parameter {p.name!r} appears in more than one group; list it once")
+            if any(p is q for q in self._names.values()) or any(p is q for q in members[:i]):
+                raise ConfigurationError(f"parameter {p.name!r} appears more than once; list each parameter once")
         new = {**self.defaults, **group, "params": members}
         _check_options(new)
         self.param_groups.append(new)

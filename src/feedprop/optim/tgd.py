@@ -50,6 +50,8 @@ class TextualGradientDescent(Optimizer):
         'Answer briefly.'
     """
 
+    OPTIONS = ("momentum", "constraints", "examples")
+
     def __init__(
         self,
         params: Iterable[Parameter[Any]] | Iterable[dict[str, Any]],

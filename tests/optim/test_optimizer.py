@@ -1,0 +1,307 @@
+"""The Optimizer base class: groups, state, propose/apply/step, the ask loop, saving."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from feedprop.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    StateDictError,
+    SuggestionError,
+)
+from feedprop.llm import Message, MockLLM
+from feedprop.node import Parameter
+from feedprop.optim.optimizer import Attempt, Candidate, Optimizer, Proposal
+
+
+class Echo(Optimizer):
+    """The smallest real subclass: one fixed prompt, the base class's ask loop."""
+
+    def __init__(self, params: Any, llm: Any = None, **options: Any) -> None:
+        super().__init__(params, llm, **options)
+
+    def _propose(self) -> Proposal:
+        messages = [Message(role="user", content="improve the variables")]
+
+        def build(sample: int) -> Attempt:
+            return self.ask(messages, others=["question"], sample=sample)
+
+        return self.sample_candidates(build)
+
+
+def reply(suggestion: dict[str, Any], reasoning: str = "because") -> str:
+    return json.dumps({"reasoning": reasoning, "suggestion": suggestion})
+
+
+@pytest.fixture
+def params() -> tuple[Parameter[Any], Parameter[Any], Parameter[Any]]:
+    return (
+        Parameter("Answer the question.", name="instruction"),
+        Parameter("def f(x):\n    return x\n", name="__code0", kind="code"),
+        Parameter(0.5, name="temperature", bounds=(0.0, 1.0)),
+    )
+
+
+# --- construction ---------------------------------------------------------------------------
+
+
+def test_groups_options_and_names(params: Any) -> None:
+    a, b, c = params
+    opt = Echo([{"params": [a, b]}, {"params": [c], "max_tokens": 50}], llm=MockLLM("{}"), max_tokens=100)
+    assert [g["max_tokens"] for g in opt.param_groups] == [100, 50]
+    assert list(opt.named_parameters()) == ["instruction", "__code0", "temperature"]
+    assert opt.state == {"instruction": {}, "__code0": {}, "temperature": {}}
+
+
+def test_colliding_names_get_suffixes() -> None:
+    a, b = Parameter("x", name="prompt"), Parameter("y", name="prompt")
+    opt = Echo([a, b], llm=MockLLM("{}"))
+    assert list(opt.named_parameters()) == ["prompt", "prompt_2"]
+    assert opt.name_of(b) == "prompt_2"
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda p: Echo([], llm=MockLLM("{}")), ConfigurationError, "empty"),
+        (lambda p: Echo(["text"], llm=MockLLM("{}")), InvalidInputError, "Parameter"),
+        (lambda p: Echo(p[0], llm=MockLLM("{}")), InvalidInputError, "iterable"),
+        (lambda p: Echo([p[0], p[0]], llm=MockLLM("{}")), ConfigurationError, "more than once"),
+        (lambda p: Echo([p[0]], llm=MockLLM("{}"), lr=0.1), ConfigurationError, "unknown option"),
+        (lambda p: Echo([p[0]], llm=MockLLM("{}"), reply_format="yaml"), ConfigurationError, "reply_format"),
+        (lambda p: Echo([p[0]], llm=MockLLM("{}"), max_retries=-1), ConfigurationError, "max_retries"),
+        (lambda p: Echo([p[0]], llm=MockLLM("{}"), temperature=5), ConfigurationError, "temperature"),
+        (lambda p: Echo([p[0]], llm="gpt-4"), InvalidInputError, "feedprop.llm.LLM"),
+        (lambda p: Echo([Parameter(1, trainable=False)], llm=MockLLM("{}")), ConfigurationError, "not trainable"),
+        (lambda p: Echo([{"no_params": []}], llm=MockLLM("{}")), InvalidInputError, "'params'"),
+    ],
+)
+def test_bad_construction(params: Any, make: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        make(params)
+
+
+# --- propose / apply / step -----------------------------------------------------------------
+
+
+def test_propose_does_not_change_parameters(params: Any) -> None:
+    a, _b, c = params
+    llm = MockLLM(reply({"instruction": "Answer briefly.", "temperature": 0.2}))
+    opt = Echo(params, llm=llm)
+    proposal = opt.propose()
+    assert (a.data, c.data) == ("Answer the question.", 0.5)
+    assert proposal.candidates[0].updates == {"instruction": "Answer briefly.", "temperature": 0.2}
+    assert proposal.candidates[0].reasoning == "because"
+    assert proposal.usage.calls == 1
+    opt.apply(proposal)
+    assert (a.data, c.data) == ("Answer briefly.", 0.2)
+
+
+def test_step_applies_first_candidate(params: Any) -> None:
+    opt = Echo(params, llm=MockLLM(reply({"temperature": "0.9"})))
+    proposal = opt.step()
+    assert params[2].data == 0.9
+    assert proposal.best.updates == {"temperature": 0.9}
+
+
+def test_apply_candidate_and_mapping_tolerantly(params: Any) -> None:
+    _a, b, c = params
+    opt = Echo(params, llm=MockLLM("{}"))
+    opt.apply(Candidate({"temperature": 0.1}))
+    opt.apply({"Temperature": 0.3, "code0": "def f(x):\n    return x + 1"})
+    assert c.data == 0.3
+    assert "x + 1" in b.data
+
+
+def test_apply_is_atomic_and_typed(params: Any) -> None:
+    a, _b, _c = params
+    opt = Echo(params, llm=MockLLM("{}"))
+    with pytest.raises(SuggestionError, match="outside the bounds"):
+        opt.apply({"instruction": "New.", "temperature": 3.0})
+    assert a.data == "Answer the question."  # nothing changed
+    with pytest.raises(SuggestionError, match="owns"):
+        opt.apply({"question": "?"})
+    with pytest.raises(InvalidInputError):
+        opt.apply(["instruction", "x"])  # type: ignore[arg-type]
+
+
+def test_empty_proposal_applies_nothing(params: Any) -> None:
+    opt = Echo(params, llm=MockLLM(reply({})))
+    proposal = opt.step()
+    assert proposal.best.updates == {}
+    assert params[0].data == "Answer the question."
+
+
+def test_zero_feedback(params: Any) -> None:
+    a = params[0]
+    (a + "!").backward("too short")
+    assert a.feedback
+    Echo(params, llm=MockLLM("{}")).zero_feedback()
+    assert a.feedback == []
+
+
+def test_llm_none_uses_the_default(params: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import feedprop.llm as llm_module
+
+    mock = MockLLM(reply({"temperature": 0.4}))
+    monkeypatch.setattr(llm_module, "default", lambda: mock)
+    opt = Echo(params)
+    opt.step()
+    assert params[2].data == 0.4
+    assert opt.llm is mock
+
+
+# --- tolerant keys, refusals and their feedback ---------------------------------------------
+
+
+def test_tolerant_keys_and_refusal_of_non_parameters(params: Any) -> None:
+    llm = MockLLM(
+        [
+            reply({"code0": "def f(x):\n    return 2 * x", "Question": "What is 3+3?", "banana": 1}),
+            reply({}),
+        ]
+    )
+    opt = Echo(params, llm=llm)
+    proposal = opt.step()
+    assert "2 * x" in params[1].data
+    reasons = {r.key: r.reason for r in proposal.rejected}
+    assert "not a trainable parameter (it is an input" in reasons["Question"]
+    assert "'instruction', '__code0', 'temperature'" in reasons["Question"]
+    assert "not a trainable parameter" in reasons["banana"]
+    # The refusals are shown to the model on the next attempt.
+    assert [n.split(":")[0] for n in opt.rejection_notes()] == ["'Question'", "'banana'"]
+
+
+def test_invalid_value_is_refused_and_never_applied(params: Any) -> None:
+    llm = MockLLM(
+        [
+            reply({"code0": "def f(y):\n    return y", "temperature": 2.0, "instruction": "Fine."}),
+        ]
+    )
+    opt = Echo(params, llm=llm, max_retries=0)
+    proposal = opt.step()
+    assert params[0].data == "Fine."
+    assert params[1].data == "def f(x):\n    return x\n"
+    assert params[2].data == 0.5
+    assert {r.parameter for r in proposal.rejected} == {"__code0", "temperature"}
+
+
+def test_retry_shows_parse_error_to_the_model(params: Any) -> None:
+    llm = MockLLM(["I think the temperature should be lower.", reply({"temperature": 0.1})])
+    opt = Echo(params, llm=llm)
+    proposal = opt.step()
+    assert params[2].data == 0.1
+    assert len(llm.calls) == 2
+    assert proposal.errors and "no JSON object" in proposal.errors[0]
+    retry = llm.calls[1].messages
+    assert retry[-2] == {"role": "assistant", "content": "I think the temperature should be lower."}
+    assert "could not read your reply" in retry[-1]["content"]
+    assert "no JSON object" in retry[-1]["content"]
+
+
+def test_retry_when_every_suggestion_was_refused(params: Any) -> None:
+    llm = MockLLM([reply({"temperature": 7}), reply({"temperature": 0.7})])
+    opt = Echo(params, llm=llm)
+    opt.step()
+    assert params[2].data == 0.7
+    assert "outside the bounds" in llm.calls[1].messages[-1]["content"]
+
+
+def test_parse_failure_after_all_retries_gives_an_empty_proposal(params: Any) -> None:
+    llm = MockLLM(["garbage", "more garbage", "still garbage"])
+    opt = Echo(params, llm=llm, max_retries=2)
+    proposal = opt.step()
+    assert proposal.candidates == []
+    assert len(proposal.errors) == 3
+    assert proposal.usage.calls == 3
+
+
+def test_truncated_reply_is_retried(params: Any) -> None:
+    llm = MockLLM(['{"reasoning": "lower", "suggestion": {"temperature": 0.', reply({"temperature": 0.2})])
+    opt = Echo(params, llm=llm)
+    opt.step()
+    assert params[2].data == 0.2
+    assert "cut off" in llm.calls[1].messages[-1]["content"]
+
+
+def test_xml_reply_format(params: Any) -> None:
+    llm = MockLLM('<reasoning>r</reasoning><suggestion name="code0">def f(x):\n    return -x\n</suggestion>')
+    opt = Echo(params, llm=llm, reply_format="xml")
+    opt.step()
+    assert params[1].data == "def f(x):\n    return -x"
+
+
+def test_n_candidates_samples_distinct_candidates(params: Any) -> None:
+    seen: list[float] = []
+
+    def handler(messages: list[Message], **p: Any) -> str:
+        seen.append(p["temperature"])
+        return reply({"temperature": 0.1 if p["temperature"] == 0 else 0.9})
+
+    opt = Echo(params, llm=MockLLM(handler), n_candidates=3, candidate_temperature=0.7)
+    proposal = opt.propose()
+    assert sorted(seen) == [0.0, 0.7, 0.7]
+    assert [c.updates for c in proposal.candidates] == [{"temperature": 0.1}, {"temperature": 0.9}]
+    assert proposal.usage.calls == 3
+    opt.apply(proposal.candidates[1])
+    assert params[2].data == 0.9
+
+
+def test_prompt_budget_is_enforced(params: Any) -> None:
+    class Big(Echo):
+        def _propose(self) -> Proposal:
+            attempt = self.ask([Message(role="user", content="x" * 10_000)])
+            return Proposal(candidates=[attempt.candidate] if attempt.candidate else [])
+
+    with pytest.raises(ConfigurationError, match="max_prompt_tokens"):
+        Big(params, llm=MockLLM("{}"), max_prompt_tokens=1000).propose()
+
+
+def test_base_class_requires_propose(params: Any) -> None:
+    with pytest.raises(NotImplementedError):
+        Optimizer(params, llm=MockLLM("{}")).step()
+
+
+# --- saving ---------------------------------------------------------------------------------
+
+
+def test_state_dict_round_trip_is_json(params: Any) -> None:
+    opt = Echo(params, llm=MockLLM(reply({"Question": 1})), max_tokens=123)
+    opt.step()
+    opt.state["instruction"]["seen"] = [1, 2, 3]
+    sd = opt.state_dict()
+    text = json.dumps(sd)
+    fresh = Echo(params, llm=MockLLM("{}"))
+    fresh.load_state_dict(json.loads(text))
+    assert fresh.state_dict() == sd
+    assert fresh.defaults["max_tokens"] == 123
+    assert fresh.rejection_notes() == opt.rejection_notes()
+    assert fresh.global_state["step"] == 1
+
+
+def test_load_state_dict_errors(params: Any) -> None:
+    opt = Echo(params, llm=MockLLM("{}"))
+    sd = opt.state_dict()
+    other = Echo([params[0]], llm=MockLLM("{}"))
+    with pytest.raises(StateDictError) as info:
+        other.load_state_dict(sd)
+    assert info.value.unexpected == ["__code0", "temperature"]
+    with pytest.raises(InvalidInputError, match="state_dict"):
+        opt.load_state_dict({"state": {}})
+
+    class Other(Echo):
+        pass
+
+    with pytest.raises(ConfigurationError, match="same kind"):
+        Other(params, llm=MockLLM("{}")).load_state_dict(sd)
+
+
+def test_state_must_stay_json(params: Any) -> None:
+    opt = Echo(params, llm=MockLLM("{}"))
+    opt.state["instruction"]["bad"] = object()
+    with pytest.raises(InvalidInputError, match="JSON"):
+        opt.state_dict()
