@@ -17,7 +17,7 @@ Example:
 
 from feedprop.llm.base import LLM, Completion, Message, Usage, check_messages
 from feedprop.llm.cache import ResponseCache, cache_enabled, cache_key, set_cache_enabled
-from feedprop.llm.default import default, set_default
+from feedprop.llm.default_llm import default, set_default
 from feedprop.llm.limit import ConcurrencyLimit
 from feedprop.llm.local import LocalModel
 from feedprop.llm.mock import MockCall, MockLLM, estimate_tokens

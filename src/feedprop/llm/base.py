@@ -140,7 +140,8 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         )
     if params.get("stream"):
         raise ConfigurationError("stream=True is not supported; complete() returns the whole reply")
-    canonical_json(params)  # raises InvalidInputError naming the offending parameter
+    for name, value in params.items():  # raises InvalidInputError naming the offending parameter
+        canonical_json(value, name=f"sampling parameter {name}")
     return params
 
 

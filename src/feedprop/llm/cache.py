@@ -68,7 +68,7 @@ def _normalize(value: Any, where: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise InvalidInputError(f"{where} keys must be strings, got {k!r}")
+                raise InvalidInputError(f"{where} keys must be strings (as in JSON), got {k!r}")
             out[k] = _normalize(v, f"{where}[{k!r}]")
         return out
     if isinstance(value, Sequence):
@@ -79,7 +79,7 @@ def _normalize(value: Any, where: str) -> Any:
     )
 
 
-def canonical_json(value: Any) -> str:
+def canonical_json(value: Any, name: str = "value") -> str:
     """The one JSON text of ``value``: sorted keys, no spaces, integral floats as ints.
 
     Example:
@@ -87,7 +87,7 @@ def canonical_json(value: Any) -> str:
         '{"a":[0.5,null],"b":1}'
     """
     return json.dumps(
-        _normalize(value, "value"), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        _normalize(value, name), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
 
 
