@@ -257,6 +257,9 @@ _NESTED_TAG = re.compile(
 _OPEN_SUGGESTION = re.compile(r"<suggestion\b", re.IGNORECASE)
 _CLOSE_SUGGESTION = re.compile(r"</suggestion>", re.IGNORECASE)
 _NO_CHANGE = re.compile(r"<no_change\s*/?>", re.IGNORECASE)
+#: Other single-value tags some optimizers ask for; they land in ``Reply.extras``.
+EXTRA_TAGS = ("verdict", "lessons", "summary")
+_EXTRA_TAG = {tag: re.compile(rf"<{tag}>(.*?)</{tag}>", re.DOTALL | re.IGNORECASE) for tag in EXTRA_TAGS}
 
 
 def _trim_value(value: str) -> str:
@@ -291,7 +294,8 @@ def parse_xml_reply(text: str) -> Reply:
             reply=text,
         )
     if suggestion or (_NO_CHANGE.search(text) and opened == 0):
-        return Reply(reasoning, suggestion, {})
+        extras = {tag: m.group(1).strip() for tag, rx in _EXTRA_TAG.items() if (m := rx.search(text))}
+        return Reply(reasoning, suggestion, extras)
     if opened:
         raise ReplyParseError(
             'the <suggestion> tags could not be read; write each as <suggestion name="NAME">new value</suggestion>',
