@@ -377,7 +377,7 @@ class _Run:
             "history": self.history,
             "usage": self.usage.to_dict(),
             "scores": {"val_before": self.val_before, "test_before": self.test_before, "test_after": self.test_after},
-            "elapsed_seconds": self.elapsed(),
+            "elapsed_seconds": self.elapsed_before if self.finished else self.elapsed(),
             "finished": self.finished,
             "stop_reason": self.stop_reason,
         }

@@ -1,0 +1,171 @@
+"""Checkpoints: kill -9 and resume, finished runs, damaged files, mismatched runs, run artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import resume_worker
+from train_toys import Scripted, Suffix, data, exact, scripted_llm, suggest
+
+from feedprop.errors import CheckpointError
+from feedprop.train import train
+from feedprop.train.events import read_events
+
+HERE = Path(__file__).resolve().parent
+
+
+def _checkpoint_step(directory: Path) -> int:
+    try:
+        return int(json.loads((directory / "checkpoint.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def _start_worker(directory: Path, out: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FEEDPROP_CACHE": "0"}
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "resume_worker.py"), str(directory), str(out)],
+        cwd=HERE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _kill_after(proc: subprocess.Popen[bytes], directory: Path, k: int, delay: float) -> int:
+    """SIGKILL ``proc`` ``delay`` seconds after its checkpoint reaches step ``k``; returns the step seen."""
+    deadline = time.monotonic() + 60
+    while _checkpoint_step(directory) < k:
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"the worker ended before step {k}: {err.decode()[-2000:]}")
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.005)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return _checkpoint_step(directory)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    first_k, second_k = rng.randint(1, 6), rng.randint(8, 12)
+    where = f"(random seed {seed}: kills after checkpoints {first_k} and {second_k})"
+    run_dir, out = tmp_path / "killed", tmp_path / "killed.json"
+
+    proc = _start_worker(run_dir, out)
+    seen = _kill_after(proc, run_dir, first_k, rng.uniform(0.0, 0.05))
+    assert proc.returncode == -signal.SIGKILL, where
+    assert not out.exists(), where
+    assert seen >= first_k
+    proc = _start_worker(run_dir, out)
+    _kill_after(proc, run_dir, max(second_k, seen + 1), rng.uniform(0.0, 0.05))
+    assert proc.returncode == -signal.SIGKILL, where
+    proc = _start_worker(run_dir, out)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    resumed = json.loads(out.read_text())
+
+    result, opt_state = resume_worker.run(tmp_path / "straight")
+    straight = json.loads(json.dumps(resume_worker.summary(result, opt_state), sort_keys=True))
+    assert len(straight["history"]) == 16
+    for key in ("best_state", "val_after", "optimizer", "usage", "stop_reason"):
+        assert resumed[key] == straight[key], f"{key} differs {where}"
+    assert resumed["history"] == straight["history"], where
+    events = [e["event"] for e in read_events(run_dir / "events.jsonl")]
+    assert events.count("resume") == 2 and events[-1] == "finish", where
+
+
+def _small_run(directory: Path, llm_replies: list[str], **kwargs: Any) -> tuple[Any, Suffix, Any]:
+    model = Suffix("?")
+    llm = scripted_llm(llm_replies)
+    opt = Scripted(model.parameters(), llm=llm)
+    kwargs.setdefault("val_set", data(2))
+    result = train(model, data(4), exact, opt, batch_size=2, checkpoint=directory, progress=False, **kwargs)
+    return result, model, llm
+
+
+def test_resuming_a_finished_run_is_a_no_op(tmp_path: Path) -> None:
+    first, _, _ = _small_run(tmp_path, [suggest(suffix="!"), suggest(suffix=".")])
+    again, model, llm = _small_run(tmp_path, [suggest(suffix="?!")], resume=True)
+    assert llm.calls == [], "no model call: the run had finished"
+    assert model.suffix.data == "!" and again.best_state == first.best_state
+    assert again.history == first.history and again.usage == first.usage
+    assert again.elapsed_seconds == first.elapsed_seconds
+
+
+def test_a_checkpoint_is_written_after_every_step(tmp_path: Path) -> None:
+    steps: list[int] = []
+    original = resume_worker.train.__globals__["RunDirectory"].save
+
+    def spy(self: Any, state: dict[str, Any]) -> None:
+        steps.append(state["step"])
+        original(self, state)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(resume_worker.train.__globals__["RunDirectory"], "save", spy)
+        _small_run(tmp_path, [suggest(suffix="!"), suggest(suffix=".")])
+    assert steps == [0, 1, 2, 2], "after the baseline, after each step, and once more when finished"
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error_and_the_previous_one_survives(tmp_path: Path) -> None:
+    _small_run(tmp_path, [suggest(suffix="!"), suggest(suffix=".")])
+    prev = (tmp_path / "checkpoint.prev.json").read_bytes()
+    (tmp_path / "checkpoint.json").write_bytes(b'{"format": "feedprop.checkpoint", "step": 2, "hist')
+    with pytest.raises(CheckpointError, match=r"corrupt.*checkpoint\.prev\.json \(step 2\) is intact"):
+        _small_run(tmp_path, [suggest(suffix="!")], resume=True)
+    assert (tmp_path / "checkpoint.prev.json").read_bytes() == prev
+    # Following the message: the previous checkpoint restores the run.
+    (tmp_path / "checkpoint.json").write_bytes(prev)
+    result, model, _ = _small_run(tmp_path, [suggest(suffix="!")], resume=True)
+    assert model.suffix.data == "!" and result.steps == 2
+
+
+def test_a_checkpoint_from_another_run_is_refused(tmp_path: Path) -> None:
+    _small_run(tmp_path, [suggest(suffix="!"), suggest(suffix=".")])
+    with pytest.raises(CheckpointError, match="different run configuration"):
+        _small_run(tmp_path, [suggest(suffix="!")], resume=True, val_set=data(3))
+    model = Suffix("?")
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]), n_candidates=2)
+    with pytest.raises(CheckpointError, match="optimizer_groups"):
+        train(model, data(4), exact, opt, val_set=data(2), batch_size=2, checkpoint=tmp_path, resume=True)
+
+
+def test_an_existing_run_is_not_overwritten_by_accident(tmp_path: Path) -> None:
+    _small_run(tmp_path, [suggest(suffix="!"), suggest(suffix=".")])
+    before = (tmp_path / "checkpoint.json").read_bytes()
+    with pytest.raises(CheckpointError, match="resume=True"):
+        _small_run(tmp_path, [suggest(suffix="!")])
+    assert (tmp_path / "checkpoint.json").read_bytes() == before
+
+
+def test_run_directory_holds_report_plot_log_and_best_parameters(tmp_path: Path) -> None:
+    result, model, _ = _small_run(tmp_path, [suggest(suffix="!"), suggest(suffix=".")], test_set=data(3, end="!"))
+    assert model.suffix.data == "!"
+    assert result.parameters_path is not None and json.loads(result.parameters_path.read_text()) == {"suffix": "!"}
+    assert result.report_path is not None
+    report = result.report_path.read_text()
+    assert "| validation | 0.0000 | 1.0000 |" in report and "| test | 0.0000 | 1.0000 |" in report
+    assert "-?\n" in report and "+!\n" in report
+    assert result.plot_path is not None and result.plot_path.read_bytes()[:4] == b"\x89PNG"
+    assert result.log_path is not None
+    kinds = [e["event"] for e in read_events(result.log_path)]
+    assert kinds == ["start", "evaluate", "step", "step", "finish"]
+    checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert checkpoint["finished"] and checkpoint["step"] == 2 and len(checkpoint["rng"][1]) == 625
+    assert checkpoint["parameters"] == {"suffix": "!"} and checkpoint["optimizer"] == result_optimizer_state(tmp_path)
+
+
+def result_optimizer_state(directory: Path) -> Any:
+    return json.loads((directory / "checkpoint.json").read_text())["beam"][0]["opt"]
