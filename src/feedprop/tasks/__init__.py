@@ -8,7 +8,7 @@ Example:
 """
 
 from feedprop.tasks.bbh import BBH_PROTOCOLS, BBH_TASKS, bbh_guide, load_bbh
-from feedprop.tasks.code import MBPP_SPLITS, load_humaneval, load_mbpp, reference_solution
+from feedprop.tasks.code import MBPP_KNOWN_ISSUES, MBPP_SPLITS, load_humaneval, load_mbpp, reference_solution
 from feedprop.tasks.data import ENV_VAR, benchmarks_root
 from feedprop.tasks.game24 import Game24, load_game24, solve24
 from feedprop.tasks.gsm8k import load_gsm8k
@@ -20,6 +20,7 @@ __all__ = [
     "BBH_PROTOCOLS",
     "BBH_TASKS",
     "ENV_VAR",
+    "MBPP_KNOWN_ISSUES",
     "MBPP_SPLITS",
     "MMLU_SUBJECTS",
     "SPLITS",

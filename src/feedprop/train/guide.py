@@ -38,6 +38,8 @@ from feedprop.llm.base import Message
 from feedprop.node import Feedback, Node
 
 __all__ = [
+    "JUDGE_SYSTEM",
+    "JUDGE_TEMPLATE",
     "ExactMatch",
     "Guide",
     "LLMJudge",
@@ -48,6 +50,8 @@ __all__ = [
     "final_answer",
     "last_choice",
     "last_number",
+    "parse_judgement",
+    "run_unit_tests",
 ]
 
 #: How many characters of an output a feedback text quotes before eliding the middle.
