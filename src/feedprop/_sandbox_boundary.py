@@ -1,0 +1,255 @@
+"""What crosses the sandbox boundary, and in which form.
+
+Only data crosses (JSON, see :func:`feedprop._sandbox_worker.encode`). For one call this module
+turns the caller's side into the request's parts:
+
+* arguments and keyword arguments must be plain data, or :class:`InvalidInputError` says where
+  they are not;
+* ``self`` (the first parameter of a bundled method, named ``self`` or ``cls``) crosses as a
+  read-only snapshot of the plain-data attributes the source reads as ``self.<name>``;
+* the globals the source mentions cross by kind: modules by name (re-imported in the worker),
+  plain data by value, objects importable from an installed module (``from math import sqrt``,
+  ``from collections import Counter``) by reference, closure-free functions of the caller's own
+  code by source. Anything else stays behind and is reported, with the reason, if the code
+  actually uses it (a ``NameError`` naming the global).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import sys
+import sysconfig
+import textwrap
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from feedprop._sandbox_worker import CODE_FILENAME, PLAIN_TYPES, NotPlainData, encode
+from feedprop.errors import InvalidInputError
+
+SELF_NAMES = ("self", "cls")
+MAX_HELPERS = 64  # functions sent by source for one call, including the ones they call
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the source itself says: the names it mentions, what it imports, how it uses ``self``."""
+
+    names: frozenset[str]
+    imports: tuple[str, ...]
+    self_param: str | None
+    self_attrs: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=512)
+def source_info(source: str, name: str) -> SourceInfo:
+    """Parse ``source`` (raises ``SyntaxError``) and collect what :func:`prepare_call` needs."""
+    tree = ast.parse(source, CODE_FILENAME)
+    return SourceInfo(
+        frozenset(_mentioned_names(tree)), tuple(sorted(_imported_modules(tree))), *_self_usage(tree, name)
+    )
+
+
+def _mentioned_names(tree: ast.AST) -> set[str]:
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+
+
+def _imported_modules(tree: ast.AST) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                found.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _self_usage(tree: ast.Module, name: str) -> tuple[str | None, tuple[str, ...]]:
+    """The function's ``self``/``cls`` parameter, if any, and the attributes read from it."""
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name]
+    if not defs:
+        return None, ()
+    fn = defs[-1]
+    params = [*fn.args.posonlyargs, *fn.args.args]
+    if not params or params[0].arg not in SELF_NAMES:
+        return None, ()
+    param = params[0].arg
+    attrs = {
+        node.attr
+        for node in ast.walk(fn)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == param
+    }
+    return param, tuple(sorted(attrs))
+
+
+@dataclass
+class PreparedCall:
+    """The request's parts for one call."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    globals: list[tuple[str, dict[str, Any]]]
+    self_spec: dict[str, Any] | None
+    modules: list[str]
+
+
+def prepare_call(
+    source: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], globals_: dict[str, Any]
+) -> PreparedCall:
+    """Encode one call for the worker. Raises ``SyntaxError`` for bad source, InvalidInputError for bad data."""
+    info = source_info(source, name)
+    values = list(args)
+    self_spec = None
+    if values and info.self_param is not None:
+        try:
+            encode(values[0])
+        except NotPlainData:
+            self_spec = _snapshot(values[0], info.self_attrs)
+            values[0] = None
+    try:
+        enc_args = [encode(v, f"args[{i}]") for i, v in enumerate(values)]
+        enc_kwargs = {str(k): encode(v, f"kwargs[{k!r}]") for k, v in kwargs.items()}
+    except NotPlainData as e:
+        raise InvalidInputError(
+            f"{e} (calling {name!r}). Pass plain data ({PLAIN_TYPES}) to sandboxed code, or run trusted code "
+            "in this process: feedprop.sandbox.set_default_executor(InProcessExecutor())"
+        ) from None
+    modules = {m for m in info.imports if m in sys.modules}
+    crossing = _globals(info.names, globals_, modules)
+    return PreparedCall(enc_args, enc_kwargs, crossing, self_spec, sorted(modules))
+
+
+def _snapshot(obj: Any, attrs: tuple[str, ...]) -> dict[str, Any]:
+    """A read-only copy of ``obj``'s plain-data attributes among ``attrs``, and why the others stay behind."""
+    values: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for attr in attrs:
+        try:
+            value = getattr(obj, attr)
+        except AttributeError:
+            missing[attr] = f"{type(obj).__qualname__} has no attribute {attr!r} here"
+            continue
+        except Exception as e:
+            missing[attr] = f"reading it raised {type(e).__name__}: {e}"
+            continue
+        if inspect.ismethod(value) or inspect.isfunction(value) or inspect.isbuiltin(value):
+            missing[attr] = (
+                "it is a method, and methods of self cannot run inside the sandbox; make it a module-level "
+                "function or pass its result as an argument"
+            )
+            continue
+        try:
+            values[attr] = encode(value, f"self.{attr}")
+        except NotPlainData as e:
+            missing[attr] = f"it is a {e.type_name}, not plain data"
+    return {"index": 0, "attrs": values, "missing": missing}
+
+
+def _globals(
+    names: frozenset[str], globals_: dict[str, Any], modules: set[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Specs for the globals the code mentions; helper functions pull in the globals they mention."""
+    specs: dict[str, dict[str, Any]] = {}
+    origin: dict[str, int] = {}
+    pending = [(n, globals_) for n in sorted(names, reverse=True)]
+    helpers = 0
+    while pending:
+        name, scope = pending.pop()
+        if name == "__builtins__" or name not in scope:
+            continue
+        obj = scope[name]
+        if name in specs:
+            if origin[name] != id(obj):
+                specs[name] = {"unavailable": "two functions sent to the sandbox need different globals of this name"}
+            continue
+        spec, more = _classify(obj, modules)
+        if more is not None:
+            helpers += 1
+            if helpers > MAX_HELPERS:
+                spec, more = {"unavailable": f"more than {MAX_HELPERS} helper functions would have to cross"}, None
+        specs[name], origin[name] = spec, id(obj)
+        if more is not None:
+            pending.extend((n, more[1]) for n in sorted(more[0], reverse=True))
+    return list(specs.items())
+
+
+def _classify(obj: Any, modules: set[str]) -> tuple[dict[str, Any], tuple[set[str], dict[str, Any]] | None]:
+    """How ``obj`` crosses, and for a function sent as source: the names it mentions and its globals."""
+    if isinstance(obj, types.ModuleType):
+        if obj.__name__ == "__main__" or sys.modules.get(obj.__name__) is not obj:
+            return {"unavailable": f"it is the module {obj.__name__!r}, which the sandbox cannot import"}, None
+        modules.add(obj.__name__)
+        return {"module": obj.__name__}, None
+    try:
+        return {"value": encode(obj, "the global")}, None
+    except NotPlainData:
+        pass
+    ref = _reference(obj)
+    if isinstance(obj, types.FunctionType) and (ref is None or not _installed(obj.__module__)):
+        sent = _function_source(obj)
+        if isinstance(sent, str):
+            return {"unavailable": sent}, None
+        return {"function": sent[0], "def": obj.__name__}, (sent[1], obj.__globals__)
+    if ref is not None:
+        modules.add(ref.partition(":")[0])
+        return {"ref": ref}, None
+    return {"unavailable": _describe(obj)}, None
+
+
+def _reference(obj: Any) -> str | None:
+    """``"module:qualname"`` when importing that yields ``obj`` itself; None otherwise."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or module == "__main__" or "<" in qualname:
+        return None
+    target: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return f"{module}:{qualname}" if target is obj else None
+
+
+@functools.lru_cache(maxsize=64)
+def _install_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+
+
+def _installed(module_name: str) -> bool:
+    """Whether the module comes from the standard library or site-packages (importable in the worker)."""
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return module is not None  # built into the interpreter
+    return any(str(file).startswith(root) for root in _install_roots())
+
+
+@functools.lru_cache(maxsize=256)
+def _function_source(fn: types.FunctionType) -> tuple[str, set[str]] | str:
+    """The function's own definition (decorators dropped) and the names it mentions; or why it cannot cross."""
+    if fn.__name__ == "<lambda>":
+        return "it is a lambda, whose source cannot be recovered on its own; define it with def"
+    if fn.__closure__:
+        return f"the function {fn.__name__!r} closes over local variables, which cannot cross"
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return f"the source of the function {fn.__name__!r} is not available"
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    if len(defs) != 1 or defs[0].name != fn.__name__:
+        return f"the source of the function {fn.__name__!r} is not a single plain definition"
+    text = "\n".join(source.splitlines()[defs[0].lineno - 1 :]) + "\n"  # decorators sit above the def line
+    return text, _mentioned_names(defs[0])
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, type):
+        where = "__main__" if obj.__module__ == "__main__" else f"module {obj.__module__!r}"
+        return f"it is the class {obj.__qualname__} from {where}, which the sandbox cannot import"
+    if callable(obj):
+        return f"it is a {type(obj).__qualname__}, which is not plain data and cannot be imported by name"
+    return f"it is a {type(obj).__qualname__} object, not plain data ({PLAIN_TYPES})"
