@@ -12,31 +12,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from feedprop.llm import LLM, MockLLM
+from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import Optimizer, Proposal
 
 
-class Suffix:
-    """output = input + suffix, for a text Parameter ``suffix``."""
+class Suffix(Module):
+    """output = input + suffix, for a text Parameter ``suffix``; optionally calls ``llm`` on the input first."""
 
     def __init__(self, suffix: str = "?", llm: LLM | None = None) -> None:
         self.suffix = Parameter(suffix, name="suffix", description="appended to every answer")
         self.llm = llm
 
-    def parameters(self) -> list[Parameter[Any]]:
-        return [self.suffix]
-
-    def named_parameters(self) -> list[tuple[str, Parameter[Any]]]:
-        return [("suffix", self.suffix)]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"suffix": self.suffix.data}
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> tuple[list[str], list[str]]:
-        self.suffix.set(state_dict["suffix"])
-        return [], []
-
-    def __call__(self, x: str) -> Node[Any]:
+    def forward(self, x: str) -> Node[Any]:
         if self.llm is not None:  # a workflow that calls a model for each item
             x = self.llm.complete([{"role": "user", "content": x}]).text
         return x + self.suffix
