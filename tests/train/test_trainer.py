@@ -9,8 +9,11 @@ from typing import Any
 import pytest
 from train_toys import Scripted, Suffix, data, exact, per_sample, scripted_llm, suggest
 
+from feedprop.bundle import bundle
 from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import MockLLM
+from feedprop.module import Module
+from feedprop.node import Parameter
 from feedprop.train import Budget, train
 
 
@@ -213,3 +216,45 @@ def test_bad_arguments_are_typed_errors(tmp_path: Path) -> None:
     other = Suffix("?")
     with pytest.raises(ConfigurationError, match="not in the model"):
         run(other, opt, data(2))
+
+
+class Checked(Module):
+    """Appends the suffix, but its bundled check raises on inputs starting with "bad"."""
+
+    def __init__(self, llm: MockLLM | None = None) -> None:
+        self.suffix = Parameter("?", name="suffix")
+        self.llm = llm
+
+    @bundle
+    def check(self, x: str, suffix: str) -> str:
+        if self.llm is not None:
+            x = self.llm.complete([{"role": "user", "content": x}]).text
+        if x.startswith("bad"):
+            raise ValueError(f"cannot answer {x!r}")
+        return x + suffix
+
+    def forward(self, x: str) -> Any:
+        return self.check(x, self.suffix)
+
+
+def test_a_workflow_error_becomes_feedback_scored_zero() -> None:
+    model = Checked()
+    llm = scripted_llm([suggest(suffix="!")])
+    opt = Scripted(model.parameters(), llm=llm)
+    result = run(model, opt, [("q1", "q1!"), ("bad1", "bad1!")], val_set=data(2), batch_size=2)
+    step = result.history[0]
+    assert step["workflow_errors"] == 1 and step["train_score"] == 0.0
+    prompt = llm.calls[0].messages[0]["content"]
+    assert "ValueError: cannot answer 'bad1'" in prompt, "the error reached the parameter as feedback"
+    assert model.suffix.data == "!"
+
+
+def test_a_budget_running_out_inside_a_bundle_ends_the_run_not_the_item() -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
+    model = Checked(llm=workflow)
+    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")] * 10))
+    result = run(model, opt, data(10), val_set=data(2), batch_size=2, budget=Budget(calls=8), max_workers=1)
+    # 2 calls for the baseline, 5 for step 1 (2 items, 1 proposal, 2 val); step 2 is cut inside its 2nd item.
+    assert result.stop_reason.startswith("budget: calls")
+    assert result.usage["total"]["calls"] == 8
+    assert len(result.history) == 1 and result.history[0]["workflow_errors"] == 0
