@@ -1,13 +1,28 @@
-"""Training: ``train()`` runs the whole loop, ``evaluate()`` scores a model, ``Budget`` caps the spend.
+"""Training: ``train()`` runs the whole loop, ``evaluate()`` scores a model, ``Budget`` caps the spend,
+and the guides (the loss functions) score one output against its target.
 
 Example:
-    >>> from feedprop.train import Budget
-    >>> Budget(calls=200, scope="optimizer").calls
-    200
+    >>> from feedprop.train import Budget, ExactMatch
+    >>> Budget(calls=200, scope="optimizer").calls, ExactMatch()("42", "42").score
+    (200, 1.0)
 """
 
 from feedprop.train.budget import Budget, RunUsage
 from feedprop.train.evaluate import Evaluation, evaluate
+from feedprop.train.guide import ExactMatch, Guide, LLMJudge, MultipleChoice, Numeric, UnitTest
 from feedprop.train.trainer import TrainResult, train
 
-__all__ = ["Budget", "Evaluation", "RunUsage", "TrainResult", "evaluate", "train"]
+__all__ = [
+    "Budget",
+    "Evaluation",
+    "ExactMatch",
+    "Guide",
+    "LLMJudge",
+    "MultipleChoice",
+    "Numeric",
+    "RunUsage",
+    "TrainResult",
+    "UnitTest",
+    "evaluate",
+    "train",
+]
