@@ -8,7 +8,7 @@ Example:
 """
 
 from feedprop.train.budget import Budget, RunUsage
-from feedprop.train.evaluate import Evaluation, evaluate
+from feedprop.train.evaluation import Evaluation, evaluate
 from feedprop.train.guide import ExactMatch, Guide, LLMJudge, MultipleChoice, Numeric, UnitTest
 from feedprop.train.trainer import TrainResult, train
 

@@ -65,7 +65,7 @@ from feedprop.optim import Optimizer
 from feedprop.train.budget import Budget, RunUsage
 from feedprop.train.checkpoint import RunDirectory, check_fingerprint, rng_from_json, rng_to_json
 from feedprop.train.data import Item, as_items, fingerprint_items
-from feedprop.train.evaluate import Outcome, run_items
+from feedprop.train.evaluation import Outcome, run_items
 from feedprop.train.events import EventLog
 from feedprop.train.summary import plot_curve, render_report
 
