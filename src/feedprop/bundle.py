@@ -33,10 +33,9 @@ import traceback as tb
 from collections.abc import Callable
 from typing import Any, overload
 
-from feedprop import sandbox
-from feedprop.errors import ExecutionError, GraphError, HiddenDependencyError, InvalidInputError
+from feedprop.errors import ExecutionError, FeedpropError, GraphError, HiddenDependencyError, InvalidInputError
 from feedprop.node import ExceptionNode, MessageNode, Node, Op, Parameter
-from feedprop.sandbox import CODE_FILENAME, CodeFailure, Executor, InProcessExecutor
+from feedprop.sandbox import CODE_FILENAME, CodeFailure, Executor, default_executor
 from feedprop.tracing import no_trace, recording_reads
 
 __all__ = ["BoundBundle", "Bundle", "bundle", "function_source"]
@@ -74,12 +73,6 @@ def function_source(fn: Callable[..., Any]) -> str:
         )
     lines = text.splitlines(keepends=True)
     return "".join(lines[defs[0].lineno - 1 : defs[0].end_lineno])
-
-
-def _default_executor() -> Executor:
-    # The sandbox module offers a process-wide default once it exists; until then run in process.
-    factory = getattr(sandbox, "default_executor", None)
-    return factory() if callable(factory) else InProcessExecutor()
 
 
 class Bundle(Op):
@@ -189,8 +182,10 @@ class Bundle(Op):
             try:
                 result = self._run(code, call_args, call_kwargs)
                 failure: BaseException | None = None
-            except GraphError:
-                raise  # misuse of the graph is not feedback for the code
+            except ExecutionError as e:  # a traced op inside the function failed: the function failed
+                failure = e
+            except FeedpropError:
+                raise  # misuse or infrastructure (bad arguments, sandbox, model, budget): not the code's fault
             except Exception as e:
                 failure = e
         hidden = tuple(n for n in record.nodes() if id(n) not in given)
@@ -219,7 +214,7 @@ class Bundle(Op):
         if code is None:
             assert self.fn is not None
             return self.fn(*args, **kwargs)
-        executor = self.executor if self.executor is not None else _default_executor()
+        executor = self.executor if self.executor is not None else default_executor()
         globals_ = dict(self.fn.__globals__)  # type: ignore[union-attr]
         closure = inspect.getclosurevars(self.fn).nonlocals  # type: ignore[arg-type]
         globals_.update(closure)
@@ -392,7 +387,7 @@ def bundle(
     """Turn a function or method into a traced op (usable as ``@bundle`` or ``@bundle(...)``).
 
     - ``trainable``: the source becomes a code :class:`~feedprop.node.Parameter` an optimizer may rewrite;
-      it runs through ``executor`` (default: the sandbox module's default executor).
+      it runs through ``executor`` (default: ``feedprop.sandbox.default_executor()``).
     - ``catch_execution_error``: raise :class:`~feedprop.errors.ExecutionError` carrying an
       :class:`~feedprop.node.ExceptionNode` (``False``: re-raise the original exception).
     - ``allow_external_dependencies``: record nodes read but not passed in as parents instead of
