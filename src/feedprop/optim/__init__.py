@@ -1,12 +1,47 @@
 """Optimizers: turn propagated feedback into new parameter values.
 
+* :class:`OptoPrime` — one call sees the whole traced problem and rewrites every parameter.
+* :class:`Hindsight` — OptoPrime that learns across steps which edits help (trust, step size,
+  back-off, recurring feedback).
+* :class:`TextualGradientDescent` — TextGrad-style, one call per parameter, with momentum.
+* :class:`OPRO` — a scored history of values, no graph.
+
+All share :class:`Optimizer`: ``propose()`` returns a :class:`Proposal` of validated
+:class:`Candidate` updates without touching the parameters, ``apply()`` sets one, ``step()``
+does both.
+
 Example:
-    >>> from feedprop.optim import Optimizer, Proposal
-    >>> issubclass(Optimizer, object) and Proposal().candidates == []
-    True
+    >>> from feedprop.node import Parameter
+    >>> from feedprop.llm import MockLLM
+    >>> x = Parameter(1.0, name="x")
+    >>> (x * 2).backward("the output should be larger by 4")
+    >>> opt = OptoPrime([x], llm=MockLLM('{"reasoning": "y = 2x", "suggestion": {"x": 3.0}}'))
+    >>> proposal = opt.propose(); x.data
+    1.0
+    >>> opt.apply(proposal); x.data
+    3.0
 """
 
+from feedprop.optim.hindsight import Hindsight
 from feedprop.optim.keys import KeyMatch, match_key
-from feedprop.optim.optimizer import Candidate, Optimizer, Proposal, Rejection
+from feedprop.optim.opro import OPRO
+from feedprop.optim.optimizer import COMMON_DEFAULTS, Candidate, Optimizer, Proposal, Rejection
+from feedprop.optim.optoprime import OptoPrime
+from feedprop.optim.replies import Reply, parse_reply
+from feedprop.optim.tgd import TextualGradientDescent
 
-__all__ = ["Candidate", "KeyMatch", "Optimizer", "Proposal", "Rejection", "match_key"]
+__all__ = [
+    "COMMON_DEFAULTS",
+    "OPRO",
+    "Candidate",
+    "Hindsight",
+    "KeyMatch",
+    "Optimizer",
+    "OptoPrime",
+    "Proposal",
+    "Rejection",
+    "Reply",
+    "TextualGradientDescent",
+    "match_key",
+    "parse_reply",
+]

@@ -279,8 +279,8 @@ def parse_xml_reply(text: str) -> Reply:
         {}
     """
     text = _check_text(text)
-    reasoning_match = _REASONING_TAG.search(text)
-    reasoning = reasoning_match.group(1).strip() if reasoning_match else ""
+    found = _REASONING_TAG.search(text)
+    reasoning = found.group(1).strip() if found else ""
     suggestion: dict[str, Any] = {}
     for m in _SUGGESTION_TAG.finditer(text):
         suggestion[(m.group(1) if m.group(1) is not None else m.group(2)).strip()] = _trim_value(m.group(3))
@@ -294,7 +294,7 @@ def parse_xml_reply(text: str) -> Reply:
             reply=text,
         )
     if suggestion or (_NO_CHANGE.search(text) and opened == 0):
-        extras = {tag: m.group(1).strip() for tag, rx in _EXTRA_TAG.items() if (m := rx.search(text))}
+        extras = {tag: hit.group(1).strip() for tag, rx in _EXTRA_TAG.items() if (hit := rx.search(text))}
         return Reply(reasoning, suggestion, extras)
     if opened:
         raise ReplyParseError(
