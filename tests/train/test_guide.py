@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedprop.errors import ConfigurationError, InvalidInputError
-from feedprop.llm import MockLLM, set_default
+from feedprop.llm import LocalModel, MockLLM, set_default
 from feedprop.node import Feedback, Node
 from feedprop.train.guide import (
     ExactMatch,
@@ -417,3 +417,19 @@ def test_llm_judge_uses_the_default_model_and_handles_weird_outputs() -> None:
         set_default(None)
     with pytest.raises(InvalidInputError, match="rubric"):
         LLMJudge("  ")
+
+
+@pytest.mark.integration
+def test_llm_judge_with_the_embedded_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEEDPROP_CACHE", "0")
+
+    class Item:
+        input = "What is the capital of France?"
+
+    with LocalModel(cache=False, n_parallel=1, n_ctx=2048) as llm:
+        judge = LLMJudge("The answer names the correct city.", llm=llm)
+        right = judge("Paris.", "Paris", example=Item())
+        wrong = judge("London.", "Paris", example=Item())
+    assert "judge_error" not in right.extras and "judge_error" not in wrong.extras
+    assert right.score is not None and wrong.score is not None
+    assert right.score >= 0.7 > 0.3 >= wrong.score, (right, wrong)
