@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from train_toys import Scripted, Suffix, exact, hashed_suggestions
+from train_toys import Suffix, exact, hashed_suggestions
 
 from feedprop.llm import MockLLM
+from feedprop.optim import OptoPrime
 from feedprop.train import TrainResult, train
 
 # Endings with a clear ranking on the validation set ("a" best, "h" worst), so a run climbs
@@ -27,7 +28,7 @@ def run(checkpoint: str | Path, latency: float = 0.01) -> tuple[TrainResult, dic
     """Train (resuming whatever ``checkpoint`` holds) and return the result and the final optimizer state."""
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency)
     model = Suffix("z", llm=workflow)
-    opt = Scripted(model.parameters(), llm=hashed_suggestions(ENDINGS, latency=latency))
+    opt = OptoPrime(model.parameters(), llm=hashed_suggestions(ENDINGS, latency=latency))
     result = train(
         model,
         TRAIN,

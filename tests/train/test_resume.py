@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import resume_worker
-from train_toys import Scripted, Suffix, data, exact, scripted_llm, suggest
+from train_toys import Suffix, data, exact, scripted_llm, suggest
 
 from feedprop.errors import CheckpointError
+from feedprop.optim import OptoPrime
 from feedprop.train import train
 from feedprop.train.events import read_events
 
@@ -90,7 +91,7 @@ def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path: Pat
 def _small_run(directory: Path, llm_replies: list[str], **kwargs: Any) -> tuple[Any, Suffix, Any]:
     model = Suffix("?")
     llm = scripted_llm(llm_replies)
-    opt = Scripted(model.parameters(), llm=llm)
+    opt = OptoPrime(model.parameters(), llm=llm)
     kwargs.setdefault("val_set", data(2))
     result = train(model, data(4), exact, opt, batch_size=2, checkpoint=directory, progress=False, **kwargs)
     return result, model, llm
@@ -137,7 +138,7 @@ def test_a_checkpoint_from_another_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="different run configuration"):
         _small_run(tmp_path, [suggest(suffix="!")], resume=True, val_set=data(3))
     model = Suffix("?")
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]), n_candidates=2)
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]), n_candidates=2)
     with pytest.raises(CheckpointError, match="optimizer_groups"):
         train(model, data(4), exact, opt, val_set=data(2), batch_size=2, checkpoint=tmp_path, resume=True)
 

@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from train_toys import Scripted, Suffix, data, exact, per_sample, scripted_llm, suggest
+from train_toys import Suffix, data, exact, per_sample, scripted_llm, suggest
 
 from feedprop.bundle import bundle
 from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import MockLLM
+from feedprop.llm.mock import estimate_prompt_tokens, estimate_tokens
 from feedprop.module import Module
 from feedprop.node import Parameter
+from feedprop.optim import OptoPrime
 from feedprop.train import Budget, train
 
 
-def run(model: Suffix, opt: Scripted, train_set: Any, **kwargs: Any) -> Any:
+def run(model: Any, opt: OptoPrime, train_set: Any, **kwargs: Any) -> Any:
     kwargs.setdefault("progress", False)
     return train(model, train_set, exact, opt, **kwargs)
 
 
 def test_an_update_that_raises_val_is_kept() -> None:
     model = Suffix("?")
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
     result = run(model, opt, data(4), val_set=data(3), test_set=data(2), batch_size=4)
     assert model.suffix.data == "!"
     assert (result.val_before, result.val_after) == (0.0, 1.0)
@@ -38,7 +41,7 @@ def test_an_update_that_raises_val_is_kept() -> None:
 def test_an_update_that_lowers_val_is_reverted_exactly() -> None:
     model = Suffix("!")
     val = [*data(2), ("q9", "q9?")]  # "!" scores 2/3, "?" would score 1/3
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="?")]))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="?")]))
     result = run(model, opt, data(2), val_set=val, batch_size=2)
     assert model.suffix.data == "!"
     step = result.history[0]
@@ -52,7 +55,7 @@ def test_an_update_that_lowers_val_is_reverted_exactly() -> None:
 def test_ties_go_to_the_shorter_parameter() -> None:
     model = Suffix("abc")
     replies = [suggest(suffix="ab"), suggest(suffix="abcdef"), suggest(suffix="xy")]
-    opt = Scripted(model.parameters(), llm=scripted_llm(replies))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm(replies))
     val = [("q", "never")]  # every suffix scores 0: each step is a tie
     result = run(model, opt, data(3), val_set=val, batch_size=1)
     kept = [h["accepted"] for h in result.history]
@@ -65,7 +68,7 @@ def test_ties_go_to_the_shorter_parameter() -> None:
 
 def test_ties_keep_longer_updates_when_asked() -> None:
     model = Suffix("a")
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="abcdef")]))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="abcdef")]))
     result = run(model, opt, data(1), val_set=[("q", "never")], prefer_shorter=False)
     assert result.history[0]["accepted"] and model.suffix.data == "abcdef"
 
@@ -74,7 +77,7 @@ def test_best_of_n_keeps_the_best_candidate() -> None:
     model = Suffix("?")
     val = [*data(3), ("q9", "q9!!")]
     replies = [suggest(suffix="."), suggest(suffix="!"), suggest(suffix="!!")]
-    opt = Scripted(model.parameters(), llm=per_sample(replies), n_candidates=3)
+    opt = OptoPrime(model.parameters(), llm=per_sample(replies), n_candidates=3)
     result = run(model, opt, data(2), val_set=val, batch_size=2)
     assert model.suffix.data == "!"
     scores = {c["updates"]["suffix"]: c["val_score"] for c in result.history[0]["candidates"]}
@@ -90,7 +93,7 @@ def test_beam_search_keeps_the_k_best_states() -> None:
     model = Suffix("?")
     val = [*data(3), ("q9", "q9!!")]
     replies = [suggest(suffix="!!"), suggest(suffix="!")]
-    opt = Scripted(model.parameters(), llm=per_sample(replies), n_candidates=2)
+    opt = OptoPrime(model.parameters(), llm=per_sample(replies), n_candidates=2)
     result = run(model, opt, data(2), val_set=val, batch_size=2, beam_width=2, max_steps=1)
     assert model.suffix.data == "!"
     assert result.history[0]["accepted"]
@@ -100,7 +103,7 @@ def test_beam_search_keeps_the_k_best_states() -> None:
 
 def test_without_val_set_updates_are_applied() -> None:
     model = Suffix("?")
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!"), suggest(suffix=".")]))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!"), suggest(suffix=".")]))
     result = run(model, opt, data(2), batch_size=1)
     assert model.suffix.data == "."
     assert all(h["accepted"] for h in result.history)
@@ -110,17 +113,17 @@ def test_without_val_set_updates_are_applied() -> None:
 def test_feedback_of_the_whole_batch_reaches_one_proposal() -> None:
     model = Suffix("?")
     llm = scripted_llm([suggest(suffix="!")])
-    opt = Scripted(model.parameters(), llm=llm)
+    opt = OptoPrime(model.parameters(), llm=llm)
     run(model, opt, data(5), batch_size=5, val_set=data(1))
     assert len(llm.calls) == 1
-    prompt = llm.calls[0].messages[0]["content"]
+    prompt = llm.calls[0].messages[-1]["content"]
     for i in range(5):
         assert f"expected 'q{i}!'" in prompt
 
 
 def test_an_unreadable_reply_is_recorded_and_training_goes_on() -> None:
     model = Suffix("?")
-    opt = Scripted(model.parameters(), llm=scripted_llm(["no json here", suggest(suffix="!")]), max_retries=0)
+    opt = OptoPrime(model.parameters(), llm=scripted_llm(["no json here", suggest(suffix="!")]), max_retries=0)
     result = run(model, opt, data(2), batch_size=1, val_set=data(1))
     assert not result.history[0]["accepted"]
     assert "no valid update" in result.history[0]["reason"] or "could not be read" in result.history[0]["reason"]
@@ -130,7 +133,7 @@ def test_an_unreadable_reply_is_recorded_and_training_goes_on() -> None:
 def test_minibatch_items_run_in_parallel() -> None:
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=0.2)
     model = Suffix("?", llm=workflow)
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
     started = time.monotonic()
     result = run(model, opt, data(16), batch_size=16, max_workers=16)
     elapsed = time.monotonic() - started
@@ -144,7 +147,7 @@ def test_calls_budget_stops_exactly_at_the_limit(tmp_path: Path) -> None:
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
     model = Suffix("?", llm=workflow)
     choices = [suggest(suffix=s) for s in ("!", ".", "?!", "!!")]
-    opt = Scripted(model.parameters(), llm=scripted_llm(choices * 10))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm(choices * 10))
     # Per step: 2 train items + 1 optimizer call + 3 val items = 6 calls; the initial val costs 3.
     result = run(model, opt, data(20), val_set=data(3), batch_size=2, budget=Budget(calls=17), checkpoint=tmp_path)
     total = result.usage["total"]["calls"]
@@ -156,20 +159,36 @@ def test_calls_budget_stops_exactly_at_the_limit(tmp_path: Path) -> None:
 
 
 def test_token_budget_stops_new_calls_once_reached() -> None:
-    workflow = MockLLM(lambda messages, **params: messages[-1]["content"] * 10)
+    sizes: list[int] = []  # tokens of each call, counted the way MockLLM counts them
+
+    def sized(reply: Callable[[Any], str]) -> Callable[..., str]:
+        def handler(messages: Any, **params: Any) -> str:
+            text = reply(messages)
+            sizes.append(estimate_prompt_tokens(messages) + estimate_tokens(text))
+            return text
+
+        return handler
+
+    workflow = MockLLM(sized(lambda messages: messages[-1]["content"] * 10))
     model = Suffix("?", llm=workflow)
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")] * 50))
-    result = run(model, opt, data(40), val_set=data(2), batch_size=2, budget=Budget(tokens=300), max_workers=1)
+    choices = [suggest(suffix=s) for s in ("!", ".", "!!", "?")]
+    opt = OptoPrime(model.parameters(), llm=MockLLM(sized(lambda messages: choices[len(sizes) % 4])))
+    limit = 2500
+    result = run(model, opt, data(40), val_set=data(4), batch_size=2, budget=Budget(tokens=limit), max_workers=1)
     used = result.usage["total"]["tokens"]
+    assert used == sum(sizes)
     assert result.stop_reason.startswith("budget: tokens")
-    assert 300 <= used < 300 + 200, used  # the last call may end above the limit; no call starts after it
+    assert len(result.history) >= 2
+    # Once the limit is reached no call starts; only the call that crossed it may end above it.
+    assert limit <= used < limit + sizes[-1], (used, sizes[-1])
+    assert sum(sizes[:-1]) < limit
 
 
 def test_optimizer_only_budget_leaves_evaluation_free() -> None:
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
     model = Suffix("?", llm=workflow)
     opt_llm = scripted_llm([suggest(suffix=s) for s in ("!", ".", "!!", "?")])
-    opt = Scripted(model.parameters(), llm=opt_llm)
+    opt = OptoPrime(model.parameters(), llm=opt_llm)
     result = run(model, opt, data(10), val_set=data(2), batch_size=2, budget=Budget(calls=3, scope="optimizer"))
     assert len(opt_llm.calls) == 3 == result.usage["optimizer"]["calls"]
     assert result.usage["evaluation"]["calls"] > 3
@@ -179,7 +198,7 @@ def test_optimizer_only_budget_leaves_evaluation_free() -> None:
 def test_seconds_budget_ends_the_run_cleanly() -> None:
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=0.05)
     model = Suffix("?", llm=workflow)
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")] + [suggest(suffix=".")] * 50))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")] + [suggest(suffix=".")] * 50))
     started = time.monotonic()
     result = run(model, opt, data(200), val_set=data(2), batch_size=2, budget=Budget(seconds=0.6), max_workers=1)
     assert time.monotonic() - started < 0.6 + 0.5
@@ -193,14 +212,14 @@ def test_model_must_return_nodes_when_training() -> None:
             return x + self.suffix.data
 
     model = Plain("?")
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
     with pytest.raises(InvalidInputError, match="not a Node"):
         run(model, opt, data(2))
 
 
 def test_bad_arguments_are_typed_errors(tmp_path: Path) -> None:
     model = Suffix("?")
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
     with pytest.raises(InvalidInputError, match="Module"):
         run(object(), opt, data(2))  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="Optimizer"):
@@ -240,11 +259,11 @@ class Checked(Module):
 def test_a_workflow_error_becomes_feedback_scored_zero() -> None:
     model = Checked()
     llm = scripted_llm([suggest(suffix="!")])
-    opt = Scripted(model.parameters(), llm=llm)
+    opt = OptoPrime(model.parameters(), llm=llm)
     result = run(model, opt, [("q1", "q1!"), ("bad1", "bad1!")], val_set=data(2), batch_size=2)
     step = result.history[0]
     assert step["workflow_errors"] == 1 and step["train_score"] == 0.0
-    prompt = llm.calls[0].messages[0]["content"]
+    prompt = llm.calls[0].messages[-1]["content"]
     assert "ValueError: cannot answer 'bad1'" in prompt, "the error reached the parameter as feedback"
     assert model.suffix.data == "!"
 
@@ -252,7 +271,7 @@ def test_a_workflow_error_becomes_feedback_scored_zero() -> None:
 def test_a_budget_running_out_inside_a_bundle_ends_the_run_not_the_item() -> None:
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
     model = Checked(llm=workflow)
-    opt = Scripted(model.parameters(), llm=scripted_llm([suggest(suffix="!")] * 10))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")] * 10))
     result = run(model, opt, data(10), val_set=data(2), batch_size=2, budget=Budget(calls=8), max_workers=1)
     # 2 calls for the baseline, 5 for step 1 (2 items, 1 proposal, 2 val); step 2 is cut inside its 2nd item.
     assert result.stop_reason.startswith("budget: calls")

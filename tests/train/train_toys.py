@@ -1,7 +1,7 @@
 """Small models, guides and scripted optimizer replies shared by the trainer tests.
 
-Everything here is deterministic: the optimizer's LLM is a MockLLM whose reply is a function
-of the prompt (or of the sample index), so two runs from the same state make the same calls.
+Everything here is deterministic: the optimizer (feedprop's OptoPrime) asks a MockLLM whose reply
+is scripted or a function of the prompt, so two runs from the same state make the same calls.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 from feedprop.llm import LLM, MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
-from feedprop.optim import Optimizer, Proposal
 
 
 class Suffix(Module):
@@ -28,17 +27,6 @@ class Suffix(Module):
         if self.llm is not None:  # a workflow that calls a model for each item
             x = self.llm.complete([{"role": "user", "content": x}]).text
         return x + self.suffix
-
-
-class Scripted(Optimizer):
-    """An optimizer that shows the model the current values and the batch's feedback as JSON."""
-
-    def _propose(self) -> Proposal:
-        prompt = json.dumps(
-            {"values": self.current_values(), "feedback": [f.text for f in self.observed_feedback()]},
-            sort_keys=True,
-        )
-        return self.sample_candidates(lambda sample: self.ask([{"role": "user", "content": prompt}], sample=sample))
 
 
 def exact(output: Any, target: Any) -> Feedback:
