@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import inspect
 import os
 import threading
 import time
 import weakref
-from typing import Any, ClassVar, Literal
-
-import openai
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from feedprop.errors import (
     AuthenticationError,
@@ -50,6 +49,9 @@ from feedprop.llm.base import LLM, Completion, Message, Usage
 from feedprop.llm.cache import ResponseCache
 from feedprop.llm.retry import RetryPolicy, retries_exhausted
 
+if TYPE_CHECKING:
+    import openai
+
 __all__ = ["OpenAICompatible", "error_from_openai"]
 
 #: Phrases servers use when a prompt does not fit (OpenAI, vLLM, llama.cpp, Ollama).
@@ -65,13 +67,19 @@ _CONTEXT_PHRASES = (
     "input is too long",
 )
 
-# The SDK's named arguments of chat.completions.create; any other sampling parameter (llama.cpp's
-# top_k, repeat_penalty, ...) travels in extra_body instead of failing as an unexpected keyword.
-_SDK_PARAMS = frozenset(inspect.signature(openai.resources.chat.completions.Completions.create).parameters) - {
-    "self",
-    "messages",
-    "model",
-}
+# The openai SDK takes about a second to import, and a process that only uses MockLLM (tests,
+# sandbox workers importing feedprop) never needs it: functions import it on first use.
+
+
+@functools.cache
+def _sdk_params() -> frozenset[str]:
+    """The SDK's named arguments of chat.completions.create. Any other sampling parameter
+    (llama.cpp's top_k, repeat_penalty, ...) travels in extra_body instead of failing as an
+    unexpected keyword."""
+    import openai
+
+    create = openai.resources.chat.completions.Completions.create
+    return frozenset(inspect.signature(create).parameters) - {"self", "messages", "model"}
 
 
 def _parse_retry_after(headers: Any) -> float | None:
@@ -121,6 +129,8 @@ def _status_message(exc: openai.APIStatusError) -> str:
 
 def error_from_openai(exc: openai.OpenAIError, base_url: str, timeout: float | None = None) -> LLMError:
     """Translate an ``openai`` SDK exception into feedprop's error tree, with a message saying what to do."""
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return TransientLLMError(
             f"no reply from {base_url} within {timeout}s; the server may be overloaded. "
@@ -204,6 +214,8 @@ class OpenAICompatible(LLM):
         self.timeout = float(timeout)
         # The SDK insists on a key; local servers ignore it.
         self._api_key = api_key or os.environ.get("FEEDPROP_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
+        import openai
+
         self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout, max_retries=0)
         # One async client per event loop: an async HTTP pool cannot be shared between loops.
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
@@ -217,6 +229,8 @@ class OpenAICompatible(LLM):
         self.model = model
 
     def _ask_model_name(self) -> str:
+        import openai
+
         try:
             names = [m.id for m in self._client.models.list()]
         except openai.OpenAIError as exc:
@@ -238,8 +252,9 @@ class OpenAICompatible(LLM):
 
     def _request(self, messages: list[Message], params: dict[str, Any]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
-        extra = {k: v for k, v in params.items() if k not in _SDK_PARAMS}
-        kwargs.update({k: v for k, v in params.items() if k in _SDK_PARAMS})
+        known = _sdk_params()
+        extra = {k: v for k, v in params.items() if k not in known}
+        kwargs.update({k: v for k, v in params.items() if k in known})
         if extra:
             kwargs["extra_body"] = {**kwargs.get("extra_body", {}), **extra}
         return kwargs
@@ -261,6 +276,8 @@ class OpenAICompatible(LLM):
         )
 
     def _complete(self, messages: list[Message], **params: Any) -> Completion:
+        import openai
+
         try:
             response = self._client.chat.completions.create(**self._request(messages, params))
         except openai.OpenAIError as exc:
@@ -270,6 +287,8 @@ class OpenAICompatible(LLM):
         return self._completion(response)
 
     def _async_client(self) -> openai.AsyncOpenAI:
+        import openai
+
         loop = asyncio.get_running_loop()
         with self._async_lock:
             client = self._async_clients.get(loop)
@@ -281,6 +300,8 @@ class OpenAICompatible(LLM):
             return client
 
     async def _acomplete(self, messages: list[Message], **params: Any) -> Completion:
+        import openai
+
         try:
             response = await self._async_client().chat.completions.create(**self._request(messages, params))
         except openai.OpenAIError as exc:
