@@ -150,9 +150,7 @@ def _snapshot(obj: Any, attrs: tuple[str, ...]) -> dict[str, Any]:
     return {"index": 0, "attrs": values, "missing": missing}
 
 
-def _globals(
-    names: frozenset[str], globals_: dict[str, Any], modules: set[str]
-) -> list[tuple[str, dict[str, Any]]]:
+def _globals(names: frozenset[str], globals_: dict[str, Any], modules: set[str]) -> list[tuple[str, dict[str, Any]]]:
     """Specs for the globals the code mentions; helper functions pull in the globals they mention."""
     specs: dict[str, dict[str, Any]] = {}
     origin: dict[str, int] = {}
@@ -184,7 +182,7 @@ def _classify(obj: Any, modules: set[str]) -> tuple[dict[str, Any], tuple[set[st
         if obj.__name__ == "__main__" or sys.modules.get(obj.__name__) is not obj:
             return {"unavailable": f"it is the module {obj.__name__!r}, which the sandbox cannot import"}, None
         modules.add(obj.__name__)
-        return {"module": obj.__name__}, None
+        return {"module": obj.__name__, "what": f"it is the module {obj.__name__!r}"}, None
     try:
         return {"value": encode(obj, "the global")}, None
     except NotPlainData:
@@ -197,8 +195,8 @@ def _classify(obj: Any, modules: set[str]) -> tuple[dict[str, Any], tuple[set[st
         return {"function": sent[0], "def": obj.__name__}, (sent[1], obj.__globals__)
     if ref is not None:
         modules.add(ref.partition(":")[0])
-        return {"ref": ref}, None
-    return {"unavailable": _describe(obj)}, None
+        return {"ref": ref, "what": _describe(obj)}, None
+    return {"unavailable": _left_behind(obj)}, None
 
 
 def _reference(obj: Any) -> str | None:
@@ -247,9 +245,16 @@ def _function_source(fn: types.FunctionType) -> tuple[str, set[str]] | str:
 
 
 def _describe(obj: Any) -> str:
+    """What ``obj`` is, for the messages that say why it stayed behind."""
+    module = getattr(obj, "__module__", None)
     if isinstance(obj, type):
-        where = "__main__" if obj.__module__ == "__main__" else f"module {obj.__module__!r}"
-        return f"it is the class {obj.__qualname__} from {where}, which the sandbox cannot import"
-    if callable(obj):
-        return f"it is a {type(obj).__qualname__}, which is not plain data and cannot be imported by name"
-    return f"it is a {type(obj).__qualname__} object, not plain data ({PLAIN_TYPES})"
+        return f"it is the class {obj.__qualname__} from module {module!r}"
+    if isinstance(obj, types.FunctionType | types.BuiltinFunctionType):
+        return f"it is the function {obj.__qualname__} from module {module!r}"
+    return f"it is an object of type {type(obj).__qualname__}"
+
+
+def _left_behind(obj: Any) -> str:
+    if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType):
+        return _describe(obj) + ", which the sandbox cannot import by name (define it in an importable module)"
+    return _describe(obj) + f", not plain data ({PLAIN_TYPES})"

@@ -287,9 +287,7 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
 
 def _failure(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any]:
     """Describe an exception raised by the code: type, message and the frames inside the code."""
-    frames = [
-        [f.lineno, f.name] for f in traceback.extract_tb(exc.__traceback__) if f.filename == CODE_FILENAME
-    ]
+    frames = [[f.lineno, f.name] for f in traceback.extract_tb(exc.__traceback__) if f.filename == CODE_FILENAME]
     try:
         message = str(exc)
     except Exception:
@@ -333,7 +331,8 @@ def _execute(request: dict[str, Any], workdir: str) -> dict[str, Any]:
                     obj = getattr(obj, part)
                 namespace[name] = obj
             except Exception as e:
-                unavailable[name] = f"{module_name} could not be imported there ({type(e).__name__}: {e})"
+                what = spec.get("what", f"it comes from {module_name}")
+                unavailable[name] = f"{what}, and importing {module_name} there failed ({type(e).__name__}: {e})"
         elif "function" in spec:
             functions.append((name, spec["def"], spec["function"]))
         else:

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import math
 import os
 import sys
@@ -59,7 +60,9 @@ class CodeFailure(Exception):
 
     ``lineno`` is the 1-based line of ``source`` where it failed, when known; ``traceback``
     is the formatted traceback restricted to the trainable code's frames where possible;
-    ``original`` is the exception object itself when the code ran in this process.
+    ``original`` is the exception object itself when the code ran in this process. For code
+    that ran in the sandbox it is a stand-in of the same built-in type carrying the message
+    (``ValueError("...")``, ``TimeoutError("...")``), or None when the type is not a built-in.
 
     Failures of sandboxed code carry the exception's type name (``"ZeroDivisionError"``) or one
     of: ``"TimeoutError"`` (wall clock or CPU time), ``"MemoryError"``, ``"WorkerDied"`` (the
@@ -308,7 +311,8 @@ class SandboxExecutor(Executor):
         type_name, message = str(reply.get("type")), str(reply.get("message"))
         if type_name == "SandboxError":
             raise SandboxError(f"the sandbox failed around the code, not in it: {message}")
-        raise CodeFailure(type_name, message, format_traceback(frames, type_name, message, source), reply.get("lineno"))
+        text = format_traceback(frames, type_name, message, source)
+        raise CodeFailure(type_name, message, text, reply.get("lineno"), _stand_in(type_name, message))
 
     def protections(self) -> frozenset[str]:
         """The protections in force for this executor's workers (starts a worker if none runs yet).
@@ -335,6 +339,17 @@ class SandboxExecutor(Executor):
             f"SandboxExecutor(timeout={self.timeout}, memory_mb={self.memory_mb}, cpu_seconds={self.cpu_seconds}, "
             f"max_workers={self.max_workers}, isolation={self.isolation!r})"
         )
+
+
+def _stand_in(type_name: str, message: str) -> BaseException | None:
+    """An exception of the built-in type ``type_name`` carrying ``message``; None for other types."""
+    kind = getattr(builtins, type_name, None)
+    if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+        return None
+    try:
+        return kind(message)
+    except Exception:  # e.g. UnicodeDecodeError wants five arguments
+        return None
 
 
 def _check_positive(name: str, value: object, integer: bool = False) -> None:

@@ -1,0 +1,225 @@
+"""Hostile code parameters: each is contained, comes back as clear feedback, and the next call works.
+
+Every case runs twice: with the default protections (``guarded``), and with the audit hook turned
+off (``os_only``) to check that the operating system's protections hold on their own, as they
+must against code that gets past the hook (for instance through native code).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feedprop._sandbox_process import UID_BASE
+from feedprop.sandbox import CodeFailure, SandboxExecutor
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the hostile suite targets Linux")
+
+OS_LAYERS = {"separate_uid", "pid_namespace", "net_namespace", "mount_namespace", "private_tmp"}
+
+
+@pytest.fixture(scope="module", params=["guarded", "os_only"])
+def ex(request: pytest.FixtureRequest) -> Iterator[SandboxExecutor]:
+    executor = SandboxExecutor(timeout=1.0, memory_mb=128, max_workers=1, audit_hooks=request.param == "guarded")
+    if request.param == "os_only" and not executor.protections() >= OS_LAYERS:
+        executor.close()
+        pytest.skip("the operating-system protections need Linux namespaces and root")
+    yield executor
+    executor.close()
+
+
+def run(executor: SandboxExecutor, source: str, *args: Any) -> Any:
+    name = re.search(r"def (\w+)", source)
+    assert name is not None
+    return executor.run(source, name.group(1), args, {}, {})
+
+
+def failure_of(executor: SandboxExecutor, source: str, *args: Any) -> CodeFailure:
+    with pytest.raises(CodeFailure) as info:
+        run(executor, source, *args)
+    return info.value
+
+
+def still_works(executor: SandboxExecutor) -> None:
+    assert run(executor, "def f(x):\n    return x * 2\n", 21) == 42
+
+
+def sandbox_processes() -> list[int]:
+    """Host processes running as a sandbox user id (a contained call leaves none behind)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+            if UID_BASE <= uid < UID_BASE + (1 << 23):
+                found.append(int(entry))
+    return found
+
+
+def test_infinite_loop(ex: SandboxExecutor) -> None:
+    failure = failure_of(ex, "def f():\n    while True:\n        pass\n")
+    assert str(failure) == "TimeoutError: exceeded 1.0 s wall clock"
+    still_works(ex)
+
+
+def test_memory_bomb(ex: SandboxExecutor) -> None:
+    failure = failure_of(ex, "def f():\n    hoard = []\n    while True:\n        hoard.append(bytearray(8 << 20))\n")
+    assert str(failure) == "MemoryError: exceeded the 128 MB memory limit (line 4)"
+    failure = failure_of(ex, "def f():\n    return bytearray(1 << 40)\n")
+    assert failure.type_name == "MemoryError" and failure.lineno == 2
+    still_works(ex)
+
+
+def test_fork_bomb(ex: SandboxExecutor) -> None:
+    failure = failure_of(ex, "import os\ndef f():\n    while True:\n        os.fork()\n")
+    assert failure.lineno == 4
+    if ex.audit_hooks:
+        assert failure.message.startswith("os.fork is blocked inside the feedprop sandbox")
+    else:  # the process limit refuses the very first fork
+        assert failure.type_name == "BlockingIOError" and "Resource temporarily unavailable" in failure.message
+    stubborn = (
+        "import os, time\n"
+        "def f():\n"
+        "    forked, end = 0, time.time() + 0.3\n"
+        "    while time.time() < end:\n"
+        "        try:\n"
+        "            if os.fork() == 0:\n"
+        "                while True:\n"
+        "                    pass\n"
+        "            forked += 1\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return forked\n"
+    )
+    assert run(ex, stubborn) == 0
+    assert sandbox_processes() == []
+    failure = failure_of(ex, "import subprocess\ndef f():\n    return subprocess.run(['sh', '-c', 'echo hi'])\n")
+    assert failure.type_name in ("PermissionError", "BlockingIOError")
+    still_works(ex)
+
+
+def test_threads_cannot_be_started(ex: SandboxExecutor) -> None:
+    failure = failure_of(ex, "import threading\ndef f():\n    threading.Thread(target=print).start()\n")
+    assert failure.type_name == "RuntimeError" and "can't start new thread" in failure.message
+    still_works(ex)
+
+
+def test_deep_recursion(ex: SandboxExecutor) -> None:
+    failure = failure_of(ex, "def f(n=0):\n    return f(n + 1)\n")
+    assert failure.type_name == "RecursionError" and failure.lineno == 2
+    assert "[Previous line repeated" in failure.traceback
+    unbounded = "import sys\ndef f(n=0):\n    sys.setrecursionlimit(10**8)\n    return f(n + 1)\n"
+    failure = failure_of(ex, unbounded)
+    assert failure.type_name in ("RecursionError", "MemoryError", "WorkerDied", "TimeoutError")
+    still_works(ex)
+
+
+def test_os_exit(ex: SandboxExecutor) -> None:
+    failure = failure_of(ex, "import os\ndef f():\n    os._exit(3)\n")
+    assert failure.type_name == "WorkerDied" and "exit status 3" in failure.message
+    still_works(ex)
+
+
+def test_sys_exit(ex: SandboxExecutor) -> None:
+    failure = failure_of(ex, "import sys\ndef f():\n    sys.exit(2)\n")
+    assert failure.type_name == "SystemExit" and "sys.exit(2)" in failure.message and failure.lineno == 3
+    still_works(ex)
+
+
+def test_writing_outside_the_working_directory(ex: SandboxExecutor, tmp_path: Path) -> None:
+    target = tmp_path / "escaped.txt"
+    spill = Path("/var/tmp") / f"feedprop-escape-{uuid.uuid4().hex}"
+    src = "def f(path):\n    with open(path, 'w') as out:\n        out.write('escaped')\n    return 'wrote'\n"
+    failure = failure_of(ex, src, str(target))
+    assert failure.type_name in ("PermissionError", "FileNotFoundError") and failure.lineno == 2
+    if ex.audit_hooks:
+        assert "may write only inside its working directory" in failure.message
+        assert failure_of(ex, src, str(spill)).type_name == "PermissionError"
+    else:  # /var/tmp inside the sandbox is a private tmpfs: writing works there and never reaches the host
+        assert run(ex, src, str(spill)) == "wrote"
+    assert not target.exists() and not spill.exists()
+    assert failure_of(ex, src, "/etc/feedprop-escaped").type_name == "PermissionError"
+    assert not Path("/etc/feedprop-escaped").exists()
+    still_works(ex)
+
+
+def test_reading_the_parents_environment(ex: SandboxExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("FEEDPROP_API_KEY", secret)  # set in this (the parent's parent) process
+    src = (
+        "import os\n"
+        "def f(pid):\n"
+        "    seen = [repr(dict(os.environ))]\n"
+        "    for path in (f'/proc/{pid}/environ', f'/proc/{os.getppid()}/environ', '/proc/1/environ'):\n"
+        "        try:\n"
+        "            seen.append(open(path, 'rb').read().decode(errors='replace'))\n"
+        "        except OSError as e:\n"
+        "            seen.append(type(e).__name__)\n"
+        "    return seen\n"
+    )
+    seen = run(ex, src, os.getpid())
+    assert not any(secret in text for text in seen)
+    assert "FEEDPROP_API_KEY" not in seen[0]
+    still_works(ex)
+
+
+def test_killing_the_parent(ex: SandboxExecutor) -> None:
+    me = os.getpid()
+    failure = failure_of(ex, "import os, signal\ndef f(pid):\n    os.kill(pid, signal.SIGKILL)\n", me)
+    assert failure.type_name in ("PermissionError", "ProcessLookupError") and failure.lineno == 3
+    failure = failure_of(ex, "import os, signal\ndef f():\n    os.kill(os.getppid(), signal.SIGKILL)\n")
+    assert failure.type_name in ("PermissionError", "ProcessLookupError")
+    if ex.audit_hooks:
+        assert "os.kill is blocked inside the feedprop sandbox" in failure.message
+    assert os.getpid() == me  # this process is alive to check
+    still_works(ex)
+
+
+def test_network_connection_to_a_local_listener(ex: SandboxExecutor) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        src = "import socket\ndef f(port):\n    socket.create_connection(('127.0.0.1', port), timeout=0.5)\n"
+        failure = failure_of(ex, src, port)
+        if ex.audit_hooks:
+            assert failure.type_name == "PermissionError" and "no network access" in failure.message
+        else:  # a network namespace of its own: its loopback is down and the host's is not there
+            assert failure.type_name == "OSError" and "Network is unreachable" in failure.message
+        listener.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    still_works(ex)
+
+
+def test_native_code(ex: SandboxExecutor) -> None:
+    src = (
+        "import ctypes, os\n"
+        "def f(pid):\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    return libc.fork(), libc.kill(pid, 9), libc.kill(1, 9)\n"
+    )
+    if ex.audit_hooks:
+        failure = failure_of(ex, src, os.getpid())
+        assert failure.type_name == "ImportError" and "import of 'ctypes' is blocked" in failure.message
+    else:  # past the hook, the kernel still refuses: no new process, no signal outside
+        assert run(ex, src, os.getpid()) == (-1, -1, -1)
+    assert sandbox_processes() == []
+    still_works(ex)
+
+
+def test_breaking_the_result_channel(ex: SandboxExecutor) -> None:
+    failure = failure_of(ex, "import os\ndef f():\n    os.closerange(3, 1024)\n    return 1\n")
+    assert failure.type_name == "WorkerDied"
+    still_works(ex)
