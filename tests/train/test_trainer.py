@@ -277,3 +277,30 @@ def test_a_budget_running_out_inside_a_bundle_ends_the_run_not_the_item() -> Non
     assert result.stop_reason.startswith("budget: calls")
     assert result.usage["total"]["calls"] == 8
     assert len(result.history) == 1 and result.history[0]["workflow_errors"] == 0
+
+
+def test_minibatches_run_in_training_mode_and_validation_in_eval_mode() -> None:
+    modes: list[tuple[str, bool]] = []
+
+    class Recording(Suffix):
+        def forward(self, x: str) -> Any:
+            modes.append((x[0], self.training))
+            return super().forward(x)
+
+    model = Recording("?")
+    model.eval()
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    run(model, opt, data(2), val_set=[("v0", "v0!")], test_set=[("t0", "t0!")], batch_size=2)
+    assert {m for c, m in modes if c == "q"} == {True}
+    assert {m for c, m in modes if c in "vt"} == {False}
+    assert model.training is False, "the caller's mode is restored"
+
+
+def test_progress_bar_shows_step_scores_tokens_and_time(capsys: pytest.CaptureFixture[str]) -> None:
+    model = Suffix("?")
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!"), suggest(suffix=".")]))
+    run(model, opt, data(2), val_set=data(1), batch_size=1, progress=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err
+    for field in ("train=", "val=1.00", "tokens=", "time="):
+        assert field in err, err

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -60,6 +60,7 @@ from feedprop.errors import (
     SuggestionError,
 )
 from feedprop.llm import track_usage
+from feedprop.module import Module
 from feedprop.node import Node
 from feedprop.optim import Optimizer
 from feedprop.train.budget import Budget, RunUsage
@@ -161,17 +162,8 @@ class _Stop(Exception):
         self.reason = reason
 
 
-class Model(Protocol):
-    """What the trainer needs of a model: a :class:`~feedprop.Module` has all of it."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-    def parameters(self) -> Any: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any: ...
-
-
 def _check_model(model: Any, optimizer: Any) -> None:
-    if not all(callable(getattr(model, a, None)) for a in ("__call__", "parameters", "state_dict", "load_state_dict")):
+    if not isinstance(model, Module):
         raise InvalidInputError(
             f"model must be a feedprop.Module (with parameters and state_dict), got {type(model).__name__}; "
             "use fp.evaluate() to score a plain callable"
@@ -204,7 +196,7 @@ class _Run:
 
     def __init__(
         self,
-        model: Model,
+        model: Module,
         train_items: list[Item],
         guide: Callable[..., Any],
         optimizer: Optimizer,
@@ -342,7 +334,9 @@ class _Run:
 
     # -- evaluation ----------------------------------------------------------------------
 
-    def outcomes(self, items: Sequence[Item], check: bool = True) -> list[Outcome]:
+    def outcomes(self, items: Sequence[Item], check: bool = True, training: bool = False) -> list[Outcome]:
+        """Run and score ``items``: minibatches in training mode, validation and test in eval mode."""
+        self.model.train(training)
         return run_items(
             self.model, items, self.guide, max_workers=self.max_workers, check=self.check_time if check else None
         )
@@ -471,6 +465,15 @@ class _Run:
         return self.budget.exhausted(self.usage, self.elapsed())
 
     def run(self, resume: bool) -> TrainResult:
+        was_training = getattr(self.model, "training", True)
+        try:
+            return self._run(resume)
+        finally:
+            if isinstance(was_training, bool):
+                self.model.train(was_training)
+            self.log.close()
+
+    def _run(self, resume: bool) -> TrainResult:
         self.start(resume)
         if not self.finished:
             self.bar = (
@@ -485,9 +488,7 @@ class _Run:
                     self.bar.close()
             self.finish()
         self.load_member(self.beam[0])
-        result = self.result()
-        self.log.close()
-        return result
+        return self.result()
 
     def loop(self) -> None:
         while True:
@@ -558,7 +559,7 @@ class _Run:
                 self.load_member(member)
             self.opt.zero_feedback()
             with self.phase("evaluation"):
-                outcomes = self.outcomes(items)
+                outcomes = self.outcomes(items, training=True)
             errors += sum(o.error is not None for o in outcomes)
             self.backward(outcomes)
             train_scores.append(_mean([o.score for o in outcomes]))
@@ -743,7 +744,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def train(
-    model: Model,
+    model: Module,
     train_set: Iterable[Any],
     guide: Callable[..., Any],
     optimizer: Optimizer,
