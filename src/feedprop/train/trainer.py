@@ -18,19 +18,22 @@ run from its last completed step. Budgets (:class:`~feedprop.train.budget.Budget
 run cleanly, keeping its best state.
 
 Example:
-    >>> import feedprop as fp
     >>> from feedprop.llm import MockLLM
-    >>> class Echo(fp.Module):
+    >>> from feedprop.module import Module
+    >>> from feedprop.node import Parameter
+    >>> from feedprop.optim import OptoPrime
+    >>> from feedprop.train import train
+    >>> class Echo(Module):
     ...     def __init__(self):
-    ...         self.suffix = fp.Parameter("?", name="suffix")
+    ...         self.suffix = Parameter("?", name="suffix")
     ...     def forward(self, x):
-    ...         return fp.ops.add(x, self.suffix)
+    ...         return x + self.suffix
     >>> model = Echo()
     >>> reply = '{"reasoning": "targets end with !", "suggestion": {"suffix": "!"}}'
-    >>> opt = fp.optim.OptoPrime(model.parameters(), llm=MockLLM(reply))
+    >>> opt = OptoPrime(model.parameters(), llm=MockLLM(reply))
     >>> guide = lambda out, target: float(out == target)
     >>> data = [("hi", "hi!"), ("yo", "yo!")]
-    >>> result = fp.train(model, data, guide, opt, val_set=data, batch_size=2, progress=False)
+    >>> result = train(model, data, guide, opt, val_set=data, batch_size=2, progress=False)
     >>> result.val_before, result.val_after, model.suffix.data
     (0.0, 1.0, '!')
 """
@@ -769,15 +772,23 @@ def train(
     Args:
         model: a :class:`~feedprop.Module`; called as ``model(input)`` for each example.
         train_set, val_set, test_set: sequences of ``(input, target)`` pairs (or objects with
-            ``.input``/``.target``, or mappings with those keys). ``val_set`` gates updates;
+            ``.input``/``.target``, or mappings with those keys). ``val_set`` gates updates
+            (without one, every valid update is applied and the last state counts as best);
             ``test_set`` is scored before and after training, outside any budget.
         guide: the loss: ``guide(output, target)`` (optionally ``example=``) returning
-            ``Feedback(text, score)``, a number or a bool.
+            ``Feedback(text, score)``, a number or a bool. A workflow raising
+            :class:`~feedprop.errors.ExecutionError` gets the error as feedback, scored 0.
         optimizer: an :class:`~feedprop.optim.Optimizer` over ``model.parameters()``.
         epochs, batch_size, max_steps: the schedule; one optimizer proposal per minibatch.
-        budget: :class:`Budget` of LLM calls, tokens and seconds (see its scope option).
-        checkpoint: a directory for the checkpoint, best parameters, event log, report and plot.
-        resume: continue the run in ``checkpoint`` (a finished run just returns its result).
+        budget: :class:`Budget` of LLM calls, tokens and seconds. By default it covers every
+            training call (minibatches, validation, optimizer); ``Budget(scope="optimizer")``
+            counts only the optimizer's. Test-set scoring is never counted. When it runs out,
+            the step in progress is dropped and the run ends with its best state.
+        checkpoint: a directory for the checkpoint (written after every step), the best
+            parameters (``best.json``), the event log, the report and the plot.
+        resume: continue the run in ``checkpoint`` from its last completed step (a finished run
+            just returns its result; no checkpoint yet starts a new run). Resuming with a
+            different model, optimizer, data or options raises :class:`~feedprop.errors.CheckpointError`.
         seed: seeds the shuffling of the training set.
         beam_width: how many parameter states to keep and expand each step (1: greedy best-of-n).
         prefer_shorter: on a validation tie, keep the shorter parameters.
@@ -789,16 +800,18 @@ def train(
         :class:`TrainResult`; the model holds the best parameters found.
 
     Example:
-        >>> import feedprop as fp
         >>> from feedprop.llm import MockLLM
-        >>> class M(fp.Module):
+        >>> from feedprop.module import Module
+        >>> from feedprop.node import Parameter
+        >>> from feedprop.optim import OptoPrime
+        >>> class M(Module):
         ...     def __init__(self):
-        ...         self.word = fp.Parameter("no", name="word")
+        ...         self.word = Parameter("no", name="word")
         ...     def forward(self, x):
-        ...         return fp.ops.add(x, self.word)
+        ...         return x + self.word
         >>> m = M()
-        >>> opt = fp.optim.OptoPrime(m.parameters(), llm=MockLLM('{"reasoning": "", "suggestion": {"word": "yes"}}'))
-        >>> r = fp.train(m, [("", "yes")], lambda out, t: out == t, opt, val_set=[("", "yes")], progress=False)
+        >>> opt = OptoPrime(m.parameters(), llm=MockLLM('{"reasoning": "", "suggestion": {"word": "yes"}}'))
+        >>> r = train(m, [("", "yes")], lambda out, t: out == t, opt, val_set=[("", "yes")], progress=False)
         >>> r.val_after, m.word.data
         (1.0, 'yes')
     """
