@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypedDict
@@ -255,9 +256,9 @@ class LLM:
     # -- public API ----------------------------------------------------------------------------
 
     def complete(
-        self, messages: list[Message], *, cache: bool = True, cache_salt: Any = None, **params: Any
+        self, messages: Sequence[Mapping[str, Any]], *, cache: bool = True, cache_salt: Any = None, **params: Any
     ) -> Completion:
-        """Send ``messages`` and return the model's :class:`Completion`."""
+        """Send ``messages`` (``[{"role": ..., "content": ...}, ...]``) and return the model's :class:`Completion`."""
         started = time.perf_counter()
         checked, store, key = self._prepare(messages, params, cache, cache_salt)
         hit = self._from_cache(store, key, started)
@@ -284,7 +285,7 @@ class LLM:
         return completion
 
     async def acomplete(
-        self, messages: list[Message], *, cache: bool = True, cache_salt: Any = None, **params: Any
+        self, messages: Sequence[Mapping[str, Any]], *, cache: bool = True, cache_salt: Any = None, **params: Any
     ) -> Completion:
         """Async form of :meth:`complete`: same cache, meters, budgets and concurrency limit."""
         started = time.perf_counter()
