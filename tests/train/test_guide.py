@@ -279,6 +279,26 @@ def test_unit_test_module_level_asserts_and_string_target_with_example_meta() ->
     assert fb.text == "Failed test `assert double(0) == 0`; the code returned 2."
 
 
+def test_unit_test_gives_a_full_function_the_prompts_helpers() -> None:
+    target = {
+        "prompt": "import math\n\nSCALE = 2\n\ndef helper(x):\n    return x * SCALE\n\n\n"
+        'def scaled_root(x):\n    """Return helper(sqrt(x))."""\n',
+        "entry_point": "scaled_root",
+        "test": "def check(candidate):\n    assert candidate(9) == 6\n",
+    }
+    assert UnitTest()("def scaled_root(x):\n    return helper(math.sqrt(x))\n", target).score == 1.0
+    broken = UnitTest()("def scaled_root(x):\n    return helper(x)\n", target)
+    assert broken.text == "Failed test `assert candidate(9) == 6`; the code returned 18."
+
+
+def test_unit_test_shows_the_call_inside_a_larger_assertion() -> None:
+    target = {"test": "def check(candidate):\n    assert abs(candidate(1) - 0.5) < 1e-6\n", "entry_point": "half"}
+    fb = UnitTest()("def half(x):\n    return x / 3\n", target)
+    assert (
+        fb.text == "Failed test `assert abs(candidate(1) - 0.5) < 1e-06`; `candidate(1)` returned 0.3333333333333333."
+    )
+
+
 def test_unit_test_keeps_the_candidates_own_check_helper() -> None:
     code = "def check(x):\n    return x > 0\n\ndef total(xs):\n    return sum(x for x in xs if check(x) or x <= 0)\n"
     assert UnitTest()(code, HUMANEVAL_STYLE).score == 1.0
@@ -364,6 +384,9 @@ def test_unit_test_weird_outputs() -> None:
         ('{"score": "high"}', None),
         ('{"score": NaN}', None),
         ("{" * 10_000, None),
+        ("{" * 10_000 + "}", None),
+        ("{{}} and [[[[" + "[" * 100_000, None),
+        ('{"a": {"score": 9, "feedback": "nested"}}', (0.9, "nested")),
     ],
 )
 def test_parse_judgement(reply: str, expected: tuple[float, str] | None) -> None:

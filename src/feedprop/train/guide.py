@@ -387,17 +387,30 @@ def _statement(source, lineno):
                 best = node
     return best
 
-def _got(stmt, frame):
-    """Evaluate the two sides of a failing `assert a == b` again, to show what the code returned."""
-    if not isinstance(stmt, ast.Assert) or not isinstance(stmt.test, ast.Compare) or len(stmt.test.comparators) != 1:
+def _got(stmt, frame, entry):
+    """Call the code again as the failing assert did, to show what it returned.
+
+    Returns (call source or None when the call is the assert's whole left side, repr of the value).
+    """
+    if not isinstance(stmt, ast.Assert):
         return None
+    names = {"candidate", entry}
+    calls = [n for n in ast.walk(stmt.test)
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names]
+    if calls:
+        target = calls[0]
+    elif isinstance(stmt.test, ast.Compare):
+        target = stmt.test.left
+    else:
+        return None
+    whole_left = isinstance(stmt.test, ast.Compare) and stmt.test.left is target
     def _alarm(signum, frame_):
         raise TimeoutError("re-evaluation took too long")
     try:
         signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, 2.0)
-        left = eval(compile(ast.Expression(stmt.test.left), "<tests>", "eval"), frame.f_globals, frame.f_locals)
-        return repr(left)[:500]
+        value = eval(compile(ast.Expression(target), "<tests>", "eval"), frame.f_globals, frame.f_locals)
+        return (None if whole_left else ast.unparse(target)[:300]), repr(value)[:500]
     except BaseException:
         return None
     finally:
@@ -426,9 +439,11 @@ def _describe(exc, job):
         info["test_lineno"] = test_line
         info["test"] = ast.unparse(stmt) if stmt is not None else _source_line(job["tests"], test_line)
         if info["kind"] == "assertion":
-            got = _got(stmt, test_frame)
+            got = _got(stmt, test_frame, job["entry_point"])
             if got is not None:
-                info["got"] = got
+                if got[0] is not None:
+                    info["call"] = got[0]
+                info["got"] = got[1]
     return info
 
 def _run(job):
@@ -582,7 +597,7 @@ class UnitTest(Guide):
     The output is code, or a reply containing a fenced code block (see :func:`extract_code`).
     The target is the tests: a mapping ``{"test": ..., "entry_point": ..., "prompt": ...}``
     (the HumanEval/MBPP row format; ``prompt`` lets a reply that is only a function body be
-    completed, and supplies the prompt's imports to a full function), or the test source as a
+    completed, and supplies the prompt's imports and helper functions to a full function), or the test source as a
     string (``entry_point`` then comes from the guide or from ``example.meta``).
 
     The feedback names the failing test and what the code returned, or the exception with the
@@ -669,8 +684,8 @@ def _assemble_program(code: str, prompt: str, entry_point: str | None) -> tuple[
     """
     tree = _parse(code)
     if isinstance(tree, ast.Module) and (not entry_point or _defines(tree, entry_point) or not prompt):
-        imports = _prompt_imports(prompt)
-        return (f"{imports}\n{code}", imports.count("\n") + 1) if imports else (code, 0)
+        context = _prompt_context(prompt, entry_point)
+        return (f"{context}\n{code}", context.count("\n") + 1) if context else (code, 0)
     if prompt:
         completed = prompt + code
         if isinstance(_parse(completed), ast.Module):
@@ -686,21 +701,32 @@ def _assemble_program(code: str, prompt: str, entry_point: str | None) -> tuple[
     return Feedback(f"Failed: the code does not parse (SyntaxError{where}: {error.msg}){line}.", 0.0, {"passed": False})
 
 
-def _prompt_imports(prompt: str) -> str:
+def _prompt_context(prompt: str, entry_point: str | None) -> str:
+    """What a full function may rely on from the prompt: its imports, helpers and constants."""
     tree = _parse(prompt)
     if not isinstance(tree, ast.Module):
         return ""
-    return "\n".join(ast.unparse(n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom))
+    keep = [
+        node
+        for node in tree.body
+        if not (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == entry_point)
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))  # docstrings
+    ]
+    return "\n".join(ast.unparse(node) for node in keep)
 
 
 def _verdict_feedback(verdict: dict[str, Any], timeout: float) -> Feedback:
-    extras: dict[str, Any] = {k: verdict[k] for k in ("passed", "kind", "test", "got", "code_lineno") if k in verdict}
+    keys = ("passed", "kind", "test", "call", "got", "code_lineno")
+    extras: dict[str, Any] = {k: verdict[k] for k in keys if k in verdict}
     if verdict.get("passed"):
         return Feedback("Correct: all tests passed.", 1.0, extras)
     kind = verdict.get("kind")
     test = f"`{_show(verdict['test'], 300)}`" if verdict.get("test") else ""
     if kind == "assertion":
-        got = f"; the code returned {_show(verdict['got'])}" if "got" in verdict else ""
+        got = ""
+        if "got" in verdict:
+            call = f"`{_show(verdict['call'], 200)}`" if verdict.get("call") else "the code"
+            got = f"; {call} returned {_show(verdict['got'])}"
         text = f"Failed test {test}{got}." if test else f"Failed: an assertion failed: {verdict.get('message')}."
     elif kind == "timeout":
         text = f"Failed: the tests did not finish within {timeout:g} s (an infinite loop, or too slow)."
@@ -842,16 +868,18 @@ def _json_objects(text: str) -> list[Any]:
     found: list[Any] = []
     decoder = json.JSONDecoder()
     start = text.find("{")
-    while start != -1 and len(found) < 20:
+    for _ in range(50):  # a bounded number of tries: a reply of ten thousand braces must stay cheap
+        if start == -1 or len(found) >= 20:
+            break
         try:
             obj, _ = decoder.raw_decode(text, start)
             found.append(obj)
-        except ValueError:
-            try:  # small models write single-quoted pseudo-JSON
-                end = text.index("}", start)
-                obj = ast.literal_eval(text[start : end + 1])
-                found.append(obj)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                pass
+        except (ValueError, RecursionError):
+            end = text.find("}", start)
+            if end != -1 and end - start < 10_000:
+                # Small models write single-quoted pseudo-JSON. Any malformed literal is skipped,
+                # e.g. "{{}}" (unhashable) or absurd nesting.
+                with contextlib.suppress(Exception):
+                    found.append(ast.literal_eval(text[start : end + 1]))
         start = text.find("{", start + 1)
     return found
