@@ -148,6 +148,7 @@ def test_writing_outside_the_working_directory(ex: SandboxExecutor, tmp_path: Pa
         assert failure_of(ex, src, str(spill)).type_name == "PermissionError"
     else:  # /var/tmp inside the sandbox is a private tmpfs: writing works there and never reaches the host
         assert run(ex, src, str(spill)) == "wrote"
+        assert run(ex, "import os\ndef f(p):\n    return os.path.exists(p)\n", str(spill)) is False  # emptied
     assert not target.exists() and not spill.exists()
     assert failure_of(ex, src, "/etc/feedprop-escaped").type_name == "PermissionError"
     assert not Path("/etc/feedprop-escaped").exists()

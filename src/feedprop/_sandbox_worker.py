@@ -233,7 +233,7 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
     blocked_imports = BLOCKED_IMPORTS
     realpath, join, fsdecode, getcwd = os.path.realpath, os.path.join, os.fsdecode, os.getcwd
     root = realpath(workdir)
-    proc_self = (f"/proc/{own_pid}", "/proc/self", "/proc/thread-self")
+    own = str(own_pid)
     write_flags = WRITE_FLAGS
     deny = PermissionError
 
@@ -261,8 +261,9 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
             resolved = resolve(path)
             if resolved is None:
                 return
-            if resolved.startswith("/proc/") and not resolved.startswith(proc_self):
-                raise deny(f"reading {resolved} is blocked inside the feedprop sandbox")
+            parts = resolved.split("/", 3)
+            if parts[1] == "proc" and len(parts) > 2 and parts[2].isdigit() and parts[2] != own:
+                raise deny(f"reading {resolved} is blocked inside the feedprop sandbox (another process's data)")
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool(
                 isinstance(flags, int) and flags & write_flags
             )
