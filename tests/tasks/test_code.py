@@ -70,7 +70,8 @@ def test_humaneval_loads_all_problems_as_test() -> None:
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")  # in some canonical solutions
 def test_every_canonical_solution_passes_except_the_known_issues() -> None:
-    mbpp, humaneval = load_mbpp(), load_humaneval()
+    # A generous timeout: this checks the data and the harness, not speed (MBPP/123 takes seconds).
+    mbpp, humaneval = load_mbpp(timeout=60), load_humaneval(timeout=60)
     jobs = [(mbpp, e) for e in (*mbpp.few_shot, *mbpp.train, *mbpp.val, *mbpp.test)]
     jobs += [(humaneval, e) for e in humaneval.test]
     with ThreadPoolExecutor(2) as pool:
