@@ -292,7 +292,7 @@ class Numeric(Guide):
                 0.0,
                 {"expected": expected},
             )
-        extras = {"expected": expected, "got": got}
+        extras = {"expected": expected, "got": got if math.isfinite(got) else str(got)}  # JSON has no inf/nan
         if math.isfinite(got) and abs(got - expected) <= max(self.abs_tol, self.rel_tol * abs(expected)):
             return Feedback("Correct.", 1.0, extras)
         return Feedback(f"Wrong: expected {shown}, got {_fmt_number(got)}.", 0.0, extras)
