@@ -276,6 +276,9 @@ def test_working_directory_is_private_and_removed_afterwards() -> None:
         cwd, text = run(basic, src)
         assert text == "kept?"
         assert not Path(cwd).exists()
+        import wave  # noqa: F401  (a module the caller has imported is available to the code)
+
+        assert run(basic, "def f():\n    import wave\n    return wave.__name__\n") == "wave"
         assert "pid_namespace" not in basic.protections()
 
 

@@ -315,7 +315,7 @@ def _unavailable_name_error(exc: NameError, unavailable: dict[str, str]) -> None
         )
 
 
-def _execute(request: dict[str, Any], workdir: str) -> dict[str, Any]:
+def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> dict[str, Any]:
     """Define and call the function (this runs in the child, under its limits)."""
     flags = annotations_flag()
     namespace: dict[str, Any] = {"__name__": "__feedprop_sandbox__", "__builtins__": builtins}
@@ -364,6 +364,8 @@ def _execute(request: dict[str, Any], workdir: str) -> dict[str, Any]:
     except BaseException as e:
         if isinstance(e, NameError):
             _unavailable_name_error(e, unavailable)
+        if isinstance(e, ModuleNotFoundError) and import_hint:
+            e.msg = f"{e.msg}; {import_hint}"
         return _failure(e, limits)
     try:
         return {"ok": True, "result": encode(result, "the return value")}
@@ -420,7 +422,13 @@ def _child(request: dict[str, Any], result_fd: int, workdir: str, config: dict[s
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
         _apply_limits(limits)
-        reply = _execute(request, workdir)
+        hint = ""
+        if config.get("drop_uid") and not config.get("pid_namespace"):
+            hint = (
+                "the code runs as an unprivileged user that may not read this interpreter's files, so only "
+                "modules the caller has imported are sure to be available"
+            )
+        reply = _execute(request, workdir, hint)
         reply["stdout"], reply["stderr"] = out.text(), err.text()
     except BaseException as e:  # the sandbox itself failed before or after the code ran
         reply = {"ok": False, "type": "SandboxError", "message": f"{type(e).__name__}: {e}", "frames": []}

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import builtins
+import logging
 import math
 import os
 import sys
@@ -48,6 +49,8 @@ __all__ = [
     "default_executor",
     "set_default_executor",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Seconds the worker may take beyond the call's own timeout (e.g. importing a module the first time).
 REPLY_GRACE = 30.0
@@ -446,6 +449,8 @@ class _Pool:
                         "Run as root on Linux with util-linux installed, or choose isolation='auto'"
                     ) from None
                 continue
+            if errors:
+                logger.info("sandbox workers start without namespaces (%s); see SECURITY.md", errors[0])
             self.mode = mode
             return worker
         raise SandboxError("could not start a sandbox worker: " + "; ".join(errors))
