@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from feedprop import propagate
 from feedprop.errors import ExecutionError, GraphError, InvalidInputError, SuggestionError
-from feedprop.tracing import is_tracing, next_index, note_created, note_read, scoped
+from feedprop.tracing import TraceState, counter, next_index, note_created, note_read, scoped
+from feedprop.tracing import state as tracing_state
 
 if TYPE_CHECKING:
     from feedprop.propagate import Propagator
@@ -114,7 +115,7 @@ class Op:
         (8, True, (('x', Node(name='four', data=4)),))
     """
 
-    __slots__ = ("__weakref__", "arg_names", "description", "fn", "name")
+    __slots__ = ("__weakref__", "_counter", "arg_names", "description", "fn", "name")
 
     def __init__(
         self,
@@ -127,6 +128,12 @@ class Op:
         self.fn = fn
         self.arg_names = arg_names
         self.description = description
+        self._counter = counter(name)  # numbers this op's outputs: "add:0", "add:1", ...
+
+    def next_name(self, scope: str) -> str:
+        """A fresh, process-wide unique name for an output of this op."""
+        index = next(self._counter)
+        return f"{scope}/{self.name}:{index}" if scope else f"{self.name}:{index}"
 
     def input_names(self, n_positional: int) -> tuple[str, ...]:
         """Names for ``n_positional`` positional arguments (extras are ``arg2``, ``arg3``, ...)."""
@@ -134,18 +141,38 @@ class Op:
         return names + tuple(f"arg{i}" for i in range(len(names), n_positional))
 
     def __call__(self, *args: Any, **kwargs: Any) -> MessageNode[Any]:
-        if self.fn is None:
+        fn = self.fn
+        if fn is None:
             raise GraphError(f"op {self.name!r} has no function to call; it only labels nodes made elsewhere")
-        names = self.input_names(len(args))
-        inputs = tuple(zip(names, args, strict=True)) + tuple(kwargs.items())
-        values = [a.data if isinstance(a, Node) else a for a in args]
-        kw = {k: (v.data if isinstance(v, Node) else v) for k, v in kwargs.items()}
+        # The hot path of tracing: one context read, no property calls, no intermediate objects.
+        current = tracing_state()
+        reads = current.reads
+        names = self.arg_names if len(args) == len(self.arg_names) else self.input_names(len(args))
+        values = []
+        for a in args:
+            if isinstance(a, Node):
+                if reads is not None:
+                    reads.read(a)
+                values.append(a._data)
+            else:
+                values.append(a)
+        inputs = tuple(zip(names, args, strict=True))
+        kw = {}
+        if kwargs:
+            inputs += tuple(kwargs.items())
+            for k, v in kwargs.items():
+                if isinstance(v, Node):
+                    if reads is not None:
+                        reads.read(v)
+                    kw[k] = v._data
+                else:
+                    kw[k] = v
         try:
-            result = self.fn(*values, **kw)
+            result = fn(*values, **kw)
         except Exception as e:
             node = ExceptionNode(e, op=self, inputs=inputs, traceback=f"{type(e).__name__}: {e}")
             raise ExecutionError(node, f"{self.name} raised {type(e).__name__}: {e}") from e
-        return MessageNode(result, op=self, inputs=inputs)
+        return _message(result, self, inputs, current)
 
     def __repr__(self) -> str:
         return f"Op({self.name!r})"
@@ -185,7 +212,7 @@ class Node(Generic[T]):
         self.parents: tuple[Node[Any], ...] = ()
         self.op: Op | None = None
         self.feedback: list[Any] = []
-        note_created(self)
+        note_created(self)  # so a bundle does not count reading a node it made itself as hidden
 
     @property
     def data(self) -> T:
@@ -454,23 +481,49 @@ class MessageNode(Node[T]):
         extra_parents: tuple[Node[Any], ...] = (),
         name: str | None = None,
     ) -> None:
-        base = op.name
-        super().__init__(value, name=name if name is not None else scoped(f"{base}:{next_index(base)}"))
+        current = tracing_state()
+        super().__init__(value, name=name if name is not None else op.next_name(current.scope))
         self.op = op
         self.description = op.description
         self.info = info
-        if is_tracing():
+        if current.tracing:
             self.inputs = inputs
-            self.parents = _unique_nodes([v for _, v in inputs], extra_parents)
+            self.parents = _unique_nodes(inputs, extra_parents)
         else:
             self.inputs = ()
 
 
-def _unique_nodes(values: list[Any], extra: tuple[Node[Any], ...]) -> tuple[Node[Any], ...]:
+def _message(value: Any, op: Op, inputs: tuple[tuple[str, Any], ...], current: TraceState) -> MessageNode[Any]:
+    """``MessageNode(value, op=op, inputs=inputs)`` without the generic constructor's overhead."""
+    node: MessageNode[Any] = MessageNode.__new__(MessageNode)
+    node._data = value
+    node.name = op.next_name(current.scope)
+    node.description = op.description
+    node.feedback = []
+    node.op = op
+    node.info = None
+    if current.tracing:
+        node.inputs = inputs
+        node.parents = _unique_nodes(inputs, ())
+    else:
+        node.inputs = ()
+        node.parents = ()
+    if current.reads is not None:
+        current.reads.created(node)
+    return node
+
+
+def _unique_nodes(inputs: tuple[tuple[str, Any], ...], extra: tuple[Node[Any], ...]) -> tuple[Node[Any], ...]:
+    """The nodes among the inputs' values and ``extra``, each once, in order."""
+    nodes = [v for _, v in inputs if isinstance(v, Node)]
+    if extra:
+        nodes.extend(extra)
+    if len(nodes) < 2 or (len(nodes) == 2 and nodes[0] is not nodes[1]):
+        return tuple(nodes)
     seen: set[int] = set()
     out: list[Node[Any]] = []
-    for v in (*values, *extra):
-        if isinstance(v, Node) and id(v) not in seen:
+    for v in nodes:
+        if id(v) not in seen:
             seen.add(id(v))
             out.append(v)
     return tuple(out)

@@ -71,19 +71,24 @@ def toposort(root: Node[Any]) -> list[Node[Any]]:
         >>> [n.name for n in toposort(a)]
         ['a']
     """
+    # Depth-first with an explicit stack. A node is expanded when first on top (state 1) and
+    # emitted when on top again after all its parents (state 2); duplicates are popped unseen.
     order: list[Node[Any]] = []
-    seen = {id(root)}
-    stack: list[tuple[Node[Any], Any]] = [(root, iter(root.parents))]
+    state: dict[int, int] = {}
+    stack = [root]
     while stack:
-        node, pending = stack[-1]
-        for parent in pending:
-            if id(parent) not in seen:
-                seen.add(id(parent))
-                stack.append((parent, iter(parent.parents)))
-                break
+        node = stack[-1]
+        seen = state.get(id(node))
+        if seen is None:
+            state[id(node)] = 1
+            for parent in reversed(node.parents):  # reversed: the first parent is emitted first
+                if id(parent) not in state:
+                    stack.append(parent)
         else:
             stack.pop()
-            order.append(node)
+            if seen == 1:
+                state[id(node)] = 2
+                order.append(node)
     return order
 
 
@@ -107,8 +112,10 @@ def minimal_subgraph(
     # Forward pass from the parameter: a node is a descendant if any of its parents is one.
     below: set[int] = {id(parameter)}
     for node in order:
-        if id(node) not in below and any(id(p) in below for p in node.parents):
-            below.add(id(node))
+        for p in node.parents:
+            if id(p) in below:
+                below.add(id(node))
+                break
     if id(output) not in below:
         return ()
     keep: set[int] = {id(parameter), id(output)}
@@ -201,6 +208,29 @@ class Propagator:
     def begin(self, run: BackwardRun) -> None:
         """Called once before the walk (e.g. to precompute which nodes lead to parameters)."""
 
+    def walk(self, order: list[Node[Any]], run: BackwardRun, retain_feedback: bool) -> None:
+        """The reverse walk: children before parents, each node handled once.
+
+        A trainable node keeps what :meth:`deliver` makes of the feedback it received; the
+        output (and, with ``retain_feedback``, every node) keeps the feedback itself.
+        """
+        output = run.output
+        pending: dict[int, list[Feedback]] = {id(output): [run.feedback]}
+        for node in reversed(order):
+            received = pending.pop(id(node), None)
+            if received is None:  # nothing was sent down to this node
+                continue
+            if node.trainable:
+                node.feedback.append(self.deliver(node, received, run))
+            elif node is output or retain_feedback:
+                node.feedback.extend(received)
+            for parent, fb in self.propagate(node, received, run):
+                slot = pending.get(id(parent))
+                if slot is None:
+                    pending[id(parent)] = [fb]
+                else:
+                    slot.append(fb)
+
 
 class MinimalSubgraph(Propagator):
     """Every node passes the output's feedback unchanged to all its parents.
@@ -213,6 +243,16 @@ class MinimalSubgraph(Propagator):
     ) -> Iterable[tuple[Node[Any], Feedback]]:
         fb = run.feedback
         return [(p, fb) for p in node.parents]
+
+    def walk(self, order: list[Node[Any]], run: BackwardRun, retain_feedback: bool) -> None:
+        # Every ancestor receives the same feedback, so no per-edge bookkeeping is needed:
+        # one pass over the sorted ancestors does what the generic reverse walk would.
+        fb, output = run.feedback, run.output
+        for node in order:
+            if node.trainable:
+                node.feedback.append(ParameterFeedback(node, fb, run))
+            elif retain_feedback or node is output:
+                node.feedback.append(fb)
 
 
 _DEFAULT = MinimalSubgraph()
@@ -240,21 +280,7 @@ def backward(
     order = toposort(output)
     run = BackwardRun(output, feedback, order)
     rule.begin(run)
-    pending: dict[int, list[Feedback]] = {id(output): [feedback]}
-    for node in reversed(order):
-        received = pending.pop(id(node), None)
-        if received is None:  # the propagator sent nothing down to this node
-            continue
-        if node.trainable:
-            node.feedback.append(rule.deliver(node, received, run))
-        elif node is output or retain_feedback:
-            node.feedback.extend(received)
-        for parent, fb in rule.propagate(node, received, run):
-            slot = pending.get(id(parent))
-            if slot is None:
-                pending[id(parent)] = [fb]
-            else:
-                slot.append(fb)
+    rule.walk(order, run, retain_feedback)
     run.release()
 
 

@@ -25,12 +25,14 @@ import contextlib
 import itertools
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from feedprop.errors import ConfigurationError
 
 __all__ = [
     "ReadRecord",
+    "TraceState",
+    "counter",
     "current_scope",
     "is_tracing",
     "name_scope",
@@ -40,16 +42,30 @@ __all__ = [
     "note_read",
     "recording_reads",
     "scoped",
+    "state",
 ]
 
-_TRACING: ContextVar[bool] = ContextVar("feedprop_tracing", default=True)
-_SCOPE: ContextVar[str] = ContextVar("feedprop_scope", default="")
-_READS: ContextVar[ReadRecord | None] = ContextVar("feedprop_reads", default=None)
+class TraceState(NamedTuple):
+    """The tracing state of one thread or task; replaced as a whole, never mutated."""
+
+    tracing: bool
+    scope: str
+    reads: ReadRecord | None
+
+
+# One variable for all three, so an op reads its whole state with a single ``get``.
+_INITIAL = TraceState(tracing=True, scope="", reads=None)
+_STATE: ContextVar[TraceState] = ContextVar("feedprop_tracing", default=_INITIAL)
+
+
+def state() -> TraceState:
+    """The current :class:`TraceState` (for code that needs several parts of it at once)."""
+    return _STATE.get()
 
 
 def is_tracing() -> bool:
     """True unless inside :func:`no_trace` (in this thread or task)."""
-    return _TRACING.get()
+    return _STATE.get().tracing
 
 
 @contextlib.contextmanager
@@ -63,16 +79,16 @@ def no_trace() -> Iterator[None]:
         >>> is_tracing()
         True
     """
-    token = _TRACING.set(False)
+    token = _STATE.set(_STATE.get()._replace(tracing=False))
     try:
         yield
     finally:
-        _TRACING.reset(token)
+        _STATE.reset(token)
 
 
 def current_scope() -> str:
     """The current name scope, ``"outer/inner"``, or ``""`` outside any scope."""
-    return _SCOPE.get()
+    return _STATE.get().scope
 
 
 @contextlib.contextmanager
@@ -86,17 +102,18 @@ def name_scope(name: str) -> Iterator[str]:
     """
     if not isinstance(name, str) or not name or "/" in name:
         raise ConfigurationError(f"name_scope needs a non-empty name without '/', got {name!r}")
-    outer = _SCOPE.get()
-    token = _SCOPE.set(f"{outer}/{name}" if outer else name)
+    current = _STATE.get()
+    scope = f"{current.scope}/{name}" if current.scope else name
+    token = _STATE.set(current._replace(scope=scope))
     try:
-        yield _SCOPE.get()
+        yield scope
     finally:
-        _SCOPE.reset(token)
+        _STATE.reset(token)
 
 
 def scoped(name: str) -> str:
     """``name`` prefixed with the current scope."""
-    scope = _SCOPE.get()
+    scope = _STATE.get().scope
     return f"{scope}/{name}" if scope else name
 
 
@@ -105,12 +122,15 @@ def scoped(name: str) -> str:
 _COUNTERS: dict[str, itertools.count[int]] = {}
 
 
+def counter(base: str) -> itertools.count[int]:
+    """The process-wide counter of ``base`` (ops keep it to number their outputs cheaply)."""
+    found = _COUNTERS.get(base)
+    return found if found is not None else _COUNTERS.setdefault(base, itertools.count())
+
+
 def next_index(base: str) -> int:
     """A process-wide increasing number for ``base``, used to keep node names unique."""
-    counter = _COUNTERS.get(base)
-    if counter is None:
-        counter = _COUNTERS.setdefault(base, itertools.count())
-    return next(counter)
+    return next(counter(base))
 
 
 class ReadRecord:
@@ -139,14 +159,14 @@ class ReadRecord:
 
 def note_read(node: Any) -> None:
     """Record that ``node``'s value was read (called by ``Node.data``)."""
-    record = _READS.get()
+    record = _STATE.get().reads
     if record is not None:
         record.read(node)
 
 
 def note_created(node: Any) -> None:
     """Record that ``node`` was made inside the current recording (so reading it is not hidden)."""
-    record = _READS.get()
+    record = _STATE.get().reads
     if record is not None:
         record.created(node)
 
@@ -162,8 +182,8 @@ def recording_reads() -> Iterator[ReadRecord]:
         []
     """
     record = ReadRecord()
-    token = _READS.set(record)
+    token = _STATE.set(_STATE.get()._replace(reads=record))
     try:
         yield record
     finally:
-        _READS.reset(token)
+        _STATE.reset(token)
