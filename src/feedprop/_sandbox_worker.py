@@ -28,6 +28,7 @@ import __future__
 import builtins
 import contextlib
 import errno
+import gc
 import importlib
 import io
 import json
@@ -593,9 +594,11 @@ def _call(
         os.chown(workdir, config["uid"], config["uid"])
     read_fd, write_fd = os.pipe()
     try:
+        gc.freeze()  # the child's collections then skip the worker's objects instead of copying their pages
         pid = os.fork()
         if pid == 0:
             _child(request, write_fd, workdir, config, [*protocol_fds, read_fd])
+        gc.unfreeze()  # the worker itself keeps collecting as usual
         with contextlib.suppress(OSError):  # also done by the child; whichever runs first wins the race
             os.setpgid(pid, pid)
         os.close(write_fd)
