@@ -304,3 +304,27 @@ def test_progress_bar_shows_step_scores_tokens_and_time(capsys: pytest.CaptureFi
     assert "2/2" in err
     for field in ("train=", "val=1.00", "tokens=", "time="):
         assert field in err, err
+
+
+def test_a_failing_guide_stops_training_with_the_best_state_in_place(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def fragile(output: Any, target: Any) -> Any:
+        calls["n"] += 1
+        if 6 < calls["n"] < 100:  # baseline (2) and step 1 (2 train + 2 val) pass, then the guide breaks
+            raise RuntimeError("guide bug")
+        return exact(output, target)
+
+    model = Suffix("?")
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!"), suggest(suffix=".")]))
+    with pytest.raises(RuntimeError, match="guide bug"):
+        train(model, data(4), fragile, opt, val_set=data(2), batch_size=2, checkpoint=tmp_path, progress=False)
+    assert model.suffix.data == "!", "the best state so far is in place"
+    calls["n"] = 100  # the guide is fixed: resuming continues after the last completed step
+    model = Suffix("?")
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix=".")]))
+    result = train(
+        model, data(4), fragile, opt, val_set=data(2), batch_size=2, checkpoint=tmp_path, resume=True, progress=False
+    )
+    assert [h["step"] for h in result.history] == [1, 2]
+    assert model.suffix.data == "!" and not result.history[1]["accepted"]

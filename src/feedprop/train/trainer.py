@@ -157,14 +157,6 @@ class TrainResult:
         return render_report(self)
 
 
-class _Stop(Exception):
-    """Internal: the run must end now (budget, time), with ``reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def _check_model(model: Any, optimizer: Any) -> None:
     if not isinstance(model, Module):
         raise InvalidInputError(
@@ -431,7 +423,7 @@ class _Run:
             self.restore(state)
             self.log.emit("resume", step=self.step, finished=self.finished, usage=self.usage.to_dict())
             return
-        self.initial_state = self.model.state_dict()
+        self.initial_state = copy.deepcopy(self.model.state_dict())
         self.order = list(range(len(self.train_items)))
         self.rng.shuffle(self.order)
         self.log.emit("start", config=self.config(), parameters=self.initial_state)
@@ -518,6 +510,13 @@ class _Run:
                 self.stop_reason = self.budget.exhausted(self.usage, self.elapsed()) or _reason(exc)
                 self.log.emit("step_abandoned", step=self.step + 1, reason=self.stop_reason)
                 return
+            except BaseException as exc:
+                # Any other failure (a bug in a guide, an unreachable model, Ctrl-C) ends the call,
+                # but the model still holds the best state, and the checkpoint can resume the run.
+                self.load_member(self.beam[0])
+                self.opt.zero_feedback()
+                self.log.emit("error", step=self.step + 1, error=f"{type(exc).__name__}: {exc}")
+                raise
             after = self.usage.to_dict()["total"]
             record["usage"] = {k: after[k] - before[k] for k in ("calls", "prompt_tokens", "completion_tokens")}
             record["seconds"] = round(time.monotonic() - started, 3)
