@@ -209,8 +209,9 @@ class Worker:
             "scratch_dirs": scratch,
         }
         try:
-            worker._send(json.dumps(init).encode() + b"\n")
-            ready = worker._receive(time.monotonic() + HANDSHAKE_SECONDS)
+            deadline = time.monotonic() + HANDSHAKE_SECONDS
+            worker._send(json.dumps(init).encode() + b"\n", deadline)
+            ready = worker._receive(deadline)
         except (WorkerGone, WorkerTimeout) as e:
             detail = worker.stderr_tail() or str(e)
             worker.kill()
@@ -220,7 +221,7 @@ class Worker:
 
     def call(self, request: dict[str, Any], deadline: float) -> dict[str, Any]:
         """Send one request and wait for its reply until ``deadline`` (a ``time.monotonic()`` value)."""
-        self._send(json.dumps(request, allow_nan=True).encode() + b"\n")
+        self._send(json.dumps(request, allow_nan=True).encode() + b"\n", deadline)
         while True:
             reply = self._receive(deadline, before_request=False)
             if reply.get("op") == "started":  # without a PID namespace: remember whom to kill on trouble
@@ -232,12 +233,21 @@ class Worker:
                 raise WorkerGone("the sandbox worker answered out of turn", before_request=False)
             return reply
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
         fd = self._stdin_fd()
         try:
+            os.set_blocking(fd, False)  # a stuck worker must not block us past the deadline
             while view:
-                view = view[os.write(fd, view) :]
+                try:
+                    view = view[os.write(fd, view) :]
+                    continue
+                except BlockingIOError:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                    self.kill()
+                    raise WorkerTimeout("the sandbox worker did not take the request in time")
         except OSError as e:  # BrokenPipeError: the worker is gone before it read the request
             raise WorkerGone(self.describe_exit() or str(e), before_request=True) from None
 

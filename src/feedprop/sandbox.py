@@ -388,6 +388,8 @@ class _Pool:
             except WorkerGone as e:
                 if e.before_request and attempt == 1:
                     continue  # it died while idle: replace it and send the request again
+                if e.before_request:
+                    raise SandboxError(f"two fresh sandbox workers died before taking a request ({e})") from None
                 raise CodeFailure(
                     "WorkerDied",
                     f"the sandbox worker process died while running the code ({e}); a fresh one serves the next call",
