@@ -19,6 +19,7 @@ from train_toys import Suffix, data, exact, scripted_llm, suggest
 from feedprop.errors import CheckpointError
 from feedprop.optim import OptoPrime
 from feedprop.train import train
+from feedprop.train.checkpoint import RunDirectory
 from feedprop.train.events import read_events
 
 HERE = Path(__file__).resolve().parent
@@ -106,17 +107,16 @@ def test_resuming_a_finished_run_is_a_no_op(tmp_path: Path) -> None:
     assert again.elapsed_seconds == first.elapsed_seconds
 
 
-def test_a_checkpoint_is_written_after_every_step(tmp_path: Path) -> None:
+def test_a_checkpoint_is_written_after_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     steps: list[int] = []
-    original = resume_worker.train.__globals__["RunDirectory"].save
+    original = RunDirectory.save
 
-    def spy(self: Any, state: dict[str, Any]) -> None:
+    def spy(self: RunDirectory, state: dict[str, Any]) -> None:
         steps.append(state["step"])
         original(self, state)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(resume_worker.train.__globals__["RunDirectory"], "save", spy)
-        _small_run(tmp_path, [suggest(suffix="!"), suggest(suffix=".")])
+    monkeypatch.setattr(RunDirectory, "save", spy)
+    _small_run(tmp_path, [suggest(suffix="!"), suggest(suffix=".")])
     assert steps == [0, 1, 2, 2], "after the baseline, after each step, and once more when finished"
 
 
