@@ -206,6 +206,7 @@ class Worker:
             "op": "init",
             "uid": UID_BASE + process.pid if os.geteuid() == 0 else None,
             "base_dir": base_dir or "/tmp",
+            "remove_base_dir": base_dir is not None,  # so it goes even if this process is killed
             "scratch_dirs": scratch,
         }
         try:

@@ -689,9 +689,11 @@ def main() -> None:
         try:
             send(reply)
         except OSError as e:
-            if e.errno == errno.EPIPE:
-                return
-            raise
+            if e.errno != errno.EPIPE:
+                raise
+            break
+    if init.get("remove_base_dir"):
+        shutil.rmtree(config["base_dir"], ignore_errors=True)
 
 
 if __name__ == "__main__":
