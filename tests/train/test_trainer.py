@@ -201,7 +201,7 @@ def test_seconds_budget_ends_the_run_cleanly() -> None:
     opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")] + [suggest(suffix=".")] * 50))
     started = time.monotonic()
     result = run(model, opt, data(200), val_set=data(2), batch_size=2, budget=Budget(seconds=0.6), max_workers=1)
-    assert time.monotonic() - started < 0.6 + 0.5
+    assert time.monotonic() - started < 0.6 + 1.0  # the check runs before each item of 0.05 s
     assert result.stop_reason.startswith("budget: seconds")
     assert model.suffix.data == "!"
 
