@@ -13,7 +13,7 @@ from feedprop.errors import (
     StateDictError,
     SuggestionError,
 )
-from feedprop.llm import Message, MockLLM
+from feedprop.llm import Message, MockLLM, set_default
 from feedprop.node import Parameter
 from feedprop.optim.optimizer import Attempt, Candidate, Optimizer, Proposal
 
@@ -144,13 +144,14 @@ def test_zero_feedback(params: Any) -> None:
     assert a.feedback == []
 
 
-def test_llm_none_uses_the_default(params: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import feedprop.llm as llm_module
-
+def test_llm_none_uses_the_default(params: Any) -> None:
     mock = MockLLM(reply({"temperature": 0.4}))
-    monkeypatch.setattr(llm_module, "default", lambda: mock)
-    opt = Echo(params)
-    opt.step()
+    set_default(mock)
+    try:
+        opt = Echo(params)
+        opt.step()
+    finally:
+        set_default(None)
     assert params[2].data == 0.4
     assert opt.llm is mock
 

@@ -171,7 +171,7 @@ def test_xml_format_end_to_end() -> None:
     llm = MockLLM('<reasoning>more</reasoning>\n<suggestion name="count">12</suggestion>')
     OptoPrime([x], llm=llm, reply_format="xml").step()
     assert x.data == 12 and isinstance(x.data, int)
-    assert '<suggestion name="VARIABLE NAME">' in llm.calls[0].messages[-1]["content"]
+    assert '<suggestion name="count">new number</suggestion>' in llm.calls[0].messages[-1]["content"]
 
 
 def test_json_parameter_keeps_its_shape() -> None:
@@ -192,3 +192,20 @@ def test_state_dict_round_trip_keeps_memory() -> None:
     fresh = OptoPrime([x], llm=MockLLM(reply({})), memory_size=4)
     fresh.load_state_dict(sd)
     assert fresh.memory.entries == opt.memory.entries and len(fresh.memory.entries) == 1
+
+
+def test_answer_format_example_names_the_real_variables() -> None:
+    @bundle(trainable=True)
+    def clean(text: str) -> str:
+        return text
+
+    code = clean.parameter
+    assert code is not None
+    w = Parameter(0.5, name="weight")
+    clean(Node(" a ", name="raw")).backward("strip the spaces")
+    (w * 2).backward("larger")
+    llm = MockLLM(reply({}))
+    OptoPrime([code, w], llm=llm).step()
+    user = llm.calls[0].messages[-1]["content"]
+    assert f'"suggestion": {{"{code.name}": "<the whole new function>", "weight": <new number>}}' in user
+    assert f"variable names from #Variables: {code.name}, weight" in user

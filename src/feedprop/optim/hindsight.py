@@ -59,7 +59,7 @@ from feedprop.optim.memory import format_value
 from feedprop.optim.opro import mean_score
 from feedprop.optim.optimizer import Attempt, Candidate, Proposal, kind_of
 from feedprop.optim.optoprime import OptoPrime
-from feedprop.optim.templates import fill, template
+from feedprop.optim.templates import fill
 
 __all__ = ["Hindsight", "describe_change", "feedback_keys"]
 
@@ -189,8 +189,8 @@ class Hindsight(OptoPrime):
         for name in self.named_parameters():
             self.state[name].update({"trust": 0.0, "n": 0, "wins": 0, "losses": 0, "radius": None})
 
-    def format_help(self) -> str:
-        return template(f"hindsight_format_{self.defaults['reply_format']}").strip()
+    def format_help(self, names: Iterable[str] | None = None) -> str:
+        return fill(f"hindsight_format_{self.defaults['reply_format']}", **self._format_fields(names))
 
     # -- 1-5: observe, attribute, trust, step size, back-off ------------------------------------------
 

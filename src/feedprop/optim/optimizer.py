@@ -33,7 +33,7 @@ from feedprop.node import Feedback, Parameter
 from feedprop.optim.budget import truncate_middle
 from feedprop.optim.keys import match_key, normalize_key
 from feedprop.optim.replies import REPLY_FORMATS, Reply, parse_reply
-from feedprop.optim.templates import fill, template
+from feedprop.optim.templates import fill
 from feedprop.optim.validate import check_constraint, infer_kind, validate_value
 
 if TYPE_CHECKING:
@@ -136,6 +136,15 @@ class Attempt:
     rejected: list[Rejection] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+#: Per kind: the placeholder for a value in a JSON example, and in an XML example.
+_PLACEHOLDER = {
+    "number": ("<new number>", "new number"),
+    "code": ('"<the whole new function>"', "the whole new function"),
+    "text": ('"<new text>"', "new text"),
+    "json": ("<new JSON value, same shape>", "new JSON value, same shape"),
+}
 
 
 def _jsonable(value: Any) -> Any:
@@ -438,9 +447,24 @@ class Optimizer:
             updates[name] = checked
         return updates, rejected
 
-    def format_help(self) -> str:
-        """How the model must write its answer, for the chosen ``reply_format``."""
-        return template(f"format_{self.defaults['reply_format']}").strip()
+    def format_help(self, names: Iterable[str] | None = None) -> str:
+        """How the model must write its answer, with an example keyed by the variables ``names``.
+
+        Small models copy the example's keys, so it names the real variables (all owned ones by
+        default) with a placeholder of the right kind for each value.
+        """
+        return fill(f"format_{self.defaults['reply_format']}", **self._format_fields(names))
+
+    def _format_fields(self, names: Iterable[str] | None) -> dict[str, str]:
+        chosen = list(self._names if names is None else names)
+        kinds = {n: kind_of(self._names[n]) if n in self._names else "text" for n in chosen}
+        shown = chosen[:3]
+        if self.defaults["reply_format"] == "xml":
+            example = "\n".join(f'<suggestion name="{n}">{_PLACEHOLDER[kinds[n]][1]}</suggestion>' for n in shown)
+        else:
+            pairs = ", ".join(f"{json.dumps(n)}: {_PLACEHOLDER[kinds[n]][0]}" for n in shown)
+            example = "{" + pairs + (", ..." if len(chosen) > 3 else "") + "}"
+        return {"suggestion": example, "legal": ", ".join(chosen)}
 
     def check_prompt(self, messages: list[Message]) -> int:
         """The prompt's estimated tokens; :class:`ConfigurationError` if it exceeds ``max_prompt_tokens``."""
@@ -476,6 +500,7 @@ class Optimizer:
         conversation = list(messages)
         out = Attempt()
         others = list(others)
+        legal_names = list(shown) if shown is not None else None
         for attempt in range(int(opts["max_retries"]) + 1):
             completion = self.complete(conversation, **params)
             out.replies.append(completion.text)
@@ -483,7 +508,7 @@ class Optimizer:
                 reply = parse_reply(completion.text, opts["reply_format"])
             except ReplyParseError as e:
                 out.errors.append(str(e))
-                note = fill("retry_parse", error=str(e), format_help=self.format_help())
+                note = fill("retry_parse", error=str(e), format_help=self.format_help(legal_names))
                 conversation = self._retry_conversation(messages, completion.text, note)
                 continue
             updates, rejected = self.resolve(reply.suggestion, shown=shown, others=others)
@@ -494,7 +519,7 @@ class Optimizer:
                 out.candidate = Candidate(updates, reply.reasoning, dict(reply.extras))
                 break
             reasons = "\n".join(f"- {r.message()}" for r in rejected)
-            note = fill("retry_rejected", rejections=reasons, format_help=self.format_help())
+            note = fill("retry_rejected", rejections=reasons, format_help=self.format_help(legal_names))
             conversation = self._retry_conversation(messages, completion.text, note)
         return out
 

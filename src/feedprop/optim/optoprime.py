@@ -93,13 +93,13 @@ class OptoPrime(Optimizer):
         context = "\n\n".join(blocks)
         room = budget - fixed - estimate_tokens(context) - 8
         problem = report.render_problem(self.parameters(), max_tokens=max(room, 1))
-        shown = problem.parameters
+        names = list(self.shown_names(problem)[0]) or list(self.named_parameters())
         user = fill(
             "optoprime_user",
             problem=problem.render(),
             context=("\n" + context + "\n") if context else "",
-            legal=", ".join(shown) if shown else legal,
-            format_help=self.format_help(),
+            legal=", ".join(names),
+            format_help=self.format_help(names),
         )
         return [Message(role="system", content=system), Message(role="user", content=user)], problem
 

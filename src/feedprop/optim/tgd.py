@@ -120,7 +120,7 @@ class TextualGradientDescent(Optimizer):
             "feedback": truncate_middle(feedback, budget * 2),
             "examples": examples,
             "notes": ("Your previous suggestion was refused:\n" + "\n".join(notes)) if notes else "",
-            "format_help": self.format_help(),
+            "format_help": self.format_help([name]),
         }
         system = template("tgd_system").strip()
         bare = fill("tgd_user", momentum="", **{**fields, "value": "", "feedback": ""})
