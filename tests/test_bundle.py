@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import pytest
@@ -241,3 +243,18 @@ def test_bundles_under_no_trace_have_no_parents() -> None:
     with no_trace():
         out = combine(Node("a", name="a"), "b")
     assert out.data == "a b" and out.parents == ()
+
+
+def test_graphs_made_by_bundles_and_errors_are_freed() -> None:
+    s = Solver(2)
+    x = Node(3, name="x")
+    out = s.scale(x)
+    failing = Node("no digits", name="text")
+    try:
+        parse_number(failing)
+    except ExecutionError as e:
+        error_node = weakref.ref(e.node)
+    refs = [weakref.ref(out), weakref.ref(x), weakref.ref(failing)]
+    del out, x, failing
+    gc.collect()
+    assert all(r() is None for r in refs) and error_node() is None

@@ -93,6 +93,13 @@ def test_shared_parameters_are_listed_once_and_user_names_are_kept() -> None:
     assert [(n, p.name) for n, p in s.named_parameters()] == [("p", "mine")]
 
 
+def test_an_instance_attribute_hiding_a_trainable_method_is_listed_once() -> None:
+    m = Plain()
+    m.scale = Parameter("replaced")  # type: ignore[assignment,method-assign]
+    names = [n for n, _ in m.named_parameters()]
+    assert names.count("scale") == 1 and dict(m.named_parameters())["scale"].data == "replaced"
+
+
 def test_state_dict_roundtrip_and_strict_loading() -> None:
     m = Plain()
     sd = m.state_dict()

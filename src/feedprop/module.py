@@ -214,7 +214,10 @@ def _walk_module(module: Module, prefix: list[Step], seen: set[int]) -> Iterator
         if name in (CODE_ATTRIBUTE, "training"):
             continue
         yield from _walk_value(value, [*prefix, ("attr", name)], seen)
+    own = vars(module)
     for name, bundle in _trainable_methods(type(module)).items():
+        if name in own:  # an instance attribute of that name hides the method
+            continue
         param = bundle.parameter_for(module)
         if param is not None and id(param) not in seen:
             seen.add(id(param))
