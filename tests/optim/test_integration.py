@@ -54,7 +54,7 @@ def test_optoprime_fixes_a_buggy_function_from_unit_test_feedback(llm: LLM) -> N
         if not failures:
             break
         # Feedback on one failing output, listing every failure (as a test runner would).
-        n, out = next((n, o) for n, o in outputs if o.data != dict(CASES)[n])
+        out = next(o for n, o in outputs if o.data != dict(CASES)[n])
         out.backward(Feedback("Unit tests failed:\n" + "\n".join(failures), score=-len(failures)))
         opt.step()
     failures, _ = unit_tests()
