@@ -70,7 +70,8 @@ class LocalModel(OpenAICompatible):
     """The embedded llama.cpp model, served in-process on a loopback port.
 
     ``name`` is ``"qwen2.5-coder-1.5b"`` (default) or ``"qwen2.5-coder-0.5b"``; ``model_path``
-    loads another GGUF file instead (its name is then the file's stem unless ``name`` is given).
+    loads another GGUF file instead (its name is then the file's stem unless ``name`` is given;
+    the name is part of every cache key, so give distinct files distinct names).
     ``n_parallel`` slots decode concurrently (continuous batching) and also set the concurrency
     limit; ``n_ctx`` is the context of *each* slot (the server holds ``n_ctx * n_parallel``
     tokens of cache). ``lora`` is a list of ``(adapter.gguf, scale)`` pairs applied on top of the
