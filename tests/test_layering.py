@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"tasks"},
     {"joint"},
 ]
-OUTSIDE = {"viz", "cli", "__init__", "__main__"}
+OUTSIDE = {"viz", "cli", "demo", "__init__", "__main__"}
 
 
 def layer_of(top: str) -> int | None:

@@ -2,6 +2,7 @@
 
 Subcommands:
 
+- ``feedprop demo``: train a two-stage BBH workflow on the embedded model (see :mod:`feedprop.demo`);
 - ``feedprop serve``: run the embedded model as an OpenAI-compatible server on a loopback port
   for other programs (prints the base URL and model name; stops on Ctrl-C or SIGTERM);
 - ``feedprop model``: assemble and verify the embedded model's file, and print its path.
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from feedprop.demo import DemoConfig, run_demo
 from feedprop.errors import FeedpropError
 from feedprop.llm.local import DEFAULT_LOCAL_MODEL, LocalModel
 from feedprop.llm.model_file import MODELS, ensure_model_file, sha256_file
@@ -110,8 +112,40 @@ def register_model(subparsers: Subparsers) -> None:
     parser.set_defaults(handler=_model)
 
 
-#: Subcommand registrars, in help order. Further subcommands (such as ``demo``) are added here.
-COMMANDS: list[Callable[[Subparsers], None]] = [register_serve, register_model]
+def _demo(args: argparse.Namespace) -> int:
+    config = DemoConfig(
+        task=args.task,
+        n_train=args.train,
+        n_val=args.val,
+        n_test=args.test,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        run_dir=args.run_dir,
+    )
+    run_demo(config, progress=not args.no_progress)
+    return 0
+
+
+def register_demo(subparsers: Subparsers) -> None:
+    defaults = DemoConfig()
+    parser = subparsers.add_parser(
+        "demo",
+        help="train a two-stage BBH workflow on the embedded model and show before/after accuracy",
+        description="Train an instruction and an answer-extraction function end to end on BBH object_counting.",
+    )
+    parser.add_argument("--task", default=defaults.task, help="BBH task (default: %(default)s)")
+    parser.add_argument("--train", type=int, default=defaults.n_train, help="training examples (%(default)s)")
+    parser.add_argument("--val", type=int, default=defaults.n_val, help="validation examples (%(default)s)")
+    parser.add_argument("--test", type=int, default=defaults.n_test, help="held-out test examples (%(default)s)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (%(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="minibatch (%(default)s)")
+    parser.add_argument("--run-dir", default=defaults.run_dir, help="where the run is written (%(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_demo)
+
+
+#: Subcommand registrars, in help order.
+COMMANDS: list[Callable[[Subparsers], None]] = [register_demo, register_serve, register_model]
 
 
 def build_parser() -> argparse.ArgumentParser:
