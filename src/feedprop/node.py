@@ -194,6 +194,11 @@ class Node(Generic[T]):
     nodes it was computed from; ``op`` the :class:`Op` that made it (``None`` for leaves);
     ``feedback`` what backward calls delivered to it.
 
+    Operators are traced (``+ - * / // % **``, comparisons including ``==``, ``[]``, calling a
+    node that holds a function) and return new nodes; hashing is by identity. Conversions Python
+    needs as plain values are not traced: ``bool(node)`` is ``bool(node.data)``, ``len``, ``in``.
+    Iterating a list/tuple node yields traced items, a dict node traced keys.
+
     Example:
         >>> q = Node("What is 2+2?", name="question")
         >>> q.name, q.parents, q.op
