@@ -67,6 +67,15 @@ class DemoConfig:
     optimizer_tokens: int = 60_000
 
 
+def _fresh_directory(parent: Path, stem: str) -> Path:
+    """``parent/stem``, or ``parent/stem-2``, ``-3``... whichever does not exist yet."""
+    candidate, n = parent / stem, 1
+    while candidate.exists():
+        n += 1
+        candidate = parent / f"{stem}-{n}"
+    return candidate
+
+
 def _percent(score: float | None) -> str:
     return "n/a" if score is None else f"{100 * score:.1f}%"
 
@@ -87,7 +96,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True) -> Trai
     solver = CountingSolver()
     optimizer = OptoPrime(solver.parameters(), n_candidates=cfg.n_candidates)
     # A fresh directory per run: earlier runs (their reports and learned parameters) are never overwritten.
-    run_dir = Path(cfg.run_dir) / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir = _fresh_directory(Path(cfg.run_dir), time.strftime("demo-%Y%m%d-%H%M%S"))
     result = train(
         solver,
         train_set,
