@@ -71,6 +71,8 @@ def test_a_worse_edit_is_undone_and_the_step_size_halved() -> None:
     last = opt.global_state["edits"][-1]
     assert last["changes"]["x"] == [3.0, 6.0] and last["delta"] == 2.0
     assert "move it by at most" in prompts[2]
+    # x: 3 -> 6 raised the score from -4 to -2: +2 per +3 of x.
+    assert "its last edit changed the score by +0.6667 per +1 of x" in prompts[2]
 
 
 def test_back_off_can_be_turned_off() -> None:

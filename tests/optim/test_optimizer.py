@@ -202,6 +202,8 @@ def test_retry_shows_parse_error_to_the_model(params: Any) -> None:
     assert retry[-2] == {"role": "assistant", "content": "I think the temperature should be lower."}
     assert "could not read your reply" in retry[-1]["content"]
     assert "no JSON object" in retry[-1]["content"]
+    # The retry samples, so it does not repeat the first answer word for word.
+    assert (llm.calls[0].params["temperature"], llm.calls[1].params["temperature"]) == (0.0, 0.8)
 
 
 def test_retry_when_every_suggestion_was_refused(params: Any) -> None:

@@ -363,10 +363,27 @@ class Hindsight(OptoPrime):
                     if st["radius"] is not None
                     else "no limit yet on how far to move it"
                 )
+                rate = self._rate(name)
+                if rate is not None:
+                    size += f"; its last edit changed the score by {rate:+.4g} per +1 of {name}"
             else:
                 size = next(text for bound, text in _EDIT_SIZES if st["trust"] > bound)
             lines.append(f"- {name} ({record}): {size}")
         return "\n".join(lines)
+
+    def _rate(self, name: str) -> float | None:
+        """Score change per unit of a number, from the latest scored edit that changed it alone."""
+        for edit in reversed(self.global_state["edits"]):
+            changes = edit["changes"]
+            if name not in changes:
+                continue
+            if len(changes) != 1 or edit["delta"] is None:
+                return None
+            before, after = changes[name]
+            if float(after) == float(before):
+                return None
+            return float(edit["delta"]) / (float(after) - float(before))
+        return None
 
     # -- the step ----------------------------------------------------------------------------------------
 

@@ -44,6 +44,9 @@ __all__ = ["COMMON_DEFAULTS", "Attempt", "Candidate", "Optimizer", "Proposal", "
 STATE_FORMAT = "feedprop.optim/1"
 #: How many refused suggestions are kept to show the model on the next attempt.
 MAX_REMEMBERED_REJECTIONS = 8
+#: How much of a refused key, and of the reason, a note shows (a hostile reply must not flood the next prompt).
+MAX_NOTE_KEY_CHARS = 80
+MAX_NOTE_CHARS = 400
 
 #: Options every optimizer understands. They apply to the optimizer's model calls as a whole.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -86,8 +89,8 @@ class Rejection:
     parameter: str | None = None
 
     def message(self) -> str:
-        """The refusal as one line addressed to the model."""
-        return f"{self.key!r}: {self.reason}"
+        """The refusal as one line addressed to the model (a runaway key or reason is cut in the middle)."""
+        return f"{truncate_middle(self.key, MAX_NOTE_KEY_CHARS)!r}: {truncate_middle(self.reason, MAX_NOTE_CHARS)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "value": _jsonable(self.value), "reason": self.reason, "parameter": self.parameter}
@@ -149,10 +152,17 @@ _PLACEHOLDER = {
 
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)  # NaN and Infinity would make the state unsavable later
     except (TypeError, ValueError, RecursionError):
-        return repr(value)
+        return _safe_repr(value)
     return value
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except (ValueError, RecursionError):  # an int too long for str(), a structure nested too deeply
+        return f"<{type(value).__name__} that cannot be shown>"
 
 
 def _check_json(value: Any, what: str) -> None:
@@ -489,7 +499,8 @@ class Optimizer:
 
         An unreadable reply is retried (up to ``max_retries`` times) with the parse error shown
         to the model; so is a reply whose every suggestion was refused, with the reasons. Sample
-        0 uses ``temperature``, later samples ``candidate_temperature`` and a distinct cache salt.
+        0 uses ``temperature``, later samples and retries ``candidate_temperature`` (later samples
+        also a distinct cache salt).
         """
         opts = self.defaults
         temperature = opts["temperature"] if sample == 0 else opts["candidate_temperature"]
@@ -502,6 +513,8 @@ class Optimizer:
         others = list(others)
         legal_names = list(shown) if shown is not None else None
         for attempt in range(int(opts["max_retries"]) + 1):
+            if attempt:  # a retry at temperature 0 tends to repeat the refused answer word for word
+                params["temperature"] = max(float(params["temperature"]), float(opts["candidate_temperature"]))
             completion = self.complete(conversation, **params)
             out.replies.append(completion.text)
             try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedprop.errors import ConfigurationError, ReplyParseError
+from feedprop.llm.base import valid_unicode
 
 __all__ = ["REPLY_FORMATS", "Reply", "parse_json_reply", "parse_reply", "parse_xml_reply"]
 
@@ -78,7 +79,21 @@ def _check_text(text: Any) -> str:
         raise ReplyParseError(
             f"the reply is {len(text):,} characters long; answer briefly in the requested format", reply=text[:1000]
         )
-    return text
+    return valid_unicode(text)
+
+
+def _valid_strings(reply: Reply) -> Reply:
+    """``reply`` with lone surrogates (from JSON escapes such as ``"\\ud800"``) made valid Unicode."""
+    fields = [reply.reasoning, reply.suggestion, reply.extras]
+    try:
+        dumped = json.dumps(fields, ensure_ascii=False)
+        dumped.encode("utf-8")
+    except UnicodeEncodeError:
+        reasoning, suggestion, extras = json.loads(valid_unicode(dumped))
+        return Reply(reasoning, suggestion, extras)
+    except (TypeError, ValueError, RecursionError):  # not expected from parsed JSON; leave it as it is
+        pass
+    return reply
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +240,7 @@ def parse_json_reply(text: str) -> Reply:
                 # In a cut-off reply an inner object may be a value, not the suggestion: insist on the wrapper.
                 reply = _as_reply(obj, allow_flat=not left_open)
                 if reply is not None:
-                    return reply
+                    return _valid_strings(reply)
     if open_seen:
         raise ReplyParseError(
             "the reply was cut off before its JSON object closed; answer again, more briefly, "

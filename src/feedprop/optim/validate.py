@@ -186,14 +186,22 @@ def _as_number(value: Any) -> float | int:
     raise SuggestionError(f"expected a number, got {type(value).__name__}")
 
 
+def _fmt_short(x: float) -> str:
+    return "an integer too large for a float" if isinstance(x, int) and x.bit_length() > 1024 else str(x)
+
+
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
 
 
 def _validate_number(current: Any, suggested: Any, bounds: tuple[float | None, float | None] | None) -> float | int:
     number = _as_number(suggested)
-    if isinstance(number, float) and not math.isfinite(number):
-        raise SuggestionError(f"{number} is not a finite number; suggest a finite value")
+    try:
+        finite = math.isfinite(number)
+    except OverflowError:  # an int with hundreds of digits: no float can hold it
+        finite = False
+    if not finite:
+        raise SuggestionError(f"{_fmt_short(number)} is not a finite number; suggest a finite value")
     if isinstance(current, int) and not isinstance(current, bool):
         if float(number) != int(number):
             raise SuggestionError(f"{number} is not an integer; this variable holds an integer")
@@ -219,9 +227,11 @@ def _validate_json(current: Any, suggested: Any) -> Any:
         except (ValueError, RecursionError) as e:
             raise SuggestionError(f"the value is not valid JSON ({e}); suggest a JSON value") from None
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        raise SuggestionError("the value is not JSON-serialisable; suggest plain JSON data") from None
+        raise SuggestionError(
+            "the value is not JSON-serialisable (NaN and Infinity are not JSON); suggest plain JSON data"
+        ) from None
     problem = json_shape_problem(current, value)
     if problem:
         raise SuggestionError(f"{problem}; keep the same structure as the current value")
