@@ -34,7 +34,7 @@ from feedprop.llm.limit import ConcurrencyLimit
 from feedprop.llm.retry import RetryPolicy, acall_with_retries, call_with_retries, retries_exhausted
 from feedprop.llm.usage import record_cache_hit, record_call, reserve_call
 
-__all__ = ["LLM", "Completion", "Message", "Usage", "check_messages", "check_params"]
+__all__ = ["LLM", "Completion", "Message", "Usage", "check_messages", "check_params", "valid_unicode"]
 
 
 class Message(TypedDict):
@@ -104,6 +104,23 @@ class Completion:
 
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD (split surrogate pairs are joined).
+
+    A reply may carry invalid Unicode (a JSON ``"\\ud800"`` escape decodes to one); such a
+    string cannot be written as UTF-8, so it would break the next prompt, the cache or a saved file.
+
+    Example:
+        >>> valid_unicode("ok " + chr(0xD800) + "!") == "ok \ufffd!"
+        True
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
 
 
 def check_messages(messages: Any) -> list[Message]:
@@ -251,7 +268,10 @@ class LLM:
     def _finish(completion: Completion, seconds: float) -> Completion:
         if not isinstance(completion, Completion):
             raise InvalidInputError(f"a backend's _complete must return a Completion, got {type(completion).__name__}")
-        return replace(completion, usage=replace(completion.usage, seconds=seconds, cached=False))
+        if not isinstance(completion.text, str):
+            raise InvalidInputError(f"a backend's Completion.text must be a str, got {type(completion.text).__name__}")
+        usage = replace(completion.usage, seconds=seconds, cached=False)
+        return replace(completion, text=valid_unicode(completion.text), usage=usage)
 
     # -- public API ----------------------------------------------------------------------------
 

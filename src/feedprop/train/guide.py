@@ -34,7 +34,7 @@ from typing import Any
 
 from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import LLM, default
-from feedprop.llm.base import Message
+from feedprop.llm.base import Message, valid_unicode
 from feedprop.node import Feedback, Node
 
 __all__ = [
@@ -854,13 +854,13 @@ def parse_judgement(reply: str) -> tuple[float, str] | None:
         feedback = fb.group(1).strip().rstrip("\"'}, ") if fb else ""
     try:
         value = float(raw_score)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int with hundreds of digits
         return None
     if not math.isfinite(value):
         return None
     # Asked for 0..10; a fractional value up to 1 is read as already on the [0, 1] scale.
     score = value if (0 <= value <= 1 and not value.is_integer()) else value / 10
-    return min(1.0, max(0.0, score)), feedback.strip()
+    return min(1.0, max(0.0, score)), valid_unicode(feedback.strip())
 
 
 def _json_objects(text: str) -> list[Any]:
