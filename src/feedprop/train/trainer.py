@@ -578,6 +578,9 @@ class _Run:
             after_propose = self.opt.state_dict()
             parents.append(_Member(member.params, after_propose, member.val, member.size))
             rejected.extend(_jsonable(r) for r in proposal.rejected)
+            if proposal.errors and not any(c.updates for c in proposal.candidates):
+                # Every reply was unreadable, retries included: the step is skipped, and the history says why.
+                notes.append(f"the optimizer's reply could not be read: {proposal.errors[-1]}")
             for c_index, candidate in enumerate(proposal.candidates):
                 entry: dict[str, Any] = {
                     "member": m_index,
