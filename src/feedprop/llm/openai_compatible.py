@@ -28,6 +28,7 @@ import asyncio
 import email.utils
 import functools
 import inspect
+import json
 import os
 import threading
 import time
@@ -114,6 +115,16 @@ def _is_connect_failure(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _count(value: Any) -> int:
+    """A token count from a reply's usage block; anything that is not a count is 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return 0
+    try:
+        return int(value)
+    except (OverflowError, ValueError):
+        return 0
 
 
 def _status_message(exc: openai.APIStatusError) -> str:
@@ -243,6 +254,11 @@ class OpenAICompatible(LLM):
             raise type(error)(
                 f"could not list the models at {self.base_url} to pick one: {error}. Pass model=... explicitly"
             ) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+            raise LLMError(
+                f"{self.base_url} answered the model list with a garbled reply ({type(exc).__name__}: {exc}); "
+                "pass model=... explicitly"
+            ) from exc
         if len(names) != 1:
             raise ConfigurationError(
                 f"{self.base_url} serves {len(names)} models ({', '.join(names[:10]) or 'none'}); "
@@ -263,16 +279,28 @@ class OpenAICompatible(LLM):
         choices = getattr(response, "choices", None)
         if not choices:
             raise TransientLLMError(f"{self.base_url} returned a reply without choices: {str(response)[:200]}")
-        choice = choices[0]
+        # The SDK does not validate replies: a garbled one may hold anything where a message belongs.
+        try:
+            choice = choices[0]
+            text = choice.message.content
+        except (AttributeError, IndexError, KeyError, TypeError):
+            text = choice = None
+        if choice is None or not (text is None or isinstance(text, str)):
+            raise TransientLLMError(
+                f"{self.base_url} returned a malformed reply (no message text in its first choice): "
+                f"{str(response)[:200]}"
+            )
         usage = getattr(response, "usage", None)
+        model = getattr(response, "model", None)
+        finish = getattr(choice, "finish_reason", None)
         return Completion(
-            text=choice.message.content or "",
-            model=getattr(response, "model", None) or self.model,
+            text=text or "",
+            model=model if isinstance(model, str) and model else self.model,
             usage=Usage(
-                prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                prompt_tokens=_count(getattr(usage, "prompt_tokens", 0)),
+                completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
             ),
-            finish_reason=choice.finish_reason or "stop",
+            finish_reason=finish if isinstance(finish, str) and finish else "stop",
         )
 
     def _complete(self, messages: list[Message], **params: Any) -> Completion:
@@ -282,6 +310,11 @@ class OpenAICompatible(LLM):
             response = self._client.chat.completions.create(**self._request(messages, params))
         except openai.OpenAIError as exc:
             raise error_from_openai(exc, self.base_url, params.get("timeout", self.timeout)) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a body cut short, or not JSON at all
+            raise TransientLLMError(
+                f"{self.base_url} answered with a body that is not valid JSON ({exc}); the reply was cut short or "
+                "garbled on the way (a proxy or an overloaded server)"
+            ) from exc
         except TypeError as exc:  # an argument the SDK rejects
             raise InvalidInputError(f"invalid sampling parameter for {self.base_url}: {exc}") from exc
         return self._completion(response)
@@ -306,6 +339,11 @@ class OpenAICompatible(LLM):
             response = await self._async_client().chat.completions.create(**self._request(messages, params))
         except openai.OpenAIError as exc:
             raise error_from_openai(exc, self.base_url, params.get("timeout", self.timeout)) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a body cut short, or not JSON at all
+            raise TransientLLMError(
+                f"{self.base_url} answered with a body that is not valid JSON ({exc}); the reply was cut short or "
+                "garbled on the way (a proxy or an overloaded server)"
+            ) from exc
         except TypeError as exc:
             raise InvalidInputError(f"invalid sampling parameter for {self.base_url}: {exc}") from exc
         return self._completion(response)
