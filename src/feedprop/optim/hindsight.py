@@ -308,10 +308,7 @@ class Hindsight(OptoPrime):
         pending_revert: dict[str, Any] = self.global_state.get("revert", {})
         if pending_revert:
             undone = "; ".join(f"{n} back to {format_value(v, 200)}" for n, v in pending_revert.items())
-            blocks.append(
-                "#Undone\nYour last edit made the score worse, so it is being undone: "
-                f"{undone}. Suggest something different from that edit."
-            )
+            blocks.append(fill("hindsight_undone", undone=undone))
         edits = self._render_edits()
         if edits:
             blocks.append(fill("hindsight_edits", edits=edits))
