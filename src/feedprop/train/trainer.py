@@ -329,19 +329,35 @@ class _Run:
 
     # -- evaluation ----------------------------------------------------------------------
 
-    def outcomes(self, items: Sequence[Item], check: bool = True, training: bool = False) -> list[Outcome]:
-        """Run and score ``items``: minibatches in training mode, validation and test in eval mode."""
+    def outcomes(
+        self, items: Sequence[Item], check: bool = True, training: bool = False, desc: str | None = None
+    ) -> list[Outcome]:
+        """Run and score ``items``: minibatches in training mode, validation and test in eval mode.
+
+        With ``desc`` and progress on, a transient per-item bar shows the scoring as it goes.
+        """
         self.model.train(training)
-        return run_items(
-            self.model, items, self.guide, max_workers=self.max_workers, check=self.check_time if check else None
-        )
+        bar = tqdm(total=len(items), desc=desc, unit="item", leave=False) if self.progress and desc else None
+        try:
+            return run_items(
+                self.model,
+                items,
+                self.guide,
+                max_workers=self.max_workers,
+                check=self.check_time if check else None,
+                on_done=None if bar is None else (lambda _outcome: bar.update(1)),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
 
     def score(self, items: Sequence[Item], phase: str) -> float | None:
         """Mean guide score on ``items`` (``None`` without items); test scoring ignores the time budget."""
         if not items:
             return None
         with self.phase(phase):
-            return _mean([o.score for o in self.outcomes(items, check=phase != "test")])
+            desc = "scoring test set" if phase == "test" else "scoring validation set"
+            return _mean([o.score for o in self.outcomes(items, check=phase != "test", desc=desc)])
 
     # -- state -----------------------------------------------------------------------------
 
