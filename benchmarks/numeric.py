@@ -24,6 +24,7 @@ import math
 import random
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,17 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {getattr(llm, 'model', llm)}; {len(graphs)} graphs, {args.steps} steps each", flush=True)
     started = time.perf_counter()
 
+    printing = threading.Lock()
+
     def job(item: tuple[Graph, str]) -> Run:
         graph, name = item
         result = run_llm(graph, makers[name], args.steps)
-        print(
-            f"  graph {graph.index} {name}: error {result.errors[0]:.4g} -> {result.errors[-1]:.4g} "
-            f"({result.calls} calls, {result.seconds:.0f}s)",
-            flush=True,
-        )
+        with printing:
+            print(
+                f"  graph {graph.index} {name}: error {result.errors[0]:.4g} -> {result.errors[-1]:.4g} "
+                f"({result.calls} calls, {result.seconds:.0f}s)",
+                flush=True,
+            )
         return result
 
-    results = dict(zip(jobs, thread_map(job, jobs, max_workers=args.workers), strict=True))
+    runs = thread_map(job, jobs, max_workers=args.workers)
+    results = {(g.index, name): run for (g, name), run in zip(jobs, runs, strict=True)}
     wall = time.perf_counter() - started
 
     rows = []
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("\n" + header + "\n" + "-" * len(header))
     for g in graphs:
-        o, h = results[(g, "OptoPrime")], results[(g, "Hindsight")]
+        o, h = results[(g.index, "OptoPrime")], results[(g.index, "Hindsight")]
         adam_t, adam_100 = run_adam(g, args.steps), run_adam(g, 100)
         rows.append(
             {
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         ("adam_100", "Adam, 100 steps"),
     ]:
         print(f"{label:>16}: {summary(key)}")
-    calls = {n: sum(results[(g, n)].calls for g in graphs) for n in makers}
+    calls = {n: sum(results[(g.index, n)].calls for g in graphs) for n in makers}
     print(f"LLM calls: OptoPrime {calls['OptoPrime']}, Hindsight {calls['Hindsight']}; wall time {wall:.0f}s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
