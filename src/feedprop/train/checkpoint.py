@@ -54,6 +54,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process, or a platform without signals
+        return True
+    return True
+
+
 def _dumps(data: Any) -> bytes:
     try:
         return json.dumps(data, indent=1, sort_keys=True, allow_nan=False).encode("utf-8")
@@ -177,7 +189,23 @@ class RunDirectory:
         except CheckpointError as exc:
             raise CheckpointError(f"{latest} is corrupt: {exc}. {self._fallback_hint()}") from exc
         self._last = raw
+        self.remove_stale_temporaries()
         return data
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files of writes cut short by a crash (their writer process is gone).
+
+        Readers never look at them (they are hidden and end in ``.tmp``); this only keeps crashes
+        from piling them up. Returns the files removed.
+        """
+        removed = []
+        for name in (self.CHECKPOINT, self.PREVIOUS, self.BEST):
+            for path in self.path.glob(f".{name}.*.tmp"):
+                pid = path.name[len(name) + 2 : -len(".tmp")]
+                if pid.isdigit() and not _process_alive(int(pid)):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
