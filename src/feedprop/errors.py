@@ -22,6 +22,7 @@ Errors caused by a bad argument also subclass the matching built-in (``TypeError
     │   └── HiddenDependencyError              a bundled function read a node it was not given
     ├── ExecutionError                         user or trainable code raised inside a traced op
     ├── SandboxError                           the sandbox itself failed (not the code inside it)
+    ├── DistributedError                       a Ray task was lost for good, or the cluster cannot be reached
     ├── ReplyParseError                        an optimizer could not read the model's reply
     ├── SuggestionError (ValueError)           a proposed value is invalid for its parameter
     ├── StateDictError (KeyError)              load_state_dict met missing or unexpected keys
@@ -43,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "ConfigurationError",
     "ContextLengthExceededError",
+    "DistributedError",
     "EndpointUnreachableError",
     "ExecutionError",
     "FeedpropError",
@@ -138,6 +140,11 @@ class ExecutionError(FeedpropError):
 
 class SandboxError(FeedpropError):
     """The sandbox itself failed to start or to answer (not the code running inside it)."""
+
+
+class DistributedError(FeedpropError):
+    """Running items on a cluster failed: a task was lost for good (its worker died more often than it is
+    retried), the cluster cannot be reached, or a worker's error could not be rebuilt as its own type."""
 
 
 class ReplyParseError(FeedpropError):

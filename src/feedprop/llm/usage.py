@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -37,6 +37,7 @@ __all__ = [
     "ContextThreadPoolExecutor",
     "UsageMeter",
     "active_meters",
+    "add_usage",
     "thread_map",
     "track_usage",
 ]
@@ -190,6 +191,31 @@ def record_call(
             meter.completion_tokens += completion_tokens
             meter.seconds += seconds
             meter.errors += int(failed)
+
+
+def add_usage(counts: Mapping[str, float]) -> None:
+    """Add usage measured elsewhere (say, by a meter in a worker process) to every active meter.
+
+    ``counts`` has the keys of :meth:`UsageMeter.to_dict` (missing ones count 0). Limits are not
+    checked: the calls already happened; a meter over its limit refuses the next call as usual.
+
+    Example:
+        >>> with track_usage() as meter:
+        ...     add_usage({"calls": 2, "prompt_tokens": 10, "completion_tokens": 3})
+        >>> meter.calls, meter.total_tokens
+        (2, 13)
+    """
+    meters = _ACTIVE.get()
+    if not meters:
+        return
+    with _LOCK:
+        for meter in meters:
+            meter.calls += int(counts.get("calls", 0))
+            meter.cache_hits += int(counts.get("cache_hits", 0))
+            meter.errors += int(counts.get("errors", 0))
+            meter.prompt_tokens += int(counts.get("prompt_tokens", 0))
+            meter.completion_tokens += int(counts.get("completion_tokens", 0))
+            meter.seconds += float(counts.get("seconds", 0.0))
 
 
 def record_cache_hit() -> None:

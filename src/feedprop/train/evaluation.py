@@ -4,6 +4,10 @@ Items run in a bounded pool of threads that see the caller's context (usage mete
 tracing state), so every LLM call counts. How many calls reach one model at once is still
 capped by that model's own concurrency limit; the pool only bounds the threads waiting on it.
 
+Where the items run is pluggable: an :class:`ItemExecutor` runs them, by default the
+:class:`LocalExecutor` (threads in this process); ``executor="ray"`` runs each item as a task on
+a Ray cluster (:class:`~feedprop.train.distributed.RayExecutor`, needs the ``distributed`` extra).
+
 A workflow that raises :class:`~feedprop.errors.ExecutionError` does not stop an evaluation:
 the error becomes that item's feedback with score 0. Errors that are not about the workflow's
 answer — a budget running out, a model that cannot be reached — stop it.
@@ -26,16 +30,27 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, ClassVar, Self
 
 from tqdm.auto import tqdm
 
-from feedprop.errors import BudgetExhausted, ExecutionError, InvalidInputError, LLMError
+from feedprop.errors import BudgetExhausted, ConfigurationError, ExecutionError, InvalidInputError, LLMError
 from feedprop.llm import ContextThreadPoolExecutor, track_usage
 from feedprop.node import Feedback, Node
 from feedprop.train.data import Item, as_items
 
-__all__ = ["DEFAULT_WORKERS", "Evaluation", "Outcome", "evaluate", "run_items", "to_feedback"]
+__all__ = [
+    "DEFAULT_WORKERS",
+    "Evaluation",
+    "ItemExecutor",
+    "LocalExecutor",
+    "Outcome",
+    "evaluate",
+    "resolve_executor",
+    "run_items",
+    "to_feedback",
+]
 
 #: Threads per evaluation unless told otherwise. Calls beyond a model's own concurrency limit
 #: wait for a slot, so this only needs to be at least that limit.
@@ -237,6 +252,95 @@ def run_items(
     return [o for o in outcomes if o is not None]
 
 
+class ItemExecutor:
+    """Where the items of an evaluation or a training step run. Subclasses override :meth:`run_items`.
+
+    A subclass that sets ``name`` can be chosen by that name (``executor="ray"``). Whatever runs
+    the items, the outcomes must be what :func:`run_items` would return here: same order, same
+    feedback, outputs whose graphs lead to ``model``'s parameters, and the LLM usage added to the
+    caller's active meters.
+
+    Example:
+        >>> isinstance(resolve_executor("local")[0], LocalExecutor)
+        True
+    """
+
+    #: The name ``executor=`` accepts for this class ("" for none).
+    name: ClassVar[str] = ""
+    _by_name: ClassVar[dict[str, type[ItemExecutor]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            ItemExecutor._by_name[cls.name] = cls
+
+    def run_items(
+        self,
+        model: Callable[[Any], Any],
+        items: Sequence[Item],
+        guide: GuideFn,
+        *,
+        max_workers: int | None = None,
+        check: Callable[[], None] | None = None,
+        on_done: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Run ``model`` on every item and score it with ``guide``; see :func:`run_items`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run_items()")
+
+    def close(self) -> None:
+        """Release what the executor holds. ``train`` and ``evaluate`` call it for executors they made from a name."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class LocalExecutor(ItemExecutor):
+    """Runs items in a pool of threads in this process (:func:`run_items`)."""
+
+    name = "local"
+
+    def run_items(
+        self,
+        model: Callable[[Any], Any],
+        items: Sequence[Item],
+        guide: GuideFn,
+        *,
+        max_workers: int | None = None,
+        check: Callable[[], None] | None = None,
+        on_done: Callable[[Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        return run_items(model, items, guide, max_workers=max_workers, check=check, on_done=on_done)
+
+
+def resolve_executor(executor: str | ItemExecutor | None) -> tuple[ItemExecutor, bool]:
+    """The executor ``executor`` names, and whether it was made here (so the caller closes it).
+
+    Example:
+        >>> runner, made_here = resolve_executor(None)
+        >>> type(runner).__name__, made_here
+        ('LocalExecutor', True)
+    """
+    if executor is None:
+        return LocalExecutor(), True
+    if isinstance(executor, ItemExecutor):
+        return executor, False
+    if isinstance(executor, str):
+        cls = ItemExecutor._by_name.get(executor)
+        if cls is None:
+            raise ConfigurationError(
+                f"unknown executor {executor!r}; choose one of {sorted(ItemExecutor._by_name)} or pass an ItemExecutor"
+            )
+        return cls(), True
+    raise InvalidInputError(
+        f"executor must be a name such as 'local' or 'ray', or an ItemExecutor, got {type(executor).__name__}"
+    )
+
+
 def evaluate(
     model: Callable[[Any], Any],
     dataset: Iterable[Any],
@@ -244,29 +348,35 @@ def evaluate(
     *,
     max_workers: int | None = None,
     progress: bool = False,
+    executor: str | ItemExecutor = "local",
 ) -> Evaluation:
     """Score ``model`` on ``dataset`` with ``guide``, running items in parallel.
 
     ``dataset`` holds ``(input, target)`` pairs (or objects with ``.input``/``.target``, or
     mappings with those keys). ``guide(output, target)`` returns ``Feedback`` with a score, a
     number or a bool. A workflow that raises ``ExecutionError`` scores 0 on that item.
-    The LLM usage of the evaluation is in ``result.usage``.
+    The LLM usage of the evaluation is in ``result.usage``. ``executor`` says where items run:
+    ``"local"`` (threads here), ``"ray"`` (tasks on a Ray cluster; see
+    :class:`~feedprop.train.distributed.RayExecutor` for its options), or an :class:`ItemExecutor`.
 
     Example:
         >>> evaluate(str.upper, [("a", "A"), ("b", "B")], lambda out, target: out == target).score
         1.0
     """
     items = as_items(dataset, "dataset")
+    runner, made_here = resolve_executor(executor)
     bar = tqdm(total=len(items), desc="evaluate", leave=False) if progress else None
     started = time.monotonic()
     with track_usage() as meter:
         try:
-            outcomes = run_items(
+            outcomes = runner.run_items(
                 model, items, guide, max_workers=max_workers, on_done=(lambda _o: bar.update(1)) if bar else None
             )
         finally:
             if bar is not None:
                 bar.close()
+            if made_here:
+                runner.close()
     return Evaluation(
         scores=[o.score for o in outcomes],
         outputs=[o.output.data if isinstance(o.output, Node) else o.output for o in outcomes],
