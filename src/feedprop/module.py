@@ -173,9 +173,23 @@ class Module:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the state dict to ``path`` as JSON (atomically: a crash never leaves half a file)."""
-        data = {"format": SAVE_FORMAT, "class": _qualified(type(self)), "state": self.state_dict()}
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidInputError(f"save takes a file path (str or Path), got {type(path).__name__}")
         target = Path(path)
-        _atomic_write(target, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        if target.is_dir():
+            raise CheckpointError(f"{target} is a directory; give a file path such as {target / 'model.json'}")
+        data = {"format": SAVE_FORMAT, "class": _qualified(type(self)), "state": self.state_dict()}
+        try:
+            text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        except (TypeError, ValueError, RecursionError) as e:
+            raise InvalidInputError(
+                f"cannot save {type(self).__name__}: a parameter value is not JSON data ({e}); a value changed in "
+                "place (e.g. param.data.append(...)) must stay plain JSON: str, numbers, bools, None, lists, dicts"
+            ) from None
+        try:
+            _atomic_write(target, text)
+        except OSError as e:
+            raise CheckpointError(f"cannot write {target}: {e}; check that its directory is writable") from e
         return target
 
     def load(self, path: str | os.PathLike[str], strict: bool = True) -> IncompatibleKeys:
@@ -185,7 +199,10 @@ class Module:
         except FileNotFoundError as e:
             raise CheckpointError(f"no saved module at {path}; write one with module.save(path)") from e
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read a saved module from {path}: {e}") from e
+            raise CheckpointError(
+                f"cannot read a saved module from {path}: {e}. The file is damaged or not JSON; "
+                "save it again with module.save(path)"
+            ) from e
         if not isinstance(data, dict) or data.get("format") != SAVE_FORMAT or not isinstance(data.get("state"), dict):
             raise CheckpointError(f"{path} is not a saved feedprop module (expected format {SAVE_FORMAT!r})")
         return self.load_state_dict(data["state"], strict=strict)
@@ -234,13 +251,17 @@ def _walk_value(value: Any, path: list[Step], seen: set[int]) -> Iterator[tuple[
             yield from _walk_module(value, path, seen)
     elif isinstance(value, Bundle) and value.parameter is not None:  # a trainable function stored on the module
         yield from _walk_value(value.parameter, path, seen)
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from _walk_value(item, [*path, ("index", i)], seen)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str):
-                yield from _walk_value(item, [*path, ("key", key)], seen)
+    elif isinstance(value, list | tuple | dict):
+        if id(value) in seen:  # a container met before (or one that contains itself) is walked once
+            return
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str):
+                    yield from _walk_value(item, [*path, ("key", key)], seen)
+        else:
+            for i, item in enumerate(value):
+                yield from _walk_value(item, [*path, ("index", i)], seen)
 
 
 def _trainable_methods(cls: type) -> dict[str, Bundle]:
@@ -258,18 +279,23 @@ def _dotted(path: list[Step]) -> str:
     return ".".join(str(step) for _, step in path)
 
 
-def _adopt_names(name: str, value: Any) -> None:
+def _adopt_names(name: str, value: Any, seen: set[int] | None = None) -> None:
     """Give unnamed parameters assigned to a module the attribute's name (``demos.0`` in lists)."""
     if isinstance(value, Parameter):
         if not value._user_named and value.name.startswith("param:"):
             value.name = name
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _adopt_names(f"{name}.{i}", item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str):
-                _adopt_names(f"{name}.{key}", item)
+    elif isinstance(value, list | tuple | dict):
+        seen = set() if seen is None else seen
+        if id(value) in seen:  # a container that contains itself
+            return
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str):
+                    _adopt_names(f"{name}.{key}", item, seen)
+        else:
+            for i, item in enumerate(value):
+                _adopt_names(f"{name}.{i}", item, seen)
 
 
 def _qualified(cls: type) -> str:

@@ -178,13 +178,44 @@ class Op:
         return f"Op({self.name!r})"
 
 
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for any float
+        return False
+
+
 def _check_json(value: Any, what: str) -> None:
     try:
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
+        reason = str(e)
+        if "Circular reference" in reason or isinstance(e, RecursionError):
+            reason = "it contains itself (a circular reference), or is nested too deeply"
         raise InvalidInputError(
-            f"{what} must be JSON-serialisable (str, number, bool, None, list, dict with str keys): {e}"
+            f"{what} must be JSON-serialisable (str, number, bool, None, list, dict with str keys): {reason}"
         ) from None
+    bad = _non_str_keys(value)
+    if bad:
+        raise InvalidInputError(
+            f"{what} must be JSON data, whose objects have string keys; got the key {bad[0]!r}. "
+            "Use string keys (saving would silently turn it into a string)"
+        )
+
+
+def _non_str_keys(value: Any) -> list[Any]:
+    """The first dict key in ``value`` that is not a str, as a one-item list (``value`` is known to be acyclic)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    return [key]
+                stack.append(inner)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return []
 
 
 class Node(Generic[T]):
@@ -393,6 +424,12 @@ class Parameter(Node[T]):
             raise InvalidInputError(f"Parameter name must be a non-empty str, got {name!r}")
         super().__init__(value, name=name if name is not None else f"param:{next_index('param')}")
         self._user_named = name is not None
+        if not isinstance(description, str):
+            raise InvalidInputError(f"Parameter description must be a str, got {type(description).__name__}")
+        if constraint is not None and not (isinstance(constraint, str) or callable(constraint)):
+            raise InvalidInputError(
+                f"Parameter constraint must be a sentence (str) or a callable check, got {type(constraint).__name__}"
+            )
         self.description = description
         self.constraint = constraint
         self.trainable = bool(trainable)
@@ -403,7 +440,11 @@ class Parameter(Node[T]):
         if bounds is not None:
             if self.kind != "number":
                 raise InvalidInputError(f"bounds apply only to number parameters; {self.name!r} is {self.kind}")
+            if not isinstance(bounds, tuple | list) or len(bounds) != 2:
+                raise InvalidInputError(f"bounds must be a pair (lo, hi), got {bounds!r}")
             lo, hi = bounds
+            if not all(isinstance(b, int | float) and not isinstance(b, bool) and not math.isnan(b) for b in bounds):
+                raise InvalidInputError(f"bounds must be two numbers (lo, hi), got {bounds!r}")
             if not lo <= hi:
                 raise InvalidInputError(f"bounds must be (lo, hi) with lo <= hi, got {bounds!r}")
             self.bounds = (lo, hi)
@@ -442,8 +483,8 @@ def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:
             raise InvalidInputError(f"{where} holds a str; got {type(value).__name__}")
         return value
     if param.kind == "number":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise InvalidInputError(f"{where} holds a finite int or float; got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+            raise InvalidInputError(f"{where} holds a finite int or float; got {_short.repr(value)}")
         if not initial and isinstance(param._data, int) and not isinstance(value, int):
             # An integer parameter stays an integer: 3.0 is taken as 3, 3.5 is refused.
             if not float(value).is_integer():
