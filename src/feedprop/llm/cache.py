@@ -86,9 +86,13 @@ def canonical_json(value: Any, name: str = "value") -> str:
         >>> canonical_json({"b": 1.0, "a": [0.5, None]})
         '{"a":[0.5,null],"b":1}'
     """
-    return json.dumps(
-        _normalize(value, name), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    try:
+        normal = _normalize(value, name)
+    except RecursionError:
+        raise InvalidInputError(
+            f"{name} contains itself (a circular reference) or is nested too deeply; pass plain JSON data"
+        ) from None
+    return json.dumps(normal, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def cache_key(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], salt: Any = None) -> str:

@@ -221,6 +221,10 @@ class OpenAICompatible(LLM):
             )
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if api_key is not None and not isinstance(api_key, str):
+            raise InvalidInputError(
+                f"api_key must be a str, got {type(api_key).__name__}; pass the key as text or set FEEDPROP_API_KEY"
+            )
         self.base_url = (base_url or "https://api.openai.com/v1").rstrip("/")
         self.timeout = float(timeout)
         # The SDK insists on a key; local servers ignore it.

@@ -58,10 +58,10 @@ class RetryPolicy:
             raise ConfigurationError(f"max_retries must be a non-negative int, got {self.max_retries!r}")
         for name in ("initial_delay", "multiplier", "max_delay", "max_retry_after"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:  # NaN fails too
                 raise ConfigurationError(f"RetryPolicy.{name} must be a non-negative number, got {value!r}")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigurationError(f"RetryPolicy.jitter must be between 0 and 1, got {self.jitter!r}")
+        if isinstance(self.jitter, bool) or not isinstance(self.jitter, int | float) or not 0 <= self.jitter <= 1:
+            raise ConfigurationError(f"RetryPolicy.jitter must be a number between 0 and 1, got {self.jitter!r}")
 
     def backoff(self, attempt: int) -> float:
         """The jittered wait before retry number ``attempt`` (0-based)."""
