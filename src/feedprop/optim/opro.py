@@ -9,15 +9,16 @@ higher. Without scores, each value is shown with its feedback text instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from feedprop.errors import InvalidInputError
 from feedprop.llm import LLM, Message
 from feedprop.llm.mock import estimate_prompt_tokens
 from feedprop.node import Feedback, Parameter
 from feedprop.optim.budget import fit_blocks, truncate_middle
 from feedprop.optim.memory import format_value
-from feedprop.optim.optimizer import Attempt, Optimizer, Proposal, describe_parameter
+from feedprop.optim.optimizer import Attempt, Optimizer, Proposal, check_int_option, describe_parameter
 from feedprop.optim.templates import fill, template
 
 __all__ = ["OPRO"]
@@ -66,6 +67,15 @@ class OPRO(Optimizer):
     ) -> None:
         super().__init__(params, llm, top_k=top_k, history_size=history_size, task=task, **options)
         self.global_state.setdefault("history", [])
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        super().check_options(options)
+        check_int_option(options, "top_k", 1)
+        check_int_option(options, "history_size", 1)
+        if not isinstance(options.get("task"), str):
+            raise InvalidInputError(
+                f"task must be a sentence saying what is optimized (a str), got {type(options.get('task')).__name__}"
+            )
 
     def _record(self, values: dict[str, Any], feedbacks: list[Feedback]) -> None:
         history: list[dict[str, Any]] = self.global_state.setdefault("history", [])

@@ -182,14 +182,19 @@ def _is_parameter(obj: Any) -> bool:
     return isinstance(obj, Parameter)
 
 
+def check_int_option(options: Mapping[str, Any], key: str, low: int) -> None:
+    """Raise :class:`ConfigurationError` unless ``options[key]`` is an int >= ``low``."""
+    value = options.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigurationError(f"{key} must be an int >= {low}, got {value!r}")
+
+
 def _check_options(options: Mapping[str, Any]) -> None:
     fmt = options.get("reply_format")
     if fmt not in REPLY_FORMATS:
         raise ConfigurationError(f"reply_format must be one of {REPLY_FORMATS}, got {fmt!r}")
     for key, low in (("max_retries", 0), ("max_tokens", 1), ("n_candidates", 1), ("max_prompt_tokens", 200)):
-        value = options.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigurationError(f"{key} must be an int >= {low}, got {value!r}")
+        check_int_option(options, key, low)
     for key in ("temperature", "candidate_temperature"):
         value = options.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
@@ -246,14 +251,17 @@ class Optimizer:
                 f"llm must be a feedprop.llm.LLM (e.g. feedprop.llm.MockLLM or OpenAICompatible), "
                 f"got {type(llm).__name__}"
             )
-        if isinstance(params, Mapping) or _is_parameter(params):
-            raise InvalidInputError("params must be an iterable of parameters, e.g. model.parameters() or [p1, p2]")
+        if isinstance(params, Mapping | str | bytes) or _is_parameter(params) or not isinstance(params, Iterable):
+            raise InvalidInputError(
+                f"params must be an iterable of parameters, e.g. model.parameters() or [p1, p2]; "
+                f"got {type(params).__name__}"
+            )
         unknown = sorted(set(defaults) - set(COMMON_DEFAULTS) - set(self.OPTIONS))
         if unknown:
             known = sorted({*COMMON_DEFAULTS, *self.OPTIONS})
             raise ConfigurationError(f"unknown option(s) {unknown} for {type(self).__name__}; known options: {known}")
         self.defaults: dict[str, Any] = {**COMMON_DEFAULTS, **defaults}
-        _check_options(self.defaults)
+        self.check_options(self.defaults)
         self._llm = llm
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[str, dict[str, Any]] = {}
@@ -290,12 +298,16 @@ class Optimizer:
             if any(p is q for q in self._names.values()) or any(p is q for q in members[:i]):
                 raise ConfigurationError(f"parameter {p.name!r} appears more than once; list each parameter once")
         new = {**self.defaults, **group, "params": members}
-        _check_options(new)
+        self.check_options(new)
         self.param_groups.append(new)
         for p in members:
             name = self._unique_name(str(p.name) or "param")
             self._names[name] = p
             self.state.setdefault(name, {})
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise a typed error naming an invalid option value. Subclasses check their :attr:`OPTIONS` too."""
+        _check_options(options)
 
     def _unique_name(self, name: str) -> str:
         # The same rule a problem report uses for colliding names: suffix only when needed.

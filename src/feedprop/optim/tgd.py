@@ -16,16 +16,17 @@ replaced, gives the model nothing to learn from.)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from feedprop.errors import InvalidInputError
 from feedprop.llm import LLM, Message, thread_map
 from feedprop.llm.mock import estimate_prompt_tokens
 from feedprop.node import Feedback, Parameter
 from feedprop.optim.budget import fit_blocks, truncate_middle
 from feedprop.optim.memory import format_value
 from feedprop.optim.opro import feedback_summary, mean_score
-from feedprop.optim.optimizer import Attempt, Candidate, Optimizer, Proposal, kind_of
+from feedprop.optim.optimizer import Attempt, Candidate, Optimizer, Proposal, check_int_option, kind_of
 from feedprop.optim.templates import fill, template
 
 __all__ = ["TextualGradientDescent"]
@@ -66,10 +67,16 @@ class TextualGradientDescent(Optimizer):
             params,
             llm,
             momentum=momentum,
-            constraints=list(constraints or []),
-            examples=list(examples or []),
+            constraints=_as_list("constraints", constraints),
+            examples=_as_list("examples", examples),
             **options,
         )
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        super().check_options(options)
+        check_int_option(options, "momentum", 0)
+        for key in ("constraints", "examples"):
+            _as_list(key, options.get(key))
 
     def _feedback_text(self, name: str) -> tuple[str, list[Feedback]]:
         lines: list[str] = []
@@ -176,3 +183,14 @@ class TextualGradientDescent(Optimizer):
             {"step": step, "value": value, "feedback": feedback_summary(feedbacks), "score": mean_score(feedbacks)}
         )
         del past[: max(0, len(past) - k)]
+
+
+def _as_list(key: str, value: Any) -> list[Any]:
+    """``constraints`` and ``examples`` as lists; one sentence passed alone is a mistake worth naming."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise InvalidInputError(
+            f"{key} must be a list of sentences, e.g. {key}=['at most 50 words'], got {type(value).__name__}"
+        )
+    return list(value)
