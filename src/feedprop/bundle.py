@@ -172,7 +172,9 @@ class Bundle(Op):
         try:
             bound = self.signature.bind(*full, **kwargs)
         except TypeError as e:
-            raise InvalidInputError(f"{self.name}{self.signature}: {e}") from None
+            raise InvalidInputError(
+                f"{self.name}{self.signature}: {e}; call it with the arguments of that signature"
+            ) from None
         inputs, call_args, call_kwargs = _split_arguments(bound, skip_first=instance is not None)
         code = self.parameter_for(instance) if instance is not None else self._parameter
         given = {id(v) for _, v in inputs if isinstance(v, Node)}

@@ -363,6 +363,14 @@ def evaluate(
         >>> evaluate(str.upper, [("a", "A"), ("b", "B")], lambda out, target: out == target).score
         1.0
     """
+    if not callable(model):
+        raise InvalidInputError(
+            f"model must be callable (input) -> output, a feedprop.Module or a function; got {type(model).__name__}"
+        )
+    if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)):
+        raise InvalidInputError(f"max_workers must be an int or None, got {max_workers!r}")
+    if max_workers is not None and max_workers < 1:
+        raise ConfigurationError(f"max_workers must be >= 1 (or None for the default), got {max_workers}")
     items = as_items(dataset, "dataset")
     runner, made_here = resolve_executor(executor)
     bar = tqdm(total=len(items), desc="evaluate", leave=False) if progress else None

@@ -787,6 +787,12 @@ class LLMJudge(Guide):
     def __init__(self, rubric: str, llm: LLM | None = None, *, retries: int = 1, **params: Any) -> None:
         if not isinstance(rubric, str) or not rubric.strip():
             raise InvalidInputError("LLMJudge needs a rubric: a non-empty string saying what a good answer is")
+        if llm is not None and not isinstance(llm, LLM):
+            raise InvalidInputError(
+                f"llm must be a feedprop.llm.LLM (e.g. OpenAICompatible or MockLLM), got {type(llm).__name__}"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retries must be an int >= 0 (extra tries at an unreadable grade): {retries!r}")
         self.rubric = rubric
         self.llm = llm
         self.retries = retries
