@@ -9,7 +9,7 @@ recursion limit, keys that name no parameter. ``hostile_reply(rng)`` draws one f
 failures shrink to a small example.
 
 The checks state the contract: a reply is either read or refused with a typed error, and an
-optimizer's step, a judge's grade or a textual gradient always ends cleanly, leaving every
+optimizer's step, a guide's or a judge's grade, or a textual gradient always ends cleanly, leaving every
 parameter a valid value of its kind and every state JSON that can be written to disk.
 """
 
@@ -31,9 +31,10 @@ from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OPRO, Hindsight, Optimizer, OptoPrime, TextualGradientDescent
 from feedprop.optim.replies import parse_reply
 from feedprop.propagate import TextualGradient
-from feedprop.train.guide import LLMJudge, parse_judgement
+from feedprop.train.guide import ExactMatch, LLMJudge, MultipleChoice, Numeric, parse_judgement
 
 OPTIMIZERS: tuple[type[Optimizer], ...] = (OptoPrime, Hindsight, TextualGradientDescent, OPRO)
+GUIDES = ((ExactMatch(), "42"), (ExactMatch(extract=True), "42"), (Numeric(), 42), (MultipleChoice(), "(B)"))
 
 #: The trainable variables of :class:`Toy`, as the optimizers name them.
 NAMES = ("prompt", "code_f", "x", "n", "cfg")
@@ -321,6 +322,9 @@ def check_parsers(text: str) -> None:
         score, feedback = judged
         assert isinstance(score, float) and math.isfinite(score) and 0.0 <= score <= 1.0
         assert isinstance(feedback, str)
+    for guide, target in GUIDES:  # guides read a workflow's output, which is often a model's reply too
+        graded = guide(text, target)
+        assert graded.score is not None and 0.0 <= graded.score <= 1.0 and isinstance(graded.text, str)
 
 
 class Toy(Module):
