@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +106,8 @@ class KillOnce(Module):
     """Blocks the first attempt at item 'victim' until the test kills its worker; later attempts run normally.
 
     The directory in ``FEEDPROP_TEST_KILL_DIR`` (set for the workers) receives ``pid`` (the worker
-    running the first attempt); the test writes ``killed`` before it kills that process.
+    running the first attempt); the test writes ``killed`` before it kills that process; the
+    attempt that then runs through writes its own pid to ``retried``.
     """
 
     def __init__(self) -> None:
@@ -111,9 +115,74 @@ class KillOnce(Module):
 
     def forward(self, question: str) -> Node[Any]:
         folder = Path(os.environ["FEEDPROP_TEST_KILL_DIR"])
-        if question == "victim" and not (folder / "killed").exists():
-            (folder / "pid.tmp").write_text(str(os.getpid()))
-            (folder / "pid.tmp").rename(folder / "pid")
-            time.sleep(120)  # the test kills this process long before
+        if question == "victim":
+            if not (folder / "killed").exists():
+                (folder / "pid.tmp").write_text(str(os.getpid()))
+                (folder / "pid.tmp").rename(folder / "pid")
+                time.sleep(120)  # the test kills this process long before
+            (folder / "retried").write_text(str(os.getpid()))
         reply = ops.llm_call(None, question)
         return ops.strip(reply) + self.suffix
+
+
+class EchoEndpoint:
+    """An OpenAI-compatible chat endpoint on loopback that answers with :func:`answer` after ``delay`` seconds.
+
+    ``calls`` counts the chat requests it served.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls = 0
+        self._lock = threading.Lock()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                time.sleep(endpoint.delay)
+                with endpoint._lock:
+                    endpoint.calls += 1
+                text = answer(body["messages"])
+                message = {"role": "assistant", "content": text}
+                reply = {
+                    "id": "echo",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body.get("model", "echo"),
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+                }
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def broken_guide(output: Any, target: Any) -> Feedback:
+    """A guide with a bug: it raises on every item."""
+    raise KeyError("no score for " + str(output))

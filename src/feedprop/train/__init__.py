@@ -1,5 +1,6 @@
 """Training: ``train()`` runs the whole loop, ``evaluate()`` scores a model, ``Budget`` caps the spend,
-and the guides (the loss functions) score one output against its target.
+and the guides (the loss functions) score one output against its target. Items run in local threads
+or, with ``executor="ray"`` (:class:`RayExecutor`), as tasks on a Ray cluster.
 
 Example:
     >>> from feedprop.train import Budget, ExactMatch
@@ -8,7 +9,8 @@ Example:
 """
 
 from feedprop.train.budget import Budget, RunUsage
-from feedprop.train.evaluation import Evaluation, evaluate
+from feedprop.train.distributed import RayExecutor
+from feedprop.train.evaluation import Evaluation, ItemExecutor, LocalExecutor, evaluate
 from feedprop.train.guide import ExactMatch, Guide, LLMJudge, MultipleChoice, Numeric, UnitTest
 from feedprop.train.trainer import TrainResult, train
 
@@ -17,9 +19,12 @@ __all__ = [
     "Evaluation",
     "ExactMatch",
     "Guide",
+    "ItemExecutor",
     "LLMJudge",
+    "LocalExecutor",
     "MultipleChoice",
     "Numeric",
+    "RayExecutor",
     "RunUsage",
     "TrainResult",
     "UnitTest",

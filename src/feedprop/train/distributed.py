@@ -306,9 +306,11 @@ class RayExecutor(ItemExecutor):
     """Runs each item as a Ray task: see the module docs for what travels and what "exact" means.
 
     Args:
-        address: the cluster to use. ``None``: the one this process is already connected to,
-            else a new local one (``ray.init()`` with ``num_cpus``, no dashboard). A
-            ``"host:port"`` or ``"auto"``: ``ray.init(address=...)``, an existing cluster.
+        address: the cluster to use, if this process is not connected to one yet (else that
+            connection is used). ``"host:port"`` or ``"auto"``: an existing cluster.
+            ``"local"``: a new cluster on this machine (``num_cpus`` CPUs, no dashboard).
+            ``None``: Ray's own choice (``RAY_ADDRESS``, else the cluster last started on this
+            machine with ``ray start``, else a new local one; ``"local"`` if ``num_cpus`` is set).
         llm: the workers' model, ``fp.llm.default()`` on every worker: an LLM spec (a dict, see
             :mod:`feedprop.llm.spec`; a list of ``base_url`` is load-balanced), or an LLM that
             :func:`~feedprop.llm.spec.spec_of` can describe. Default ``{"kind": "env"}``: each
@@ -319,6 +321,7 @@ class RayExecutor(ItemExecutor):
         runtime_env: Ray's runtime environment for the workers (e.g. ``{"env_vars": {"PYTHONPATH": ...}}``
             so they can import the workflow's module, or ``{"working_dir": "."}``).
         workflow_kwargs: JSON keyword arguments to construct the workflow class with on workers.
+        ray_init: more keyword arguments for ``ray.init`` (e.g. ``object_store_memory``).
 
     ``max_workers`` (of ``train``/``evaluate``) caps the items in flight; by default it is the
     number of tasks the cluster can run at once. ``close()`` (or ``with``) disconnects from
@@ -341,6 +344,7 @@ class RayExecutor(ItemExecutor):
         num_cpus: int | None = None,
         runtime_env: Mapping[str, Any] | None = None,
         workflow_kwargs: Mapping[str, Any] | None = None,
+        ray_init: Mapping[str, Any] | None = None,
     ) -> None:
         if address is not None and (not isinstance(address, str) or not address):
             raise InvalidInputError(f"address must be 'host:port', 'auto' or None, got {address!r}")
@@ -365,6 +369,7 @@ class RayExecutor(ItemExecutor):
         self.num_cpus = num_cpus
         self.runtime_env = dict(runtime_env) if runtime_env is not None else None
         self.workflow_kwargs = dict(workflow_kwargs or {})
+        self.ray_init = dict(ray_init or {})
         self._connected_here = False
         self._ledger: Any = None
         self._task: Any = None
@@ -375,10 +380,11 @@ class RayExecutor(ItemExecutor):
 
     def init_kwargs(self) -> dict[str, Any]:
         """What :meth:`connect` passes to ``ray.init`` when this process is not connected yet."""
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if self.address is not None:
-            kwargs["address"] = self.address
-        elif self.num_cpus is not None:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, **self.ray_init}
+        address = "local" if self.address is None and self.num_cpus is not None else self.address
+        if address is not None:
+            kwargs["address"] = address
+        if address == "local" and self.num_cpus is not None:
             kwargs["num_cpus"] = self.num_cpus
         if self.runtime_env is not None:
             kwargs["runtime_env"] = self.runtime_env

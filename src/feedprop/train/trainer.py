@@ -69,7 +69,7 @@ from feedprop.optim import Optimizer
 from feedprop.train.budget import Budget, RunUsage
 from feedprop.train.checkpoint import RunDirectory, check_fingerprint, rng_from_json, rng_to_json
 from feedprop.train.data import Item, as_items, fingerprint_items
-from feedprop.train.evaluation import Outcome, run_items
+from feedprop.train.evaluation import ItemExecutor, Outcome, resolve_executor
 from feedprop.train.events import EventLog
 from feedprop.train.summary import plot_curve, render_report
 
@@ -209,6 +209,7 @@ class _Run:
         max_workers: int | None,
         progress: bool,
         plot: bool,
+        executor: ItemExecutor,
     ) -> None:
         self.model = model
         self.train_items = train_items
@@ -227,6 +228,7 @@ class _Run:
         self.max_workers = max_workers
         self.progress = progress
         self.plot = plot
+        self.executor = executor
         self.log = EventLog(run_dir.file(RunDirectory.EVENTS) if run_dir else None)
         # Run state (all of it goes into the checkpoint).
         self.rng = random.Random(seed)
@@ -339,7 +341,7 @@ class _Run:
         self.model.train(training)
         bar = tqdm(total=len(items), desc=desc, unit="item", leave=False) if self.progress and desc else None
         try:
-            return run_items(
+            return self.executor.run_items(
                 self.model,
                 items,
                 self.guide,
@@ -784,6 +786,7 @@ def train(
     max_workers: int | None = None,
     progress: bool = True,
     plot: bool = True,
+    executor: str | ItemExecutor = "local",
 ) -> TrainResult:
     """Train ``model``'s parameters with ``optimizer`` so that ``guide`` scores its outputs higher.
 
@@ -813,6 +816,9 @@ def train(
         max_workers: threads evaluating items in parallel (default 8; a model's own
             concurrency limit still caps its calls in flight).
         progress: show a progress bar. plot: write ``curve.png`` (needs matplotlib).
+        executor: where minibatch, validation and test items run: ``"local"`` (threads here),
+            ``"ray"`` (tasks on a Ray cluster, see :class:`~feedprop.train.distributed.RayExecutor`),
+            or an :class:`~feedprop.train.evaluation.ItemExecutor`. The result is the same either way.
 
     Returns:
         :class:`TrainResult`; the model holds the best parameters found.
@@ -857,6 +863,7 @@ def train(
     if resume and checkpoint is None:
         raise ConfigurationError("resume=True needs checkpoint=<directory of the run to resume>")
     run_dir = RunDirectory(checkpoint) if checkpoint is not None else None
+    runner, made_here = resolve_executor(executor)
     run = _Run(
         model,
         train_items,
@@ -875,5 +882,10 @@ def train(
         max_workers=max_workers,
         progress=progress,
         plot=plot,
+        executor=runner,
     )
-    return run.run(resume)
+    try:
+        return run.run(resume)
+    finally:
+        if made_here:
+            runner.close()
