@@ -342,15 +342,16 @@ def model_server(args: argparse.Namespace, specs: list[RunSpec]) -> Iterator[tup
     if args.endpoint:
         model = args.model or _server_model(args.endpoint)
         yield args.endpoint.rstrip("/"), model, {"kind": "external OpenAI-compatible endpoint (e.g. feedprop serve)",
-                                                "base_url": args.endpoint, "model": model}
+                                                "base_url": args.endpoint, "model": model, "note": args.endpoint_note}
         return
     from feedprop.llm import LocalModel
 
-    llm = LocalModel(args.local_model, n_parallel=args.n_parallel, cache=False)
+    llm = LocalModel(args.local_model, n_parallel=args.n_parallel, threads=args.threads, cache=False)
     try:
         yield llm.base_url, llm.model, {"kind": "embedded llama.cpp (feedprop LocalModel, xllamacpp)",
                                         "model": llm.model, "model_file": llm.path.name,
-                                        "n_parallel": llm.n_parallel, "n_ctx_per_slot": llm.n_ctx}
+                                        "n_parallel": llm.n_parallel, "n_ctx_per_slot": llm.n_ctx,
+                                        "threads": llm.threads}
     finally:
         llm.close()
 
@@ -397,8 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"results directory (default: {DEFAULT_RESULTS.relative_to(ROOT)}/<preset>)")
     p.add_argument("--endpoint", help="base URL (with /v1) of a running OpenAI-compatible server, e.g. feedprop serve")
     p.add_argument("--model", help="model name at --endpoint (default: the server's first model)")
+    p.add_argument("--endpoint-note", default=None,
+                   help="how the --endpoint server was started, recorded in every result file")
     p.add_argument("--local-model", default=None, help="embedded model to start when no --endpoint is given")
     p.add_argument("--n-parallel", type=int, default=4, help="slots of the embedded model (default: 4)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of the embedded model (default: all; on a shared, loaded machine 1 is "
+                        "far faster, because llama.cpp's threads wait on each other)")
     p.add_argument("--bench-python", type=Path, default=DEFAULT_BENCH_PYTHON,
                    help="interpreter with the peers installed (default: .venv-bench/bin/python)")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs whose result is an error")
