@@ -158,3 +158,12 @@ def test_property_a_short_run_never_crashes(texts: list[str]) -> None:
     result = train(model, DATA[:2], exact, opt, val_set=DATA[:2], batch_size=1, progress=False, plot=False)
     assert result.steps == 2
     json.dumps(result.history, allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize("text", ["x" * 250_000, "{" * 250_000, "word " * 60_000], ids=["xs", "braces", "words"])
+def test_runaway_replies_are_refused_or_cut_everywhere(text: str) -> None:
+    check_parsers(text)
+    check_judge(text)
+    check_textual_gradient(text)
+    for optimizer in OPTIMIZERS:
+        check_optimizer_steps(optimizer, text, text)
