@@ -173,6 +173,7 @@ def run_all(which: str, sizes: dict[str, list[int]], give_up_seconds: float) -> 
     results = []
     for shape, shape_sizes in sizes.items():
         too_slow = False
+        previous: dict[str, Any] | None = None
         for n in shape_sizes:
             if too_slow:
                 skipped = {"shape": shape, "nodes": n, "skipped": f"projected to take over {give_up_seconds:g} s"}
@@ -185,8 +186,11 @@ def run_all(which: str, sizes: dict[str, list[int]], give_up_seconds: float) -> 
                 row = {"shape": shape, "nodes": n, "skipped": f"{type(e).__name__}"}
                 too_slow = True
             else:
-                # The next size is 10x larger and cost grows at least linearly: skip it if it would exceed the cap.
-                too_slow = which == "trace-opt" and row["seconds"] * 10 > give_up_seconds
+                # Project the next size (10x larger) from how the per-node cost grew so far; with one
+                # size seen, assume it grows 10x too (quadratic), which is what trace-opt shows on chains.
+                growth = 10.0 if previous is None else max(1.0, row["total_us"] / previous["total_us"])
+                too_slow = which == "trace-opt" and row["seconds"] * 10 * growth > give_up_seconds
+                previous = row
             results.append(row)
             print(json.dumps({"which": which, **row}), flush=True)
     return results
