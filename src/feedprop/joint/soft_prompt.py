@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from feedprop.errors import ConfigurationError, InvalidInputError, ModelFileError
 from feedprop.joint._deps import require
-from feedprop.joint.finetune import LoRAConfig, attach_lora, load_lora_state, lora_state
+from feedprop.joint.finetune import LoRAConfig, attach_lora, load_lora_state, lora_state, torch_threads
 from feedprop.joint.sft import SFTExample, TokenizedExample, collate, response_loss, tokenize
 from feedprop.joint.torch_model import TorchBase
 from feedprop.llm.base import LLM, Completion, Message, Usage
@@ -57,6 +57,7 @@ class SoftPromptLoRA:
         init_text: initialise the vectors from this text's token embeddings (repeated or cut
             to ``n_tokens``); default: embeddings of random vocabulary tokens.
         seed: seeds the initialisation.
+        threads: CPU threads torch may use while training or generating (default: torch's choice).
 
     Example:
         >>> tuner = SoftPromptLoRA(base, n_tokens=4, init_text="Answer:")   # doctest: +SKIP
@@ -72,6 +73,7 @@ class SoftPromptLoRA:
         lora: LoRAConfig | None = None,
         init_text: str | None = None,
         seed: int = 0,
+        threads: int | None = None,
     ) -> None:
         if not isinstance(base, TorchBase):
             raise InvalidInputError(f"base must be a TorchBase from load_base(), got {type(base).__name__}")
@@ -83,6 +85,7 @@ class SoftPromptLoRA:
         self.base = base
         self.lora = lora if lora is not None else LoRAConfig()
         self.seed = seed
+        self.threads = threads
         embedding = base.model.get_input_embeddings().weight.detach()
         generator = torch.Generator().manual_seed(seed)
         if init_text:
@@ -101,7 +104,7 @@ class SoftPromptLoRA:
     def _attached(self) -> Iterator[Any]:
         """The base model with this tuner's LoRA layers, for the duration of the block."""
         torch = require("torch")
-        with self.base.lock:
+        with self.base.lock, torch_threads(self.threads):
             if self._lora_tensors is None:
                 torch.manual_seed(self.seed)
             peft_model = attach_lora(self.base, self.lora, None)
