@@ -25,6 +25,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -310,7 +311,10 @@ def attach_lora(base: TorchBase, lora: LoRAConfig, init: GGUFAdapter | None) -> 
         bias="none",
         task_type="CAUSAL_LM",
     )
-    peft_model = peft.get_peft_model(base.model, config)
+    with warnings.catch_warnings():
+        # peft asks transformers a question transformers has renamed; the notice is not for our users.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = peft.get_peft_model(base.model, config)
     if init is not None:
         if init.rank != lora.r or init.targets != sorted(lora.targets):
             peft_model.unload()
@@ -399,6 +403,7 @@ def finetune_lora(
         )
 
     with base.lock, torch_threads(cfg.threads):
+        torch.manual_seed(cfg.seed)  # the LoRA layers' random initialisation depends only on the seed
         peft_model = attach_lora(base, cfg.lora, init)
         try:
             return _train(
@@ -438,7 +443,6 @@ def _train(
     pad_id: int,
     torch: Any,
 ) -> FinetuneResult:
-    torch.manual_seed(cfg.seed)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, losses, tokens, trained, seconds_before = 0, [], 0, 0, 0.0

@@ -37,7 +37,7 @@ class SFTExample:
     @classmethod
     def from_messages(cls, messages: Sequence[Mapping[str, Any]], response: str) -> SFTExample:
         """Build from ``[{"role": ..., "content": ...}, ...]`` and the reply text."""
-        checked = check_messages(list(messages))
+        checked = check_messages(messages if isinstance(messages, str) else list(messages))
         if not isinstance(response, str) or not response:
             raise InvalidInputError(f"an SFT example needs a non-empty str response, got {response!r:.60}")
         return cls(tuple((m["role"], m["content"]) for m in checked), response)
