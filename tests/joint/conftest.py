@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -80,7 +80,7 @@ def tiny_base() -> Any:
 class FakeEngine:
     """Stands in for LocalModel: remembers how it was started, answers through ``handler``."""
 
-    started: list[FakeEngine] = []
+    started: ClassVar[list[FakeEngine]] = []
     handler: Callable[[FakeEngine, list[dict[str, str]], dict[str, Any]], str] = staticmethod(
         lambda engine, messages, params: "base" if not engine.lora else "adapted"
     )
@@ -109,7 +109,7 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeEngine]]:
     from feedprop.joint import student
 
     class Engine(FakeEngine):
-        started: list[FakeEngine] = []
+        started: ClassVar[list[FakeEngine]] = []
 
     monkeypatch.setattr(student, "LocalModel", Engine)
     yield Engine

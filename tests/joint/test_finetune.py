@@ -131,7 +131,11 @@ def test_a_killed_run_resumes_to_the_same_result(tiny_base: Any, tmp_path: Path)
 
     with pytest.raises(Stop):
         finetune_lora(
-            tiny_base, examples(), config(steps=6, checkpoint_every=2), checkpoint=tmp_path, on_step=kill_at_three,
+            tiny_base,
+            examples(),
+            config(steps=6, checkpoint_every=2),
+            checkpoint=tmp_path,
+            on_step=kill_at_three,
             progress=False,
         )
     assert not any("lora" in name for name, _ in tiny_base.model.named_modules())

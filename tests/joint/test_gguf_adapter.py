@@ -109,7 +109,7 @@ def test_malformed_adapters_are_refused(tmp_path: Path, tensors: dict[str, objec
 def test_unsupported_architecture_and_metadata(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="supports the architectures"):
         write_adapter(tmp_path / "a.gguf", GGUFAdapter("llama", 8.0, pair(0, "attn_q")))
-    with pytest.raises(InvalidInputError, match="start with 'feedprop.'"):
+    with pytest.raises(InvalidInputError, match=r"start with 'feedprop\.'"):
         write_adapter(tmp_path / "a.gguf", GGUFAdapter("qwen2", 8.0, pair(0, "attn_q"), {"steps": 3}))
     with pytest.raises(InvalidInputError, match="must be a str, int, float or bool"):
         write_adapter(tmp_path / "a.gguf", GGUFAdapter("qwen2", 8.0, pair(0, "attn_q"), {"feedprop.x": [1]}))

@@ -11,7 +11,8 @@ from feedprop.joint.sft import SFTExample, collate, fingerprint_examples, respon
 
 
 def example(text: str = "What is 2+2?", reply: str = "4") -> SFTExample:
-    return SFTExample.from_messages([{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}], reply)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+    return SFTExample.from_messages(messages, reply)
 
 
 def test_examples_are_values_with_a_json_round_trip() -> None:
