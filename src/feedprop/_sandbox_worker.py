@@ -36,6 +36,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -573,14 +574,40 @@ def _private_scratch(dirs: list[str]) -> list[str]:
 
 
 def _wipe(dirs: list[str]) -> None:
-    """Empty the private scratch directories so nothing one call leaves behind reaches the next."""
+    """Empty the private scratch directories so nothing one call leaves behind reaches the next.
+
+    Only what lies on the scratch tmpfs itself is removed. Host directories bound back into it
+    (the interpreter's or the project's, when they live under /tmp) are other filesystems: the
+    walk never enters them and never deletes them.
+    """
     for d in dirs:
-        for entry in os.scandir(d):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+        with contextlib.suppress(OSError):
+            _empty_same_filesystem(d)
+
+
+def _empty_same_filesystem(top: str) -> None:
+    device = os.lstat(top).st_dev
+    doomed_dirs: list[str] = []
+    for root, subdirs, files in os.walk(top, topdown=True, onerror=None, followlinks=False):
+        keep = []
+        for name in subdirs:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    os.unlink(path)  # the link itself, never what it points to
+                elif st.st_dev == device:
+                    keep.append(name)
+                    doomed_dirs.append(path)
+        subdirs[:] = keep  # a mount point (another device) is neither entered nor removed
+        for name in files:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_dev == device:
+                    os.unlink(path)
+    for path in reversed(doomed_dirs):  # deepest first
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
 
 
 def _call(
