@@ -1,0 +1,59 @@
+"""examples/agent_plan.py: the tools, the plan runner's transcript, and training with its scripted model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+
+def test_tools_compute_and_refuse_with_a_reason(load_example: Callable[[str], ModuleType]) -> None:
+    agent = load_example("agent_plan")
+    assert agent.calc("2 * (3 + 4) - 1 / 2") == 13.5
+    assert agent.lookup("'Lanterns'") == 12.0
+    with pytest.raises(ValueError, match=r"only, not .open"):
+        agent.calc("open('/etc/passwd')")
+    with pytest.raises(ValueError, match="known items: lantern"):
+        agent.lookup("anchor")
+
+
+def test_transcript_records_each_result_and_the_first_error(load_example: Callable[[str], ModuleType]) -> None:
+    agent = load_example("agent_plan")
+    ok = agent.execute("First the price:\nlookup(kelharp)\ncalc($1 * 2)\nanswer($2)")
+    assert ok["answer"] == 170.0 and ok["transcript"].count("->") == 3
+    bad = agent.execute("calc(3 * lantern)\nanswer($1)")
+    assert bad["answer"] is None and "error: calc understands numbers" in bad["transcript"]
+    assert "refers to a result" in agent.execute("calc($4 + 1)")["transcript"]
+    assert "never called answer" in agent.execute("lookup(map)")["transcript"]
+    assert "no tool calls" in agent.execute("I would buy them.")["transcript"]
+
+
+def test_tasks_are_seeded_and_their_totals_are_right(load_example: Callable[[str], ModuleType]) -> None:
+    agent = load_example("agent_plan")
+    assert agent.make_tasks(5, 4) == agent.make_tasks(5, 4)
+    for question, total in agent.make_tasks(5, 20):
+        qa, a, qb, b, kind = agent._TASK.search("Task: " + question).groups()
+        cost = int(qa) * agent.PRICES[a] + int(qb) * agent.PRICES[b]
+        assert total == (cost if kind == "cost" else 200 - cost)
+
+
+def test_training_the_plan_prompt_solves_unseen_tasks(
+    load_example: Callable[[str], ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = load_example("agent_plan")
+    argv = ["--mock", "--n-train", "2", "--n-val", "2", "--n-test", "3", "--steps", "1", "--run-dir", str(tmp_path)]
+    result = agent.main(argv)
+    assert (result.test_before, result.test_after) == (0.0, 1.0)
+    assert result.best_state["plan_prompt"] == agent.SCRIPTED_PROMPT
+    assert "accuracy on unseen tasks: 0% -> 100%" in capsys.readouterr().out
+
+
+def test_a_failed_plan_is_retried_with_its_transcript(load_example: Callable[[str], ModuleType]) -> None:
+    agent = load_example("agent_plan")
+    model = agent.scripted_llm()
+    agent.llm_module.set_default(model)
+    out = agent.PlanningAgent(rounds=2)(agent.make_tasks(1, 1)[0][0])
+    assert out.data["answer"] is None
+    assert len(model.calls) == 2 and "Your last plan ran like this" in model.calls[1].messages[-1]["content"]
