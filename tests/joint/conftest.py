@@ -92,7 +92,7 @@ class FakeEngine:
         self.options = options
         self.running = True
         self.calls = 0
-        FakeEngine.started.append(self)
+        type(self).started.append(self)
 
     def _complete(self, messages: list[dict[str, str]], **params: Any) -> Completion:
         self.calls += 1

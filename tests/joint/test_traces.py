@@ -1,0 +1,101 @@
+"""Harvesting fine-tuning examples from the student's calls in successful runs."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from feedprop import ops
+from feedprop.errors import ConfigurationError, InvalidInputError
+from feedprop.joint.sft import SFTExample
+from feedprop.joint.student import Student
+from feedprop.joint.traces import collect_examples, llm_calls
+from feedprop.llm import MockLLM
+from feedprop.module import Module
+from feedprop.node import Node, Parameter
+
+ANSWERS = {"one plus one": "2", "two plus two": "4", "three plus three": "6"}
+DATA = [(q, a) for q, a in ANSWERS.items()]
+
+
+class Pipeline(Module):
+    """Student answers; a separate checker model is also called (its calls must not be harvested)."""
+
+    def __init__(self, checker: MockLLM) -> None:
+        self.instruction = Parameter("Reply with the number only.", name="instruction")
+        self.student = Student("qwen2.5-coder-0.5b", cache=False)
+        self.checker = checker
+
+    def forward(self, question: str) -> Node[Any]:
+        reply = ops.llm_call(self.instruction, question, llm=self.student, temperature=0)
+        verdict = ops.llm_call(None, "Is this plausible?", reply, llm=self.checker)
+        return ops.strip(ops.replace(reply, verdict, ""))  # the output depends on both calls
+
+
+def exact(output: Any, target: Any) -> float:
+    return float(output == target)
+
+
+def teacher_that_misses_six(messages: Any, **params: Any) -> str:
+    answer = ANSWERS[messages[-1]["content"]]
+    return " 7 " if answer == "6" else f" {answer} "
+
+
+def test_only_the_students_calls_in_successful_runs_become_examples() -> None:
+    model = Pipeline(MockLLM("yes.", model="checker"))
+    harvest = collect_examples(model, DATA, exact, model.student, teacher=MockLLM(teacher_that_misses_six))
+    assert harvest.runs == 3 and harvest.successes == 2 and harvest.success_rate == pytest.approx(2 / 3)
+    assert harvest.scores == [[1.0, 1.0, 0.0]]
+    assert harvest.other_calls == 2  # the checker's calls in the two successful runs
+    system = {"role": "system", "content": "Reply with the number only."}
+    assert harvest.examples == [
+        SFTExample.from_messages([system, {"role": "user", "content": "one plus one"}], " 2 "),
+        SFTExample.from_messages([system, {"role": "user", "content": "two plus two"}], " 4 "),
+    ]
+    assert harvest.summary()["examples"] == 2
+
+
+def test_without_a_teacher_the_students_own_replies_are_used(fake_engine: Any) -> None:
+    fake_engine.handler = staticmethod(lambda engine, messages, params: ANSWERS[messages[-1]["content"]])
+    model = Pipeline(MockLLM("yes"))
+    harvest = collect_examples(model, DATA, exact, model.student)
+    assert harvest.successes == 3
+    assert [e.response for e in harvest.examples] == ["2", "4", "6"]
+    assert model.training is True  # collection ran in eval mode and restored the mode
+
+
+def test_several_samples_at_a_temperature_and_duplicates_dropped() -> None:
+    counter = itertools.count()
+
+    def varied(messages: Any, **params: Any) -> str:
+        assert params["temperature"] == 0.9  # the override reached the model
+        n = next(counter)
+        answer = ANSWERS[messages[-1]["content"]]
+        return answer if n % 2 == 0 else f"{answer}\n"
+
+    model = Pipeline(MockLLM("yes"))
+    harvest = collect_examples(
+        model, DATA[:1], exact, model.student, teacher=MockLLM(varied), samples=4, temperature=0.9
+    )
+    assert harvest.runs == 4 and harvest.successes == 4
+    assert sorted(e.response for e in harvest.examples) == ["2", "2\n"]
+
+
+def test_bad_arguments() -> None:
+    model = Pipeline(MockLLM("yes"))
+    with pytest.raises(InvalidInputError, match="Student"):
+        collect_examples(model, DATA, exact, MockLLM("x"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="temperature"):
+        collect_examples(model, DATA, exact, model.student, samples=2)
+    with pytest.raises(ConfigurationError, match="samples"):
+        collect_examples(model, DATA, exact, model.student, samples=0)
+
+
+def test_llm_calls_walks_deep_graphs_without_recursion() -> None:
+    node: Node[Any] = ops.llm_call(None, "start", llm=MockLLM("x"))
+    first = node
+    for _ in range(5000):
+        node = node + "y"
+    assert llm_calls(node) == [first]
