@@ -158,11 +158,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
     """Ray on this machine (see the module docs), joined by address through a RayExecutor."""
     # New Ray clusters require a token (kept in ~/.ray); a driver joining one by address needs
     # RAY_AUTH_MODE=token, set before Ray is imported, to send it. On a busy machine the raylet
-    # may need more than Ray's default minute to register.
+    # and its Python agents may need more than Ray's default waits to come up.
     patch = pytest.MonkeyPatch()
     patch.setenv("RAY_AUTH_MODE", "token")
     ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'feedprop[distributed]'")
-    env = {**os.environ, "RAY_raylet_start_wait_time_s": "300"}
+    env = {**os.environ, "RAY_raylet_start_wait_time_s": "300", "RAY_agent_register_timeout_ms": "300000"}
     head = subprocess.Popen(
         [sys.executable, str(HERE / "ray_head.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     )

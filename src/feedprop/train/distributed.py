@@ -402,10 +402,12 @@ class RayExecutor(ItemExecutor):
             if not ray.is_initialized():
                 try:
                     ray.init(**self.init_kwargs())
-                except (ConnectionError, RuntimeError, ValueError) as exc:
+                except Exception as exc:  # Ray raises plain Exception for a node that timed out starting
                     raise DistributedError(
                         f"could not connect to the Ray cluster at {self.address or 'a new local instance'}: {exc}. "
-                        "Check the address (ray status shows it) or start one with 'ray start --head'"
+                        "Check the address (ray status shows it) or start one with 'ray start --head'; on a busy "
+                        "machine give a new instance longer to start (RAY_raylet_start_wait_time_s=300 and "
+                        "RAY_agent_register_timeout_ms=300000 in the environment)"
                     ) from exc
                 self._connected_here = True
             if self._task is None:
