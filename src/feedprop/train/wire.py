@@ -137,11 +137,8 @@ def workflow_spec(model: Module, kwargs: Mapping[str, Any] | None = None) -> dic
     ``__main__`` or inside a function), and constructible as ``cls(**kwargs)``.
 
     Example:
-        >>> from feedprop.module import Module
-        >>> class Empty(Module):
-        ...     pass
-        >>> workflow_spec(Empty())["state"]  # doctest: +SKIP
-        {}
+        >>> workflow_spec(Module())
+        {'class': 'feedprop.module:Module', 'state': {}, 'training': True, 'kwargs': {}}
     """
     if not isinstance(model, Module):
         raise InvalidInputError(
