@@ -1,8 +1,10 @@
 """Running items as Ray tasks: evaluation and training spread over the processes of a Ray cluster.
 
 ``fp.train(..., executor="ray")`` and ``fp.evaluate(..., executor="ray")`` use a default
-:class:`RayExecutor`; build one yourself to choose the cluster, the workers' model and more.
-Ray is imported when the executor is first used, never before (``pip install feedprop[distributed]``).
+:class:`RayExecutor` for that one call (it connects, and disconnects afterwards if it did);
+build one yourself to choose the cluster, the workers' model and more, and to keep using it
+across calls. Ray is imported when the executor is first used, never before
+(``pip install feedprop[distributed]``).
 
 What travels, and why the optimizer sees the same thing as with local threads:
 
@@ -30,6 +32,12 @@ with a killed worker count against the ledger but are not in the usage (their re
 thrown away and the task ran again), and only calls of the workers' LLM (the one built from
 ``llm``, which is ``fp.llm.default()`` on the worker) ask the ledger; calls of other LLM objects
 the workflow builds itself are metered but only stopped by the driver not dispatching more items.
+
+One difference in what the optimizer sees is possible, and only with an unusual guide: a guide
+that returns the *same* ``Feedback`` object for several items. Optimizers count distinct
+feedback objects (``Optimizer.observed_feedback``), so locally that object counts once, while
+each item's copy from a worker counts once per item. Guides that build their feedback per call
+(all of feedprop's, and any returning a number or a bool) are unaffected.
 
 Failures. A worker process that dies mid-task is retried by Ray (``max_retries`` times); the
 item then runs again from its request, so the run completes with the same result. A task lost
