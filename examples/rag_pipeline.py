@@ -26,8 +26,7 @@ before -> after, validation accuracy, accepted updates, LLM usage and the learne
 the scripted optimizer proposes exactly that, so accuracy goes from 0% to the share of questions
 whose document the search finds (100% on the default split). It shows the plumbing only.
 
-Seen on a 2-core CPU with the embedded model: see the report of the run in the example's
-section of the project report (not yet measured when this was written).
+Seen on a 2-core CPU with the embedded model: not yet measured when this was written.
 """
 
 from __future__ import annotations
