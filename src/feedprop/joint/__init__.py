@@ -17,11 +17,11 @@ Example:
 """
 
 from feedprop.joint._deps import INSTALL_HINT, available
-from feedprop.joint.alternate import JointResult, PhaseResult, WeightOptions, alternate, find_student, parse_strategy
 from feedprop.joint.finetune import FinetuneConfig, FinetuneResult, LoRAConfig, finetune_lora
 from feedprop.joint.gguf_adapter import GGUFAdapter, read_adapter, write_adapter
 from feedprop.joint.sft import SFTExample
 from feedprop.joint.soft_prompt import SoftPromptLLM, SoftPromptLoRA
+from feedprop.joint.strategy import JointResult, PhaseResult, WeightOptions, alternate, find_student, parse_strategy
 from feedprop.joint.student import Rollout, Student
 from feedprop.joint.torch_model import TorchBase, load_base
 from feedprop.joint.traces import Harvest, collect_examples, llm_calls

@@ -1,4 +1,4 @@
-"""``alternate()``: optimize prompts and weights in turn, as a strategy string says.
+"""Joint strategies, run by ``alternate()``: prompts and weights optimized in the order a string names.
 
 A strategy such as ``"p -> w -> p"`` names the phases in order:
 
