@@ -263,7 +263,7 @@ def test_result_table_and_json() -> None:
     ]
     result = JointResult("p -> w", phases, 0.25, 0.2, 1, {"x": 1}, 12.0, "done")
     table = result.table()
-    assert "| 1:p (prompts) | 0.500 | 0.400 | yes | 3 | 100 |" in table
+    assert "| 1:p (prompts) | 0.500 | 0.400 | yes | 3 (+0) | 100 |" in table
     assert "0 example(s)" in table
     assert json.loads(json.dumps(result.to_dict()))["val_after"] == 0.5
     assert PhaseResult.from_dict(phases[0].to_dict()) == phases[0]

@@ -144,7 +144,8 @@ class WeightOptions:
 @dataclass
 class PhaseResult:
     """One phase of a joint run: its ``kind`` (``"p"`` or ``"w"``), validation and test scores after
-    it, whether it became the best program (``kept``), its LLM usage and wall time, and ``detail``
+    it, whether it became the best program (``kept``), its LLM usage (``calls`` that reached a model,
+    ``cache_hits`` answered from the response cache, tokens) and wall time, and ``detail``
     (the trainer's steps for a prompt phase; examples, fine-tuning figures and the adapter file
     for a weight phase). ``skipped`` says why a phase did not run."""
 
@@ -154,6 +155,7 @@ class PhaseResult:
     test: float | None = None
     kept: bool = False
     calls: int = 0
+    cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -176,6 +178,7 @@ class PhaseResult:
             "test": self.test,
             "kept": self.kept,
             "calls": self.calls,
+            "cache_hits": self.cache_hits,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "seconds": self.seconds,
@@ -223,7 +226,7 @@ class JointResult:
     def table(self) -> str:
         """A markdown table: one row per phase with scores, usage and time."""
         rows = [
-            "| phase | val | test | kept | LLM calls | tokens | seconds | notes |",
+            "| phase | val | test | kept | LLM calls (+cached) | tokens | seconds | notes |",
             "|---|---|---|---|---|---|---|---|",
             f"| start | {_fmt(self.val_before)} | {_fmt(self.test_before)} | {'yes' if self.best_phase == 0 else ''} "
             "| | | | |",
@@ -231,7 +234,8 @@ class JointResult:
         for phase in self.phases:
             rows.append(
                 f"| {phase.label} ({PHASE_NAMES[phase.kind]}) | {_fmt(phase.val)} | {_fmt(phase.test)} | "
-                f"{'yes' if phase.kept else ''} | {phase.calls} | {phase.tokens} | {phase.seconds:.0f} | "
+                f"{'yes' if phase.kept else ''} | {phase.calls} (+{phase.cache_hits}) | {phase.tokens} | "
+                f"{phase.seconds:.0f} | "
                 f"{phase.skipped or _notes(phase)} |"
             )
         return "\n".join(rows)
@@ -533,6 +537,7 @@ class _JointRun:
             kind="p",
             val=result.val_after,
             calls=int(total.get("calls", 0)),
+            cache_hits=int(total.get("cache_hits", 0)),
             prompt_tokens=int(total.get("prompt_tokens", 0)),
             completion_tokens=int(total.get("completion_tokens", 0)),
             seconds=round(result.elapsed_seconds, 3),
@@ -586,6 +591,7 @@ class _JointRun:
         finally:
             after = self.usage.to_dict()["total"]
             result.calls = int(after["calls"] - calls_before["calls"])
+            result.cache_hits = int(after["cache_hits"] - calls_before["cache_hits"])
             result.prompt_tokens = int(after["prompt_tokens"] - calls_before["prompt_tokens"])
             result.completion_tokens = int(after["completion_tokens"] - calls_before["completion_tokens"])
             result.seconds = round(time.monotonic() - started, 3)
