@@ -84,8 +84,8 @@ def test_importing_feedprop_does_not_import_ray() -> None:
 
 def test_a_worker_replies_with_json_only() -> None:
     model = Pipeline()
-    request = RayExecutor(llm=MOCK).request(model, 3, batch=0)
-    reply = json.loads(run_item(request, Item("q1", "q1?"), exact))
+    request = RayExecutor(llm=MOCK).request(model, batch=0)
+    reply = json.loads(run_item(request, 3, Item("q1", "q1?"), exact))
     assert set(reply) == {"outcome", "usage"}
     assert reply["usage"]["calls"] == 1 and reply["usage"]["prompt_tokens"] > 0
     outcome = Rebuilder(model).outcome(reply["outcome"])
@@ -93,8 +93,8 @@ def test_a_worker_replies_with_json_only() -> None:
 
 
 def test_worker_errors_travel_as_data_and_are_raised_as_themselves() -> None:
-    request = RayExecutor(llm=MOCK).request(Pipeline(), 0, batch=0)
-    reply = json.loads(run_item(request, Item("q1", "q1?"), broken_guide))
+    request = RayExecutor(llm=MOCK).request(Pipeline(), batch=0)
+    reply = json.loads(run_item(request, 0, Item("q1", "q1?"), broken_guide))
     assert reply["usage"]["calls"] == 1, "the usage of a failed item comes back too"
     error = _rebuild_failure(reply["failure"])
     assert isinstance(error, KeyError) and str(error) == str(KeyError("no score for q1?"))
@@ -104,8 +104,8 @@ def test_worker_errors_travel_as_data_and_are_raised_as_themselves() -> None:
 def test_a_refused_call_raises_budget_exhausted_on_the_worker() -> None:
     ledger = BudgetLedger()
     ledger.open(7, [{"calls": 0, "max_calls": 2, "prompt_tokens": 0, "completion_tokens": 0, "max_tokens": None}])
-    request = RayExecutor(llm=MOCK).request(Calls(3), 0, batch=7)
-    reply = json.loads(run_item(request, Item("q1", "q1?"), exact, ledger))
+    request = RayExecutor(llm=MOCK).request(Calls(3), batch=7)
+    reply = json.loads(run_item(request, 0, Item("q1", "q1?"), exact, ledger))
     error = _rebuild_failure(reply["failure"])
     local = UsageMeter(max_calls=2)
     local.calls = 2

@@ -248,12 +248,13 @@ def _failure(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def run_item(request: str, item: Item, guide: GuideFn, ledger: Any = None) -> str:
-    """Run one item as a worker does: rebuild the workflow and LLM, forward, guide; reply in JSON.
+def run_item(request: str, index: int, item: Item, guide: GuideFn, ledger: Any = None) -> str:
+    """Run item ``index`` as a worker does: rebuild the workflow and LLM, forward, guide; reply in JSON.
 
-    ``request`` is the JSON :meth:`RayExecutor.request` writes. The reply holds ``usage`` and
-    either ``outcome`` (:func:`~feedprop.train.wire.encode_outcome`) or ``failure`` (an error
-    that stops the evaluation: its type, message, arguments and traceback).
+    ``request`` is the JSON :meth:`RayExecutor.request` writes, shared by every item of a
+    batch. The reply holds ``usage`` and either ``outcome``
+    (:func:`~feedprop.train.wire.encode_outcome`) or ``failure`` (an error that stops the
+    evaluation: its type, message, arguments and traceback).
     """
     req = json.loads(request)
     with track_usage() as meter:
@@ -262,7 +263,7 @@ def run_item(request: str, item: Item, guide: GuideFn, ledger: Any = None) -> st
             llm = _worker_llm(req["llm"])
             set_default(_Budgeted(llm, ledger, req["batch"]) if ledger is not None else llm)
             with _trace_state(req["tracing"], req["scope"]):
-                outcome = _score_one(model, item, req["index"], guide, _accepts_example(guide), None)
+                outcome = _score_one(model, item, index, guide, _accepts_example(guide), None)
             reply: dict[str, Any] = {"outcome": encode_outcome(outcome, model, with_graph=model.training)}
         except Exception as exc:
             reply = {"failure": _failure(exc)}
@@ -444,19 +445,17 @@ class RayExecutor(ItemExecutor):
 
     # -- running items ---------------------------------------------------------------------------
 
-    def request(self, model: Module, index: int, batch: int) -> str:
-        """The JSON request for item ``index`` (what :func:`run_item` reads)."""
-        return json.dumps(self._request(workflow_spec(model, self.workflow_kwargs), index, batch))
-
-    def _request(self, workflow: dict[str, Any], index: int, batch: int) -> dict[str, Any]:
-        return {
-            "workflow": workflow,
-            "llm": self.llm_spec,
-            "index": index,
-            "batch": batch,
-            "tracing": is_tracing(),
-            "scope": current_scope(),
-        }
+    def request(self, model: Module, batch: int) -> str:
+        """The JSON request of a batch (what :func:`run_item` reads): workflow, workers' LLM, tracing state."""
+        return json.dumps(
+            {
+                "workflow": workflow_spec(model, self.workflow_kwargs),
+                "llm": self.llm_spec,
+                "batch": batch,
+                "tracing": is_tracing(),
+                "scope": current_scope(),
+            }
+        )
 
     def _ledger_for(self, ray: Any, batch: int) -> Any:
         limits = _limits()
@@ -486,7 +485,8 @@ class RayExecutor(ItemExecutor):
             )
         if not items:
             return []
-        workflow = workflow_spec(model, self.workflow_kwargs)
+        batch = next(self._batches)
+        request = self.request(model, batch)
         ray = self.connect()
         try:
             guide_ref = ray.put(guide)
@@ -495,7 +495,7 @@ class RayExecutor(ItemExecutor):
                 f"the guide cannot be sent to Ray workers ({type(exc).__name__}: {exc}); use a guide that can be "
                 "pickled: a function in an importable module, or an object without open connections or locks"
             ) from exc
-        batch = next(self._batches)
+        request_ref = ray.put(request)  # once per batch: the workflow's state may be long
         ledger = self._ledger_for(ray, batch)
         window = max(1, min(max_workers or self.slots(), len(items)))
         rebuild = Rebuilder(model)
@@ -513,8 +513,7 @@ class RayExecutor(ItemExecutor):
                             failure = exc
                             break
                     index, item = pending.popleft()
-                    request = json.dumps(self._request(workflow, index, batch))
-                    in_flight[self._task.remote(request, item, guide_ref, ledger)] = index
+                    in_flight[self._task.remote(request_ref, index, item, guide_ref, ledger)] = index
                 if not in_flight:
                     break
                 done, _ = ray.wait(list(in_flight), num_returns=1)
