@@ -11,7 +11,7 @@ until it is garbage-collected, and the weight phases only add and remove LoRA la
 
 Example:
     >>> base = load_base("qwen2.5-coder-0.5b")           # doctest: +SKIP
-    >>> base.model.config.model_type, base.tokenizer.eos_token
+    >>> base.model.config.model_type, base.tokenizer.eos_token  # doctest: +SKIP
     ('qwen2', '<|im_end|>')
 """
 
