@@ -80,8 +80,12 @@ def run_feedprop(
 ) -> dict[str, Any]:
     """Run one feedprop system; returns the runner part of the result file (see ``run.py``)."""
     preset = spec.preset
-    student = fp.OpenAICompatible(urls["student"], model=model, api_key="none", cache=False, max_concurrency=4)
-    optimizer_llm = fp.OpenAICompatible(urls["optimizer"], model=model, api_key="none", cache=False, max_concurrency=1)
+    # A loaded machine can take many minutes per call: a client timeout would only make it ask again.
+    timeout = preset.max_run_seconds
+    student = fp.OpenAICompatible(urls["student"], model=model, api_key="none", timeout=timeout, cache=False,
+                                  max_concurrency=4)
+    optimizer_llm = fp.OpenAICompatible(urls["optimizer"], model=model, api_key="none", timeout=timeout,
+                                        cache=False, max_concurrency=1)
     solver = Solver(spec.start_prompt, student, preset.student_max_tokens)
     answer = _answer(solver)
     marks: dict[str, Any] = {"start": usage()}

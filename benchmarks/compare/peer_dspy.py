@@ -75,10 +75,12 @@ def run_dspy(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, Any
     model = job["model"]
     urls = job["urls"]
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    # A loaded machine can take many minutes per call: a client timeout would only make it ask again.
+    timeout = preset.max_run_seconds
     student_lm = dspy.LM(f"openai/{model}", api_base=urls["student"], api_key="none", temperature=0.0,
-                         max_tokens=preset.student_max_tokens, cache=False)
+                         max_tokens=preset.student_max_tokens, cache=False, timeout=timeout)
     prompt_lm = dspy.LM(f"openai/{model}", api_base=urls["optimizer"], api_key="none",
-                        max_tokens=preset.optimizer_max_tokens, cache=False)
+                        max_tokens=preset.optimizer_max_tokens, cache=False, timeout=timeout)
     dspy.configure(lm=student_lm)
     signature = dspy.Signature("question -> answer", spec.start_prompt)
     program = dspy.ChainOfThought(signature)

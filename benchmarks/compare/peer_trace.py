@@ -18,6 +18,7 @@ import time
 from importlib import metadata
 from typing import Any
 
+import litellm  # type: ignore[import-not-found, unused-ignore]
 import openai
 from common import RunData, budget_reason, evaluate_items, feedback_for, is_budget_refusal
 from loop import gated_loop
@@ -53,6 +54,8 @@ def run_trace(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, An
         """Ask the language model: the instruction is its system prompt, the question its user message."""
         return ask(instruction, question)
 
+    # A loaded machine can take many minutes per call: a client timeout would only make it ask again.
+    litellm.request_timeout = preset.max_run_seconds
     optimizer = OptoPrime([instruction], llm=LiteLLM(model=f"openai/{model}"))
     usage_url = job["usage_url"]
     marks: dict[str, Any] = {"start": fetch_usage(usage_url)}

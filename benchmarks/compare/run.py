@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.request
@@ -71,6 +72,8 @@ PEER_MODULES = {
 #: Systems whose optimizer cannot survive a refused call: the proxy counts but does not refuse.
 NO_HARD_LIMIT = {"dspy-copro", "dspy-miprov2-light"}
 SMOKE_TASK = "bbh/object_counting"
+#: How often a running run's traffic is logged.
+HEARTBEAT_SECONDS = 300.0
 
 
 def _now() -> str:
@@ -216,6 +219,15 @@ def budget_check(spec: RunSpec, log: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _heartbeat(spec: RunSpec, proxy: CountingProxy, results: Path, stop: threading.Event, t0: float) -> None:
+    """Log the run's traffic every few minutes, so a long run can be watched."""
+    while not stop.wait(HEARTBEAT_SECONDS):
+        u = proxy.usage()
+        _log(f"    ... {spec.system} {spec.task} seed{spec.seed}: {(time.monotonic() - t0) / 60:.0f} min, "
+             f"student {u['student']['calls']} calls {u['student']['tokens']} tokens, optimizer "
+             f"{u['optimizer']['calls']} calls {u['optimizer']['tokens']} tokens", results)
+
+
 def execute(spec: RunSpec, results: Path, upstream: str, model: str, endpoint: dict[str, Any],
             bench_python: Path) -> dict[str, Any]:
     """Run ``spec`` and write its result file; returns the result."""
@@ -227,6 +239,8 @@ def execute(spec: RunSpec, results: Path, upstream: str, model: str, endpoint: d
     if spec.system not in NO_HARD_LIMIT:
         proxy.set_limit("optimizer", Limit(preset.optimizer_calls, preset.optimizer_tokens))
     started_at, t0 = _now(), time.monotonic()
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(spec, proxy, results, stop, t0), daemon=True).start()
     try:
         data = load_run_data(spec)
         if SYSTEMS[spec.system].kind == "feedprop":
@@ -240,6 +254,7 @@ def execute(spec: RunSpec, results: Path, upstream: str, model: str, endpoint: d
     except Exception as exc:  # recorded in the result file; the matrix goes on
         part = {"status": "error", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     finally:
+        stop.set()
         final = proxy.usage()
         proxy.close()
     wall = time.monotonic() - t0
