@@ -21,6 +21,7 @@ from feedprop.llm import (
     thread_map,
     track_usage,
 )
+from feedprop.llm.usage import add_usage
 
 ASK = [{"role": "user", "content": "twelve chars"}]  # 12 chars -> 3 tokens, +4 framing = 7 prompt tokens
 
@@ -180,3 +181,14 @@ def test_meter_reports_as_dict_and_repr() -> None:
     data = usage.to_dict()
     assert data["calls"] == 1 and data["total_tokens"] == data["prompt_tokens"] + data["completion_tokens"]
     assert "max_calls=4" in repr(usage)
+
+
+def test_usage_measured_elsewhere_is_added_to_every_active_meter() -> None:
+    elsewhere = {"calls": 3, "cache_hits": 1, "errors": 1, "prompt_tokens": 30, "completion_tokens": 6, "seconds": 0.5}
+    with track_usage(max_calls=2) as outer, track_usage() as inner:
+        add_usage(elsewhere)  # limits are not checked: those calls already happened
+        assert inner.to_dict() == {**elsewhere, "total_tokens": 36}
+        with pytest.raises(BudgetExhausted):
+            MockLLM("x").complete(ASK)
+    assert outer.calls == 3 and outer.total_tokens == 36
+    add_usage(elsewhere)  # no active meter: nothing to do

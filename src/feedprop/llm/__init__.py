@@ -23,7 +23,9 @@ from feedprop.llm.local import LocalModel
 from feedprop.llm.mock import MockCall, MockLLM, estimate_tokens
 from feedprop.llm.model_file import ensure_model_file
 from feedprop.llm.openai_compatible import OpenAICompatible
+from feedprop.llm.pool import EndpointPool
 from feedprop.llm.retry import RetryPolicy
+from feedprop.llm.spec import from_spec, spec_of
 from feedprop.llm.usage import ContextThreadPoolExecutor, UsageMeter, active_meters, thread_map, track_usage
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "Completion",
     "ConcurrencyLimit",
     "ContextThreadPoolExecutor",
+    "EndpointPool",
     "LocalModel",
     "Message",
     "MockCall",
@@ -47,8 +50,10 @@ __all__ = [
     "default",
     "ensure_model_file",
     "estimate_tokens",
+    "from_spec",
     "set_cache_enabled",
     "set_default",
+    "spec_of",
     "thread_map",
     "track_usage",
 ]
