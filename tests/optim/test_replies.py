@@ -288,3 +288,16 @@ def test_seeded_ten_thousand_generated_replies() -> None:
             cut = base[: rng.randint(0, len(base))]
             text = rng.choice(["", "Answer: ", "```json\n"]) + cut
         _check(text)
+
+
+def test_numbers_written_as_arithmetic() -> None:
+    reply = parse_json_reply('```json\n{"reasoning": "add 0.45", "suggestion": {"x": 6.75 + 0.45, "y": -(2 * 3)}}\n```')
+    assert reply.suggestion == {"x": pytest.approx(7.2), "y": -6}
+
+
+@pytest.mark.parametrize(
+    "text", ['{"suggestion": {"x": 1 / 0}}', '{"suggestion": {"x": 2 ** 3}}', '{"suggestion": {"x": y + 1}}']
+)
+def test_arithmetic_stays_safe(text: str) -> None:
+    with pytest.raises(ReplyParseError):
+        parse_json_reply(text)

@@ -194,3 +194,11 @@ def test_callable_constraints() -> None:
 def test_constraint_violation_is_a_suggestion_error() -> None:
     with pytest.raises(SuggestionError, match="at most 2 words"):
         validate_value("text", "a", "one two three", constraint="at most 2 words")
+
+
+def test_number_written_as_arithmetic() -> None:
+    assert validate_value("number", 1.0, "6.75 + 0.45") == pytest.approx(7.2)
+    assert validate_value("number", 1, "3 * 4") == 12
+    for bad in ("2 ** 1000", "__import__('os')", "x + 1", "1 / 0"):
+        with pytest.raises(SuggestionError, match="not a number"):
+            validate_value("number", 1.0, bad)

@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import ast
 import json
+import math
+import operator
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from feedprop.errors import ConfigurationError, ReplyParseError
 from feedprop.llm.base import valid_unicode
 
-__all__ = ["REPLY_FORMATS", "Reply", "parse_json_reply", "parse_reply", "parse_xml_reply"]
+__all__ = ["REPLY_FORMATS", "Reply", "arithmetic", "parse_json_reply", "parse_reply", "parse_xml_reply"]
 
 REPLY_FORMATS = ("json", "xml")
 
@@ -155,11 +158,39 @@ def _load_object(snippet: str) -> Any:
             warnings.simplefilter("ignore")
             tree = ast.parse(snippet.strip(), mode="eval")
         return _literal(tree.body, 0)
-    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, OverflowError):
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, ArithmeticError):
         return None
 
 
 _NAMES = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+_ARITHMETIC: dict[type[ast.operator], Callable[[float, float], float]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def arithmetic(text: str) -> float | int | None:
+    """The value of ``text`` if it is a number or plain arithmetic on numbers (``+ - * /``), else ``None``.
+
+    Example:
+        >>> arithmetic("6.75 + 0.45"), arithmetic("-(2 * 3)"), arithmetic("2 ** 99999"), arithmetic("x + 1")
+        (7.2, -6, None, None)
+    """
+    if len(text) > 200:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = _literal(ast.parse(text.strip(), mode="eval").body, 0)
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError, ArithmeticError):
+        return None
+    return value if _is_number(value) else None
 
 
 def _literal(node: ast.expr, depth: int) -> Any:
@@ -175,6 +206,15 @@ def _literal(node: ast.expr, depth: int) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("sign on a non-number")
         return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        # Small models write numbers as sums ("x": 6.75 + 0.45); plain arithmetic on numbers is safe.
+        left, right = _literal(node.left, depth + 1), _literal(node.right, depth + 1)
+        if not (_is_number(left) and _is_number(right)):
+            raise ValueError("arithmetic on a non-number")
+        result = _ARITHMETIC[type(node.op)](float(left), float(right))
+        if not math.isfinite(result):
+            raise ValueError("arithmetic gave no finite number")
+        return int(result) if isinstance(left, int) and isinstance(right, int) and result.is_integer() else result
     if isinstance(node, ast.Dict):
         out: dict[str, Any] = {}
         for k, v in zip(node.keys, node.values, strict=True):

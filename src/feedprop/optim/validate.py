@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from feedprop.errors import SuggestionError
+from feedprop.optim.replies import arithmetic
 
 __all__ = ["check_constraint", "infer_kind", "json_shape_problem", "strip_fences", "validate_value"]
 
@@ -182,6 +183,9 @@ def _as_number(value: Any) -> float | int:
             return float(text)
         except ValueError:
             pass
+        computed = arithmetic(text)  # "6.75 + 0.45": the model did the sum in words, we finish it
+        if computed is not None:
+            return computed
         raise SuggestionError(f"{value!r:.60} is not a number; suggest a plain number such as 3.5")
     raise SuggestionError(f"expected a number, got {type(value).__name__}")
 
