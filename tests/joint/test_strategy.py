@@ -22,7 +22,7 @@ from feedprop.joint.student import Student
 from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Node, Parameter
-from feedprop.optim import OptoPrime
+from feedprop.optim import OPRO, Hindsight, OptoPrime
 from feedprop.train import Budget
 
 pytest.importorskip("torch", reason="the joint extra (torch) is not installed")
@@ -151,7 +151,8 @@ def test_prompts_then_weights_then_prompts(weights_setup: Any) -> None:
     assert result.phases[0].detail["steps"] == 1
 
 
-def test_prompt_only_with_any_optimizer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("optimizer_class", [OptoPrime, Hindsight, OPRO])
+def test_prompt_only_with_any_optimizer(tmp_path: Path, optimizer_class: type[Any]) -> None:
     class Echo(Module):
         def __init__(self) -> None:
             self.suffix = Parameter("?", name="suffix")
@@ -169,7 +170,7 @@ def test_prompt_only_with_any_optimizer(tmp_path: Path) -> None:
         "p",
         val_set=data,
         test_set=data,
-        optimizer=lambda params: OptoPrime(params, llm=MockLLM(reply)),
+        optimizer=lambda params: optimizer_class(params, llm=MockLLM(reply)),
         checkpoint=tmp_path,
         progress=False,
     )
