@@ -245,6 +245,8 @@ def test_argument_checks(weights_setup: Any) -> None:
 
     with pytest.raises(ConfigurationError, match="exactly one"):
         alternate(NoStudent(), TRAIN, exact, "w", val_set=VAL, progress=False)
+    with pytest.raises(ConfigurationError, match="must be part of the model"):
+        alternate(Solver(), TRAIN, exact, "w", val_set=VAL, student=Student(), progress=False)
     with pytest.raises(ConfigurationError, match="prompt options"):
         alternate(Solver(), TRAIN, exact, "p", val_set=VAL, prompt={"lr": 1}, progress=False)
     with pytest.raises(InvalidInputError, match="WeightOptions"):

@@ -707,6 +707,11 @@ def alternate(
         raise InvalidInputError(f"student must be a feedprop.joint.Student, got {type(student).__name__}")
     if "w" in phases and student is None:
         student = find_student(model)
+    if student is not None and not any(m is student for m in model.modules()):
+        raise ConfigurationError(
+            "the student must be part of the model (an attribute such as self.student = Student(...)), so that its "
+            "adapter is saved, checkpointed and restored with the rest of the model's state"
+        )
     train_items = as_items(train_set, "train_set")
     val_items = as_items(val_set, "val_set")
     test_items = as_items(test_set, "test_set", required=False)
