@@ -274,3 +274,22 @@ def test_result_table_and_json() -> None:
 
 def test_unused_small_options_are_valid() -> None:
     assert SMALL.to_dict()["teacher"] is None
+
+
+def test_progress_shows_scoring_and_a_line_per_phase(capsys: pytest.CaptureFixture[str]) -> None:
+    class Echo(Module):
+        def __init__(self) -> None:
+            self.suffix = Parameter("?", name="suffix")
+
+        def forward(self, x: str) -> Node[Any]:
+            return ops.concat(x, self.suffix)
+
+    data = [("a", "a!")]
+    reply = json.dumps({"reasoning": "", "suggestion": {"suffix": "!"}})
+    alternate(
+        Echo(), data, exact, "p", val_set=data, test_set=data, optimizer=lambda ps: OptoPrime(ps, llm=MockLLM(reply))
+    )
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "scoring validation set" in text and "scoring test set" in text
+    assert "joint phase 1:p (prompts): val 1.000, test 1.000, kept" in text

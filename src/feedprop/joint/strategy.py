@@ -417,11 +417,21 @@ class _JointRun:
             return None, {}
         was_training = self.model.training
         self.model.eval()
+        label = "scoring test set" if phase == "test" else "scoring validation set"
+        bar = tqdm(total=len(items), desc=label, unit="item", leave=False) if self.progress else None
         try:
             with track_usage() as meter:
-                outcomes = run_items(self.model, items, self.guide, max_workers=self.max_workers)
+                outcomes = run_items(
+                    self.model,
+                    items,
+                    self.guide,
+                    max_workers=self.max_workers,
+                    on_done=(lambda _outcome: bar.update(1)) if bar is not None else None,
+                )
         finally:
             self.model.train(was_training)
+            if bar is not None:
+                bar.close()
         cost = {
             "calls": meter.calls,
             "cache_hits": meter.cache_hits,
