@@ -522,7 +522,7 @@ class _JointRun:
         budget = Budget(calls=spec["calls"], tokens=spec["tokens"], seconds=spec["seconds"], scope=spec["scope"])
         optimizer = _prompt_optimizer(self.optimizer, self.model)
         directory = self.phase_dir(index, "p")
-        options = {"max_steps": 4, "batch_size": 4, **self.prompt}
+        options = {"max_steps": 4, "batch_size": 4, "max_workers": self.max_workers, **self.prompt}
         result = train(
             self.model,
             self.train_items,
