@@ -1,8 +1,8 @@
 """The demo's plumbing end to end, with a scripted model instead of the embedded one.
 
-The scripted solver phrases every answer as a sentence ("You have N items in total."), the way
-the embedded model does; the scripted optimizer rewrites ``extract_answer`` to take the last
-number. The test checks that the demo trains, gates, reports and prints what a newcomer needs.
+The scripted solver works through each question before answering ("Counting them 1 by 1 ... You
+have N items in total."), the way the embedded model does, so the starting extractor (the first
+number) is wrong; the scripted optimizer rewrites ``extract_answer`` to take the last number. The test checks that the demo trains, gates, reports and prints what a newcomer needs.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def scripted_model() -> Iterator[fp_llm.MockLLM]:
     def handler(messages: list[dict[str, Any]], **params: Any) -> str:
         user = messages[-1]["content"]
         if user in answers:
-            return f"Let me count.\nYou have {answers[user]} items in total."
+            return f"Counting them 1 by 1.\nYou have {answers[user]} items in total."
         reply = {"reasoning": "take the last number", "suggestion": {"extract_answer": FIXED_EXTRACTION}}
         return json.dumps(reply)
 
@@ -50,7 +50,7 @@ def test_demo_trains_and_prints_a_readable_result(
     config = DemoConfig(n_train=8, n_val=6, n_test=10, steps=2, batch_size=4, run_dir=str(tmp_path))
     result = run_demo(config, progress=False)
 
-    assert result.test_before == 0.0  # the naive extraction returns the whole last line
+    assert result.test_before == 0.0  # the first number of every reply is the 1 of '1 by 1'
     assert result.test_after == 1.0
     assert result.best_state["extract_answer"].strip() == FIXED_EXTRACTION.strip()
     out = capsys.readouterr().out

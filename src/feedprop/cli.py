@@ -120,6 +120,8 @@ def _demo(args: argparse.Namespace) -> int:
         n_test=args.test,
         steps=args.steps,
         batch_size=args.batch_size,
+        n_candidates=args.candidates,
+        minutes=args.minutes,
         run_dir=args.run_dir,
     )
     run_demo(config, progress=not args.no_progress)
@@ -139,6 +141,12 @@ def register_demo(subparsers: Subparsers) -> None:
     parser.add_argument("--test", type=int, default=defaults.n_test, help="held-out test examples (%(default)s)")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (%(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="minibatch (%(default)s)")
+    parser.add_argument(
+        "--candidates", type=int, default=defaults.n_candidates, help="proposals per step (%(default)s)"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=defaults.minutes, help="time limit of training (%(default)s)"
+    )
     parser.add_argument("--run-dir", default=defaults.run_dir, help="where the run is written (%(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_demo)

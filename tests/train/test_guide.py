@@ -97,6 +97,15 @@ def test_exact_match_texts() -> None:
     wrong = guide("hello", "world")
     assert wrong.score == 0.0
     assert wrong.text == "Wrong: expected 'world', got 'hello'."
+    # A right answer wrapped in prose says so: the wrapping is what must change.
+    wrapped = guide("So, the total is \\boxed{11}.", "11")
+    assert wrapped.score == 0.0
+    assert "contains the answer but also other text" in wrapped.text
+    assert "contains the answer" in guide("The answer is (B).", "(B)").text
+    # ...but not for a number that is only part of another number or word.
+    assert "contains" not in guide("I have 110 apples.", "11").text
+    assert "contains" not in guide("Version 1.11 here.", "11").text
+    assert "contains" not in guide("cat", "cat").text
     assert ExactMatch(normalize_whitespace=False)(" a", "a").score == 0.0
     assert ExactMatch()("Valid", "valid").score == 0.0
     assert ExactMatch(ignore_case=True)("Valid", "valid").score == 1.0

@@ -150,6 +150,20 @@ _PLACEHOLDER = {
 }
 
 
+def same_value(new: Any, current: Any) -> bool:
+    """Whether a suggested value is the current one: text compared ignoring trailing whitespace of lines.
+
+    Example:
+        >>> same_value("def f():\n    return 1\n", "def f():\n    return 1"), same_value(1, 1.0)
+        (True, False)
+    """
+    if isinstance(new, str) and isinstance(current, str):
+        return [line.rstrip() for line in new.strip("\n").splitlines()] == [
+            line.rstrip() for line in current.strip("\n").splitlines()
+        ]
+    return bool(new == current) and type(new) is type(current)
+
+
 def _jsonable(value: Any) -> Any:
     try:
         json.dumps(value, allow_nan=False)  # NaN and Infinity would make the state unsavable later
@@ -443,11 +457,23 @@ class Optimizer:
         a key naming a non-parameter, an unknown key and an invalid value are each refused with
         a reason the model will see next time. Suggestions equal to the current value are dropped.
         """
+        updates, rejected, _ = self._resolve(suggestion, shown=shown, others=others)
+        return updates, rejected
+
+    def _resolve(
+        self,
+        suggestion: Mapping[str, Any],
+        *,
+        shown: Mapping[str, Parameter[Any]] | None = None,
+        others: Iterable[str] = (),
+    ) -> tuple[dict[str, Any], list[Rejection], list[str]]:
+        """:meth:`resolve`, plus the names whose suggested value repeated the current one."""
         legal = dict(self._names) if shown is None else dict(shown)
         other_names = [o for o in others if o not in legal]
         legal_list = ", ".join(repr(n) for n in legal)
         updates: dict[str, Any] = {}
         rejected: list[Rejection] = []
+        echoed: list[str] = []
         for raw_key, value in suggestion.items():
             key = str(raw_key)
             match = match_key(key, legal)
@@ -464,10 +490,11 @@ class Optimizer:
             except SuggestionError as e:
                 rejected.append(Rejection(key, _jsonable(value), str(e), name))
                 continue
-            if checked == self._names[name].data and type(checked) is type(self._names[name].data):
+            if same_value(checked, self._names[name].data):
+                echoed.append(name)
                 continue
             updates[name] = checked
-        return updates, rejected
+        return updates, rejected, echoed
 
     def format_help(self, names: Iterable[str] | None = None) -> str:
         """How the model must write its answer, with an example keyed by the variables ``names``.
@@ -510,9 +537,9 @@ class Optimizer:
         """Ask the model and read its reply into one validated :class:`Candidate`.
 
         An unreadable reply is retried (up to ``max_retries`` times) with the parse error shown
-        to the model; so is a reply whose every suggestion was refused, with the reasons. Sample
-        0 uses ``temperature``, later samples and retries ``candidate_temperature`` (later samples
-        also a distinct cache salt).
+        to the model; so is a reply whose every suggestion was refused or repeated the current
+        value, with the reasons. Sample 0 uses ``temperature``, later samples and retries
+        ``candidate_temperature`` (later samples also a distinct cache salt).
         """
         opts = self.defaults
         temperature = opts["temperature"] if sample == 0 else opts["candidate_temperature"]
@@ -536,14 +563,20 @@ class Optimizer:
                 note = fill("retry_parse", error=str(e), format_help=self.format_help(legal_names))
                 conversation = self._retry_conversation(messages, completion.text, note)
                 continue
-            updates, rejected = self.resolve(reply.suggestion, shown=shown, others=others)
+            updates, rejected, echoed = self._resolve(reply.suggestion, shown=shown, others=others)
             out.rejected.extend(rejected)
             out.reply = reply
             last = attempt == int(opts["max_retries"])
-            if updates or not rejected or last:
+            if updates or not (rejected or echoed) or last:
                 out.candidate = Candidate(updates, reply.reasoning, dict(reply.extras))
                 break
-            reasons = "\n".join(f"- {r.message()}" for r in rejected)
+            # Nothing usable: every suggestion was refused, or repeated its variable's current value
+            # (small models often copy the current value while their reasoning says what to change).
+            reasons = "\n".join(
+                [f"- {r.message()}" for r in rejected]
+                + [f"- {n}: your suggestion is its current value unchanged, which is what produced the feedback; "
+                   "write a changed value that acts on your reasoning" for n in echoed]
+            )
             note = fill("retry_rejected", rejections=reasons, format_help=self.format_help(legal_names))
             conversation = self._retry_conversation(messages, completion.text, note)
         return out

@@ -248,7 +248,23 @@ class ExactMatch(Guide):
             return Feedback("Correct.", 1.0, extras)
         if not got:
             return Feedback(f"Wrong: expected {expected!r}, got an empty answer.", 0.0, extras)
+        if self._contains(got, expected):
+            # The most useful thing to say about a right answer wrapped in prose: the wrapping is the problem.
+            return Feedback(
+                f"Wrong: expected exactly {expected!r}, got {_show(got)!r}, which contains the answer but also "
+                "other text; the output must be the answer alone.",
+                0.0,
+                extras,
+            )
         return Feedback(f"Wrong: expected {expected!r}, got {_show(got)!r}.", 0.0, extras)
+
+    def _contains(self, got: str, expected: str) -> bool:
+        """Whether ``expected`` appears in ``got`` as a whole word (or bracketed token), after normalisation."""
+        needle = self.normalize(expected)
+        if not needle or len(got) <= len(needle):
+            return False
+        pattern = rf"(?<![\w.]){re.escape(needle)}(?![\w])" if needle[:1].isalnum() else re.escape(needle)
+        return re.search(pattern, got) is not None
 
     def __repr__(self) -> str:
         return (

@@ -692,7 +692,10 @@ class _Run:
     def finish(self) -> None:
         best = self.beam[0]
         self.load_member(best)
-        self.test_after = self.score(self.test_items, "test")
+        if self.test_before is not None and _key(best.params) == _key(self.initial_state):
+            self.test_after = self.test_before  # nothing was learned: the same program, already scored
+        else:
+            self.test_after = self.score(self.test_items, "test")
         self.finished = True
         # From here on the run's clock is frozen: a finished run resumed later reports the same time.
         self.elapsed_before = self.elapsed()
