@@ -75,6 +75,35 @@ def test_a_worse_edit_is_undone_and_the_step_size_halved() -> None:
     assert "its last edit changed the score by +0.6667 per +1 of x" in prompts[2]
 
 
+def test_the_first_step_asks_what_optoprime_asks() -> None:
+    x = Parameter(1.0, name="x")
+    llm, prompts = scripted([{"x": 3.0}, {}])
+    opt = Hindsight([x], llm=llm)
+    scored_step(opt, x)
+    scored_step(opt, x)
+    # No edit to judge yet: no verdict or lessons asked; once an edit exists, both are.
+    assert '"verdict"' not in prompts[0] and '"lessons"' not in prompts[0]
+    assert '"verdict"' in prompts[1] and '"lessons"' in prompts[1]
+
+
+def test_a_value_measured_worse_is_refused_and_the_model_asked_again() -> None:
+    x = Parameter(3.0, name="x")  # y = 6, target 10: score -4
+    llm, prompts = scripted([{"x": 9.0}, {"x": 4.0}, {"x": 9.0}, {"x": 5.0}])
+    opt = Hindsight([x], llm=llm)
+    scored_step(opt, x)  # x = 9: y = 18, score -8 (worse)
+    scored_step(opt, x)  # undone, then the model's 4
+    assert x.data == 4.0
+    proposal = scored_step(opt, x)  # x = 4 scores -2; the model suggests 9 again
+    assert x.data == 5.0, "9 was measured worse than now; the retry's 5 is applied"
+    assert len(prompts) == 4
+    refusal = next(r for r in proposal.rejected if r.parameter == "x")
+    assert "scored -8, worse than the current -2" in refusal.reason
+    assert "x = 9.0 was tried at step" in prompts[3]
+    # Every value measured worse than now is refused; an untried one is not.
+    assert opt._known_worse("x", 3.0) is not None  # scored -4
+    assert opt._known_worse("x", 6.0) is None
+
+
 def test_back_off_can_be_turned_off() -> None:
     x = Parameter(3.0, name="x")
     llm, _ = scripted([{"x": 9.0}, {}])

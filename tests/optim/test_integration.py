@@ -62,20 +62,7 @@ def test_optoprime_fixes_a_buggy_function_from_unit_test_feedback(llm: LLM) -> N
     assert failures == [], f"still failing after 3 steps: {failures}\ncode:\n{code.data}"
 
 
-@pytest.mark.parametrize(
-    "optimizer",
-    [
-        OptoPrime,
-        pytest.param(
-            Hindsight,
-            marks=pytest.mark.xfail(
-                reason="known defect: with the 1.5B model Hindsight was seen to overshoot "
-                "(errors 27 -> 51 -> 12, final 51): it set x near the error amount; to be fixed",
-                strict=False,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("optimizer", [OptoPrime, Hindsight])
 def test_moves_a_number_toward_its_target(llm: LLM, optimizer: type[OptoPrime]) -> None:
     x = Parameter(1.0, name="x", description="the number to tune")
     target = 31.0  # reached at x = 10

@@ -19,7 +19,9 @@ did — and adapts how it edits. The algorithm, at every step ``t``:
    instruction from ``τ_p``: bold when edits helped, small and careful when they hurt.
 5. **Back off.** An edit that made the score worse is undone: the next candidate restores the
    earlier values of what it changed (unless the model proposes something new for them),
-   and the model is told what was undone and why.
+   and the model is told what was undone and why. A suggestion that would return a parameter
+   to a value already measured worse than the current state (the other parameters as now) is
+   refused with that measurement, and the model is asked again.
 6. **Recurring feedback (a first moment of the feedback).** Each feedback sentence, with its
    numbers masked, is an exponentially decayed count ``m_k ← β1·m_k + (1−β1)·[k seen now]``;
    points that keep coming back are shown, most frequent first, so a fix that only works for
@@ -29,7 +31,9 @@ did — and adapts how it edits. The algorithm, at every step ``t``:
    from earlier steps. The reply adds ``lessons`` (a running summary the model keeps) and a
    ``verdict`` on the last edit (better/worse/same) — used as ``δ = ±1`` when no score exists,
    so everything above still works from text feedback alone (without automatic back-off,
-   which needs a measured drop; the model sees the history and may revert itself).
+   which needs a measured drop; the model sees the history and may revert itself). Before
+   any edit exists there is nothing to judge, and the first step asks exactly what OptoPrime
+   asks.
 
 Example:
     >>> from feedprop.node import Feedback, Parameter
@@ -48,7 +52,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from feedprop.errors import ConfigurationError, SuggestionError
@@ -57,7 +61,7 @@ from feedprop.node import Feedback, Parameter
 from feedprop.optim.budget import fit_blocks, truncate_middle
 from feedprop.optim.memory import format_value
 from feedprop.optim.opro import mean_score
-from feedprop.optim.optimizer import Attempt, Candidate, Proposal, kind_of
+from feedprop.optim.optimizer import Attempt, Candidate, Proposal, Rejection, kind_of
 from feedprop.optim.optoprime import OptoPrime
 from feedprop.optim.templates import fill
 
@@ -186,10 +190,13 @@ class Hindsight(OptoPrime):
         gs.setdefault("moment", {})
         gs.setdefault("lessons", "")
         gs.setdefault("scale", {"u": 0.0, "n": 0})
+        gs.setdefault("tried", [])
         for name in self.named_parameters():
             self.state[name].update({"trust": 0.0, "n": 0, "wins": 0, "losses": 0, "radius": None})
 
     def format_help(self, names: Iterable[str] | None = None) -> str:
+        if not self.global_state["edits"]:  # nothing to judge or learn from yet: OptoPrime's question
+            return super().format_help(names)
         return fill(f"hindsight_format_{self.defaults['reply_format']}", **self._format_fields(names))
 
     # -- 1-5: observe, attribute, trust, step size, back-off ------------------------------------------
@@ -237,11 +244,47 @@ class Hindsight(OptoPrime):
                 for n in names:  # mild evidence against: the edit did not survive
                     self._update_trust(n, -0.25)
         del gs["edits"][: max(0, len(gs["edits"]) - 50)]
+        if score is not None:
+            gs.setdefault("tried", []).append({"values": values, "score": score, "step": step})
+            del gs["tried"][: max(0, len(gs["tried"]) - 50)]
         if revert and last is not None:  # measure the next edit against the state before the undone one
             gs["last"] = {"values": {**values, **revert}, "score": last["score"], "step": step}
         else:
             gs["last"] = {"values": values, "score": score, "step": step}
         return revert
+
+    def _known_worse(self, name: str, value: Any) -> str | None:
+        """Why ``name = value`` (the rest as now) is refused: it was measured worse than now; else ``None``."""
+        last: dict[str, Any] | None = self.global_state.get("last")
+        if last is None or last["score"] is None:
+            return None
+        base, now = last["values"], float(last["score"])
+        tol = float(self.defaults["tolerance"])
+        for entry in reversed(self.global_state.get("tried", [])):
+            seen = entry["values"]
+            if name not in seen or not _same(seen[name], value) or float(entry["score"]) >= now - tol:
+                continue
+            if all(_same(seen.get(n), v) for n, v in base.items() if n != name):
+                return (
+                    f"{name} = {format_value(value, 80).strip()} was tried at step {entry['step']} and scored "
+                    f"{float(entry['score']):.4g}, worse than the current {now:.4g}; suggest a different value"
+                )
+        return None
+
+    def _resolve(
+        self,
+        suggestion: Mapping[str, Any],
+        *,
+        shown: Mapping[str, Parameter[Any]] | None = None,
+        others: Iterable[str] = (),
+    ) -> tuple[dict[str, Any], list[Rejection], list[str]]:
+        """OptoPrime's reading of a suggestion, refusing values already measured worse (step 5)."""
+        updates, rejected, echoed = super()._resolve(suggestion, shown=shown, others=others)
+        for name in list(updates):
+            reason = self._known_worse(name, updates[name])
+            if reason is not None:
+                rejected.append(Rejection(name, updates.pop(name), reason, name))
+        return updates, rejected, echoed
 
     def _outcome(self, delta: float | None) -> str:
         if delta is None:

@@ -19,8 +19,10 @@ optimizer as a whole (memory of past steps, the refusals to show the model next 
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
+import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -150,14 +152,24 @@ _PLACEHOLDER = {
 }
 
 
-def same_value(new: Any, current: Any) -> bool:
-    """Whether a suggested value is the current one: text compared ignoring trailing whitespace of lines.
+def same_value(new: Any, current: Any, kind: str = "text") -> bool:
+    """Whether a suggested value is the current one.
+
+    Text is compared ignoring trailing whitespace of lines; code (``kind="code"``) by its syntax
+    tree, so a change of quotes, comments or blank lines is no change.
 
     Example:
-        >>> same_value("def f():\n    return 1\n", "def f():\n    return 1"), same_value(1, 1.0)
+        >>> same_value("def f():\\n    return 1\\n", "def f():\\n    return 1"), same_value(1, 1.0)
         (True, False)
+        >>> same_value("def f():\\n    return 'a'  # note", 'def f():\\n    return "a"', kind="code")
+        True
     """
     if isinstance(new, str) and isinstance(current, str):
+        if kind == "code":
+            try:
+                return ast.dump(ast.parse(textwrap.dedent(new))) == ast.dump(ast.parse(textwrap.dedent(current)))
+            except (SyntaxError, ValueError):
+                pass
         return [line.rstrip() for line in new.strip("\n").splitlines()] == [
             line.rstrip() for line in current.strip("\n").splitlines()
         ]
@@ -490,7 +502,7 @@ class Optimizer:
             except SuggestionError as e:
                 rejected.append(Rejection(key, _jsonable(value), str(e), name))
                 continue
-            if same_value(checked, self._names[name].data):
+            if same_value(checked, self._names[name].data, kind_of(self._names[name])):
                 echoed.append(name)
                 continue
             updates[name] = checked
