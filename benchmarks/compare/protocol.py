@@ -148,11 +148,12 @@ PRESETS: dict[str, Preset] = {
     # One tiny real run per system to check each adapter end to end: about three OptoPrime calls'
     # worth of tokens, and enough calls for one textgrad step (2 gradients per item + 1 update).
     "pilot": Preset("pilot", train=6, val=4, test=10, optimizer_calls=8, optimizer_tokens=6_000, batch_size=2,
-                    epochs=1, max_run_seconds=3600.0),
-    # The matrix: sized so every (system, task) fits in a few hours on two shared cores. Tokens are
-    # the binding limit for most systems; the call limit leaves room for textgrad's many short calls.
-    "matrix": Preset("matrix", train=12, val=6, test=20, optimizer_calls=20, optimizer_tokens=12_000, batch_size=3,
-                     epochs=2, max_run_seconds=2700.0, seeds=(0,)),
+                    epochs=1, max_run_seconds=14_400.0),
+    # The matrix: 35 runs sized for about four hours on two idle cores (~6-7 min a run at the model's
+    # nominal 55 prompt / 19 completion tokens per second). Tokens are the binding limit for most
+    # systems; the call limit leaves room for textgrad's many short calls.
+    "matrix": Preset("matrix", train=10, val=5, test=20, optimizer_calls=16, optimizer_tokens=8_000, batch_size=3,
+                     epochs=2, max_run_seconds=14_400.0, seeds=(0,)),
 }
 
 

@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 from common import RunData, load_run_data  # noqa: E402  (after the path set-up above)
 from fake_endpoint import MODEL_NAME as FAKE_MODEL  # noqa: E402
 from fake_endpoint import FakeEndpoint  # noqa: E402
+from feedprop_system import run_feedprop  # noqa: E402
 from protocol import (  # noqa: E402
     PRESETS,
     SCHEMA,
@@ -58,6 +59,8 @@ from protocol import (  # noqa: E402
     read_json,
 )
 from proxy import CountingProxy, Limit  # noqa: E402
+
+from feedprop.tasks import load_task  # noqa: E402
 
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
@@ -244,8 +247,6 @@ def execute(spec: RunSpec, results: Path, upstream: str, model: str, endpoint: d
     try:
         data = load_run_data(spec)
         if SYSTEMS[spec.system].kind == "feedprop":
-            from feedprop_system import run_feedprop  # feedprop systems only: peers never need feedprop's LLM stack
-
             part = run_feedprop(spec, data, {"student": proxy.url("student"), "optimizer": proxy.url("optimizer")},
                                 model, proxy.usage)
             part["status"] = "ok"
@@ -341,8 +342,6 @@ def model_server(args: argparse.Namespace, specs: list[RunSpec]) -> Iterator[tup
     if args.smoke:
         answers: dict[str, str] = {}
         for task in sorted({s.task for s in specs}):
-            from feedprop.tasks import load_task
-
             loaded = load_task(task)
             for split in ("train", "val", "test"):
                 for example in loaded.split(split):
