@@ -2,7 +2,8 @@
 
 The scripted solver works through each question before answering ("Counting them 1 by 1 ... You
 have N items in total."), the way the embedded model does, so the starting extractor (the first
-number) is wrong; the scripted optimizer rewrites ``extract_answer`` to take the last number. The test checks that the demo trains, gates, reports and prints what a newcomer needs.
+number) is wrong; the scripted optimizer rewrites ``extract_answer`` to take the last number.
+The test checks that the demo trains, gates, reports and prints what a newcomer needs.
 """
 
 from __future__ import annotations
