@@ -214,6 +214,26 @@ def test_retry_when_every_suggestion_was_refused(params: Any) -> None:
     assert "outside the bounds" in llm.calls[1].messages[-1]["content"]
 
 
+def test_retry_when_the_reply_only_repeats_current_values(params: Any) -> None:
+    # Small models often copy the current value while their reasoning says what to change.
+    same_code = "def f(x):\n    return x  # unchanged\n"  # equal to the current code by syntax tree
+    llm = MockLLM([reply({"__code0": same_code, "temperature": 0.5}), reply({"temperature": 0.3})])
+    opt = Echo(params, llm=llm)
+    opt.step()
+    assert params[2].data == 0.3
+    assert len(llm.calls) == 2
+    note = llm.calls[1].messages[-1]["content"]
+    assert "temperature: your suggestion is its current value unchanged" in note
+    assert "__code0: your suggestion is its current value unchanged" in note
+
+
+def test_a_reply_that_leaves_variables_out_is_not_retried(params: Any) -> None:
+    llm = MockLLM([reply({}), reply({"temperature": 0.3})])
+    proposal = Echo(params, llm=llm).step()
+    assert len(llm.calls) == 1 and params[2].data == 0.5
+    assert [c.updates for c in proposal.candidates] == [{}]
+
+
 def test_parse_failure_after_all_retries_gives_an_empty_proposal(params: Any) -> None:
     llm = MockLLM(["garbage", "more garbage", "still garbage"])
     opt = Echo(params, llm=llm, max_retries=2)
