@@ -200,6 +200,14 @@ def _fmt_number(x: float) -> str:
     return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)
 
 
+def _contains_token(text: str, needle: str) -> bool:
+    """Whether ``needle`` appears in the longer ``text`` as a whole word (or as a bracketed token like ``(B)``)."""
+    if not needle or len(text) <= len(needle):
+        return False
+    pattern = rf"(?<![\w.]){re.escape(needle)}(?![\w])" if needle[:1].isalnum() else re.escape(needle)
+    return re.search(pattern, text) is not None
+
+
 def _no_text(output: Any, expected: str) -> Feedback:
     kind = "nothing (None)" if output is None else f"a {type(output).__name__} that cannot be read as text"
     return Feedback(f"Wrong: expected {expected}, but the output was {kind}.", 0.0, {"expected": expected})
@@ -242,13 +250,13 @@ class ExactMatch(Guide):
         text = _as_text(output)
         if text is None:
             return _no_text(output, repr(expected))
-        got = self.normalize(text)
+        got, want = self.normalize(text), self.normalize(expected)
         extras = {"expected": expected, "got": _show(got, 1000)}
-        if got == self.normalize(expected):
+        if got == want:
             return Feedback("Correct.", 1.0, extras)
         if not got:
             return Feedback(f"Wrong: expected {expected!r}, got an empty answer.", 0.0, extras)
-        if self._contains(got, expected):
+        if _contains_token(got, want):
             # The most useful thing to say about a right answer wrapped in prose: the wrapping is the problem.
             return Feedback(
                 f"Wrong: expected exactly {expected!r}, got {_show(got)!r}, which contains the answer but also "
@@ -257,14 +265,6 @@ class ExactMatch(Guide):
                 extras,
             )
         return Feedback(f"Wrong: expected {expected!r}, got {_show(got)!r}.", 0.0, extras)
-
-    def _contains(self, got: str, expected: str) -> bool:
-        """Whether ``expected`` appears in ``got`` as a whole word (or bracketed token), after normalisation."""
-        needle = self.normalize(expected)
-        if not needle or len(got) <= len(needle):
-            return False
-        pattern = rf"(?<![\w.]){re.escape(needle)}(?![\w])" if needle[:1].isalnum() else re.escape(needle)
-        return re.search(pattern, got) is not None
 
     def __repr__(self) -> str:
         return (
