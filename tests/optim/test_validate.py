@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from feedprop.errors import SuggestionError
-from feedprop.optim.validate import check_constraint, infer_kind, json_shape_problem, validate_value
+from feedprop.optim.validate import (
+    check_constraint,
+    infer_kind,
+    json_shape_problem,
+    repair_string_newlines,
+    validate_value,
+)
 
 CODE = "def add(a, b=1, *, scale=2):\n    return a + b\n"
 
@@ -67,6 +73,32 @@ def test_code_rejects(new: str, match: str) -> None:
 def test_code_rejects_non_string() -> None:
     with pytest.raises(SuggestionError, match="string"):
         validate_value("code", CODE, {"code": CODE})
+
+
+def test_code_with_newlines_unescaped_inside_string_literals_is_repaired() -> None:
+    # What arrives when a model writes "\n" instead of "\\n" inside a code value in JSON.
+    current = "def extract(response: str) -> str:\n    return response"
+    broken = (
+        "def extract(response: str) -> str:\n"
+        '    lines = response.strip().split("\n")\n'
+        "    joined = '\n\n'.join(lines)\n"
+        "    return lines[-1]"
+    )
+    repaired = validate_value("code", current, broken)
+    namespace: dict[str, object] = {}
+    exec(repaired, namespace)
+    extract = namespace["extract"]
+    assert callable(extract)
+    assert extract("a\nb\nc") == "c"
+    assert "join" in repaired and repaired.count("\n") == 3
+
+
+def test_string_newline_repair_leaves_other_faults_alone() -> None:
+    assert repair_string_newlines("def f(:\n    pass\n") is None
+    assert repair_string_newlines('x = """open\n') is None  # a triple-quoted string is not this fault
+    assert repair_string_newlines("x = 1\n") == "x = 1\n"
+    with pytest.raises(SuggestionError, match="does not parse"):
+        validate_value("code", CODE, 'def add(a, b=1, *, scale=2):\n    return "a\n')
 
 
 def test_code_replacing_broken_code_needs_only_to_parse() -> None:

@@ -127,6 +127,38 @@ def _signature_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[object
     )
 
 
+def repair_string_newlines(source: str) -> str | None:
+    """``source`` with line breaks inside one-line string literals re-escaped; ``None`` if it still fails.
+
+    A model writing code inside a JSON string often writes ``"\\n"`` where Python needs ``\\n`` inside
+    a string literal, so ``s.split("\\n")`` arrives split over two lines. The line Python reports
+    as holding an unterminated string literal is joined to the next with an escaped newline, until
+    the source parses (or nothing more can be joined).
+
+    Example:
+        >>> print(repair_string_newlines('def f(s):\\n    return s.split("\\n")\\n'))
+        def f(s):
+            return s.split("\\n")
+        <BLANKLINE>
+        >>> repair_string_newlines("def f(:\\n    pass\\n") is None
+        True
+    """
+    lines = source.split("\n")
+    for _ in range(min(len(lines), 50)):
+        try:
+            ast.parse("\n".join(lines))
+        except SyntaxError as e:
+            if not (e.msg or "").startswith("unterminated string literal") or not e.lineno or e.lineno >= len(lines):
+                return None
+            i = e.lineno - 1
+            lines[i : i + 2] = [lines[i] + "\\n" + lines[i + 1]]
+        except (ValueError, RecursionError, MemoryError):
+            return None
+        else:
+            return "\n".join(lines)
+    return None
+
+
 def _parse(source: str) -> ast.Module:
     try:
         return ast.parse(source)
@@ -141,6 +173,7 @@ def _validate_code(current: Any, suggested: Any) -> str:
     if not isinstance(suggested, str):
         raise SuggestionError(f"expected code as a string, got {type(suggested).__name__}")
     source = textwrap.dedent(strip_fences(suggested)).strip("\n")
+    source = repair_string_newlines(source) or source
     new_defs = _function_defs(_parse(source + "\n"))
     try:
         old_defs = _function_defs(ast.parse(textwrap.dedent(str(current))))
