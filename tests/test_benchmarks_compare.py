@@ -34,8 +34,12 @@ PEER_SYSTEMS = [name for name, spec in SYSTEMS.items() if spec.kind == "peer"]
 
 
 def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(
+        url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -46,7 +50,10 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 def _smoke(results: Path, systems: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(COMPARE / "run.py"), "--smoke", "--results", str(results), "--systems", ",".join(systems)],
-        capture_output=True, text=True, timeout=timeout, cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ROOT),
     )
 
 
@@ -96,8 +103,9 @@ def test_proxy_counts_each_role_caps_replies_and_refuses_over_budget() -> None:
     proxy.start()
     try:
         proxy.set_limit("optimizer", Limit(calls=2))
-        status, body = _post(proxy.url("student"), {"model": "m", "max_tokens": 9999,
-                                                     "messages": [{"role": "user", "content": "2+2?"}]})
+        status, body = _post(
+            proxy.url("student"), {"model": "m", "max_tokens": 9999, "messages": [{"role": "user", "content": "2+2?"}]}
+        )
         assert status == 200 and body["choices"][0]["message"]["content"] == "I think it is 5."
         assert fake.requests[-1]["max_tokens"] == 50  # capped for the student role
         hello = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -105,8 +113,9 @@ def test_proxy_counts_each_role_caps_replies_and_refuses_over_budget() -> None:
         assert fake.requests[-1]["max_tokens"] == 100  # set when the client did not say
         status, body = _post(proxy.url("optimizer"), hello)
         assert status == 400 and "budget exhausted: calls (2/2)" in body["error"]["message"]
-        status, body = _post(proxy.url("student"), {"model": "m", "stream": True,
-                                                     "messages": [{"role": "user", "content": "2+2?"}]})
+        status, body = _post(
+            proxy.url("student"), {"model": "m", "stream": True, "messages": [{"role": "user", "content": "2+2?"}]}
+        )
         assert status == 400 and "stream" in body["error"]["message"]
         usage = fetch_usage(proxy.usage_url())
         assert usage["student"]["calls"] == 1 and usage["optimizer"]["calls"] == 2
@@ -126,10 +135,13 @@ def test_proxy_refuses_once_the_token_budget_is_spent() -> None:
 
 
 def test_budget_check_flags_calls_started_after_the_budget() -> None:
-    spec = RunSpec("dspy-copro", "gsm8k", 0, Preset("t", train=1, val=1, test=1, optimizer_calls=5,
-                                                     optimizer_tokens=1000))
-    calls = [{"role": "optimizer", "t": 10.0 * i + 5, "seconds": 5.0, "prompt_tokens": 400, "completion_tokens": 100}
-             for i in range(3)]
+    spec = RunSpec(
+        "dspy-copro", "gsm8k", 0, Preset("t", train=1, val=1, test=1, optimizer_calls=5, optimizer_tokens=1000)
+    )
+    calls = [
+        {"role": "optimizer", "t": 10.0 * i + 5, "seconds": 5.0, "prompt_tokens": 400, "completion_tokens": 100}
+        for i in range(3)
+    ]
     check = run.budget_check(spec, calls)
     # The third call started after 1,000 tokens had been spent by the first two.
     assert check["used_tokens"] == 1500 and check["calls_started_after_budget"] == 1 and not check["respected"]
@@ -150,10 +162,18 @@ def test_gated_loop_keeps_improvements_reverts_regressions_and_stops_on_budget()
             raise RuntimeError("optimizer budget exhausted: calls (3/3)")
         state["p"] = value
 
-    log = gated_loop(list(range(8)), batch_size=2, epochs=1, seed=0, step=step,
-                     get_state=lambda: state["p"], set_state=lambda v: state.update(p=v),
-                     validate=lambda: scores[state["p"]], budget_reason=lambda: None,
-                     is_budget_error=lambda exc: "budget exhausted" in str(exc))
+    log = gated_loop(
+        list(range(8)),
+        batch_size=2,
+        epochs=1,
+        seed=0,
+        step=step,
+        get_state=lambda: state["p"],
+        set_state=lambda v: state.update(p=v),
+        validate=lambda: scores[state["p"]],
+        budget_reason=lambda: None,
+        is_budget_error=lambda exc: "budget exhausted" in str(exc),
+    )
     assert state["p"] == "better!"
     assert [s.get("accepted") for s in log["steps"]] == [True, False, False]
     assert log["steps"][1]["reason"].startswith("reverted")
@@ -162,9 +182,17 @@ def test_gated_loop_keeps_improvements_reverts_regressions_and_stops_on_budget()
 
 def test_gated_loop_does_not_start_a_step_once_the_budget_is_spent() -> None:
     calls = []
-    log = gated_loop([1, 2, 3], batch_size=1, epochs=1, seed=0, step=calls.append,
-                     get_state=lambda: "p", set_state=lambda v: None, validate=lambda: 0.0,
-                     budget_reason=lambda: "budget: calls (3/3)" if len(calls) >= 2 else None)
+    log = gated_loop(
+        [1, 2, 3],
+        batch_size=1,
+        epochs=1,
+        seed=0,
+        step=calls.append,
+        get_state=lambda: "p",
+        set_state=lambda v: None,
+        validate=lambda: 0.0,
+        budget_reason=lambda: "budget: calls (3/3)" if len(calls) >= 2 else None,
+    )
     assert len(calls) == 2 and log["stop_reason"] == "budget: calls (3/3)"
 
 
@@ -228,17 +256,33 @@ def test_smoke_run_of_a_peer(system: str, tmp_path: Path) -> None:
 def _fake_result(system: str, after: float, *, status: str = "ok", respected: bool = True) -> dict[str, Any]:
     side = {"calls": 3, "tokens": 3000}
     return {
-        "system": system, "task": "gsm8k", "seed": 0, "status": status, "error": None if status == "ok" else "boom",
-        "test_before": 0.25, "test_after": after, "wall_seconds": 120.0, "train_seconds": 60.0,
+        "system": system,
+        "task": "gsm8k",
+        "seed": 0,
+        "status": status,
+        "error": None if status == "ok" else "boom",
+        "test_before": 0.25,
+        "test_after": after,
+        "wall_seconds": 120.0,
+        "train_seconds": 60.0,
         "usage": {"complete": True, "train": {"optimizer": side, "student": side}},
-        "budget": {"respected": respected}, "test_items_after": [{}] * 4, "final_prompt": f"prompt of {system}",
-        "preset": PRESETS["pilot"].to_dict(), "model": "m", "endpoint": {"kind": "k"}, "machine": {"cpu": "c"},
+        "budget": {"respected": respected},
+        "test_items_after": [{}] * 4,
+        "final_prompt": f"prompt of {system}",
+        "preset": PRESETS["pilot"].to_dict(),
+        "model": "m",
+        "endpoint": {"kind": "k"},
+        "machine": {"cpu": "c"},
     }
 
 
 def test_report_marks_the_best_system_budget_overruns_and_failures(tmp_path: Path) -> None:
-    runs = [_fake_result("feedprop-optoprime", 0.75), _fake_result("textgrad-tgd", 0.5),
-            _fake_result("dspy-miprov2-light", 0.5, respected=False), _fake_result("dspy-copro", 0.0, status="error")]
+    runs = [
+        _fake_result("feedprop-optoprime", 0.75),
+        _fake_result("textgrad-tgd", 0.5),
+        _fake_result("dspy-miprov2-light", 0.5, respected=False),
+        _fake_result("dspy-copro", 0.0, status="error"),
+    ]
     text = report.markdown(runs, title="T", commands=["python run.py"], notes=["n"])
     assert "| feedprop-optoprime | 25.0 | **75.0** | +50.0 | 3 | 3.0k | 6.0k | 1.0 | 2.0 |" in text
     assert "| dspy-miprov2-light † |" in text and "| dspy-copro ✗ |" in text and "- ✗ dspy-copro: boom" in text

@@ -37,7 +37,7 @@ def test_a_package_under_tmp_survives_the_scratch_wipe(tmp_path: Path) -> None:
         "import feedprop, sys\n"
         "assert feedprop.__file__.startswith(sys.argv[1]), feedprop.__file__\n"
         "ex = SandboxExecutor(timeout=30)\n"
-        "src = 'def f(x):\\n    open(\"scratch.txt\", \"w\").write(\"x\")\\n    return x + 1\\n'\n"
+        'src = \'def f(x):\\n    open("scratch.txt", "w").write("x")\\n    return x + 1\\n\'\n'
         "print([ex.run(src, 'f', (i,), {}, {}) for i in range(3)])\n"
         "ex.close()\n"
     )

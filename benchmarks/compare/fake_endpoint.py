@@ -118,8 +118,12 @@ class FakeEndpoint:
             if not names:
                 block = everything.rsplit("#Variables", 1)[1].split("\n#", 1)[0]
                 names = [name for kind, name in _VARIABLE.findall(block) if kind in ("str", "text")]
-            return json.dumps({"reasoning": "The answers are wrong; ask for care.",
-                               "suggestion": {name: GOOD_PROMPT for name in names}})
+            return json.dumps(
+                {
+                    "reasoning": "The answers are wrong; ask for care.",
+                    "suggestion": {name: GOOD_PROMPT for name in names},
+                }
+            )
         answer = self._student(user, system)
         if answer is not None:
             return answer
@@ -162,17 +166,23 @@ class FakeEndpoint:
                     fake.calls += 1
                     fake.requests.append(request)
                 prompt_chars = sum(len(json.dumps(m.get("content", ""))) for m in messages)
-                self._send(200, {
-                    "id": f"fake-{fake.calls}",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": request.get("model", MODEL_NAME),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": max(1, prompt_chars // 4),
-                              "completion_tokens": max(1, len(text) // 4),
-                              "total_tokens": max(1, prompt_chars // 4) + max(1, len(text) // 4)},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": f"fake-{fake.calls}",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": request.get("model", MODEL_NAME),
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                        ],
+                        "usage": {
+                            "prompt_tokens": max(1, prompt_chars // 4),
+                            "completion_tokens": max(1, len(text) // 4),
+                            "total_tokens": max(1, prompt_chars // 4) + max(1, len(text) // 4),
+                        },
+                    },
+                )
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

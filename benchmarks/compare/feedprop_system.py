@@ -57,21 +57,26 @@ def _answer(solver: Solver) -> Callable[[Any], str]:
 def _history(result: fp.TrainResult) -> list[dict[str, Any]]:
     steps = []
     for h in result.history:
-        steps.append({
-            "step": h.get("step"),
-            "train_score": h.get("train_score"),
-            "val_score": h.get("val_score"),
-            "accepted": h.get("accepted"),
-            "reason": h.get("reason"),
-            "proposals": [
-                {"updates": {k: truncate(v, 1500) for k, v in (c.get("updates") or {}).items()},
-                 "val_score": c.get("val_score"), "error": c.get("error")}
-                for c in h.get("candidates", [])
-            ],
-            "rejected_suggestions": len(h.get("rejected_suggestions") or []),
-            "usage": h.get("usage"),
-            "seconds": h.get("seconds"),
-        })
+        steps.append(
+            {
+                "step": h.get("step"),
+                "train_score": h.get("train_score"),
+                "val_score": h.get("val_score"),
+                "accepted": h.get("accepted"),
+                "reason": h.get("reason"),
+                "proposals": [
+                    {
+                        "updates": {k: truncate(v, 1500) for k, v in (c.get("updates") or {}).items()},
+                        "val_score": c.get("val_score"),
+                        "error": c.get("error"),
+                    }
+                    for c in h.get("candidates", [])
+                ],
+                "rejected_suggestions": len(h.get("rejected_suggestions") or []),
+                "usage": h.get("usage"),
+                "seconds": h.get("seconds"),
+            }
+        )
     return steps
 
 
@@ -82,10 +87,12 @@ def run_feedprop(
     preset = spec.preset
     # A loaded machine can take many minutes per call: a client timeout would only make it ask again.
     timeout = preset.max_run_seconds
-    student = fp.OpenAICompatible(urls["student"], model=model, api_key="none", timeout=timeout, cache=False,
-                                  max_concurrency=4)
-    optimizer_llm = fp.OpenAICompatible(urls["optimizer"], model=model, api_key="none", timeout=timeout,
-                                        cache=False, max_concurrency=1)
+    student = fp.OpenAICompatible(
+        urls["student"], model=model, api_key="none", timeout=timeout, cache=False, max_concurrency=4
+    )
+    optimizer_llm = fp.OpenAICompatible(
+        urls["optimizer"], model=model, api_key="none", timeout=timeout, cache=False, max_concurrency=1
+    )
     solver = Solver(spec.start_prompt, student, preset.student_max_tokens)
     answer = _answer(solver)
     marks: dict[str, Any] = {"start": usage()}

@@ -78,8 +78,11 @@ def gated_loop(
                 step(batch)
             except Exception as exc:
                 set_state(best)
-                record.update(accepted=False, error=f"{type(exc).__name__}: {str(exc)[:500]}",
-                              seconds=round(time.monotonic() - started, 3))
+                record.update(
+                    accepted=False,
+                    error=f"{type(exc).__name__}: {str(exc)[:500]}",
+                    seconds=round(time.monotonic() - started, 3),
+                )
                 steps.append(record)
                 if is_budget_error(exc):
                     stop_reason, done = budget_reason() or f"budget: a call was refused ({exc})", True
@@ -99,8 +102,9 @@ def gated_loop(
                 record["val_score"] = val
                 keep = val > best_val or (val == best_val and len(new) <= len(best))
                 record["accepted"] = keep
-                record["reason"] = (f"val {best_val:.4f} -> {val:.4f}" if keep
-                                    else f"reverted: val {best_val:.4f} -> {val:.4f}")
+                record["reason"] = (
+                    f"val {best_val:.4f} -> {val:.4f}" if keep else f"reverted: val {best_val:.4f} -> {val:.4f}"
+                )
                 if keep:
                     best, best_val = new, val
                 else:

@@ -40,6 +40,7 @@ from feedprop.tasks import Example, reference_solution
 
 __all__ = ["run_dspy"]
 
+
 def _label(example: Example) -> str:
     """The label a labelled demonstration shows: the final answer, or for code the reference solution."""
     if isinstance(example.target, dict):
@@ -63,8 +64,15 @@ def _optimizer(system: str, preset: Preset, metric: Any, prompt_lm: Any, student
         breadth, depth = copro_shape(preset)
         return dspy.COPRO(prompt_model=prompt_lm, metric=metric, breadth=breadth, depth=depth)
     if system == "dspy-miprov2-light":
-        return dspy.MIPROv2(metric=metric, prompt_model=prompt_lm, task_model=student_lm, auto="light",
-                            num_threads=4, seed=seed, verbose=False)
+        return dspy.MIPROv2(
+            metric=metric,
+            prompt_model=prompt_lm,
+            task_model=student_lm,
+            auto="light",
+            num_threads=4,
+            seed=seed,
+            verbose=False,
+        )
     if system == "dspy-bootstrap":
         return dspy.BootstrapFewShot(metric=metric, teacher_settings={"lm": prompt_lm}, max_errors=10_000)
     raise ValueError(f"not a dspy system: {system}")
@@ -77,10 +85,23 @@ def run_dspy(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, Any
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
     # A loaded machine can take many minutes per call: a client timeout would only make it ask again.
     timeout = preset.max_run_seconds
-    student_lm = dspy.LM(f"openai/{model}", api_base=urls["student"], api_key="none", temperature=0.0,
-                         max_tokens=preset.student_max_tokens, cache=False, timeout=timeout)
-    prompt_lm = dspy.LM(f"openai/{model}", api_base=urls["optimizer"], api_key="none",
-                        max_tokens=preset.optimizer_max_tokens, cache=False, timeout=timeout)
+    student_lm = dspy.LM(
+        f"openai/{model}",
+        api_base=urls["student"],
+        api_key="none",
+        temperature=0.0,
+        max_tokens=preset.student_max_tokens,
+        cache=False,
+        timeout=timeout,
+    )
+    prompt_lm = dspy.LM(
+        f"openai/{model}",
+        api_base=urls["optimizer"],
+        api_key="none",
+        max_tokens=preset.optimizer_max_tokens,
+        cache=False,
+        timeout=timeout,
+    )
     dspy.configure(lm=student_lm)
     signature = dspy.Signature("question -> answer", spec.start_prompt)
     program = dspy.ChainOfThought(signature)
@@ -112,8 +133,9 @@ def run_dspy(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, Any
         compiled = optimizer.compile(program, trainset=train_examples, valset=val_examples)
         data_note = "trainset = train items, valset = validation items"
     elif spec.system == "dspy-copro":
-        compiled = optimizer.compile(program, trainset=train_examples + val_examples,
-                                     eval_kwargs={"num_threads": 4, "display_progress": False})
+        compiled = optimizer.compile(
+            program, trainset=train_examples + val_examples, eval_kwargs={"num_threads": 4, "display_progress": False}
+        )
         data_note = "trainset = train + validation items"
     else:
         compiled = optimizer.compile(program, trainset=train_examples + val_examples)

@@ -43,10 +43,12 @@ def run_textgrad(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str,
     model = job["model"]
     urls = job["urls"]
     timeout = preset.max_run_seconds
-    student_engine = UncachedClient(client=OpenAI(base_url=urls["student"], api_key="none", timeout=timeout),
-                                    model_string=model)
-    optimizer_engine = UncachedClient(client=OpenAI(base_url=urls["optimizer"], api_key="none", timeout=timeout),
-                                      model_string=model)
+    student_engine = UncachedClient(
+        client=OpenAI(base_url=urls["student"], api_key="none", timeout=timeout), model_string=model
+    )
+    optimizer_engine = UncachedClient(
+        client=OpenAI(base_url=urls["optimizer"], api_key="none", timeout=timeout), model_string=model
+    )
     tg.set_backward_engine(optimizer_engine, override=True)
     system_prompt = tg.Variable(spec.start_prompt, requires_grad=True, role_description=PROMPT_DESCRIPTION)
     workflow = tg.BlackboxLLM(student_engine, system_prompt)
@@ -54,8 +56,9 @@ def run_textgrad(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str,
 
     def ask(question: Any) -> str:
         # What BlackboxLLM's forward sends, without building a graph (evaluation needs no gradients).
-        return str(student_engine(str(question), system_prompt=system_prompt.value,
-                                  max_tokens=preset.student_max_tokens))
+        return str(
+            student_engine(str(question), system_prompt=system_prompt.value, max_tokens=preset.student_max_tokens)
+        )
 
     usage_url = job["usage_url"]
     marks: dict[str, Any] = {"start": fetch_usage(usage_url)}

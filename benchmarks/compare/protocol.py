@@ -143,17 +143,45 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # Seconds, against the scripted fake endpoint: keeps the harness from rotting.
-    "smoke": Preset("smoke", train=4, val=2, test=3, optimizer_calls=8, optimizer_tokens=100_000, batch_size=2,
-                    epochs=1, max_run_seconds=300.0),
+    "smoke": Preset(
+        "smoke",
+        train=4,
+        val=2,
+        test=3,
+        optimizer_calls=8,
+        optimizer_tokens=100_000,
+        batch_size=2,
+        epochs=1,
+        max_run_seconds=300.0,
+    ),
     # One tiny real run per system to check each adapter end to end: about three OptoPrime calls'
     # worth of tokens, and enough calls for one textgrad step (2 gradients per item + 1 update).
-    "pilot": Preset("pilot", train=6, val=4, test=10, optimizer_calls=8, optimizer_tokens=6_000, batch_size=2,
-                    epochs=1, max_run_seconds=14_400.0),
+    "pilot": Preset(
+        "pilot",
+        train=6,
+        val=4,
+        test=10,
+        optimizer_calls=8,
+        optimizer_tokens=6_000,
+        batch_size=2,
+        epochs=1,
+        max_run_seconds=14_400.0,
+    ),
     # The matrix: 35 runs sized for about four hours on two idle cores (~6-7 min a run at the model's
     # nominal 55 prompt / 19 completion tokens per second). Tokens are the binding limit for most
     # systems; the call limit leaves room for textgrad's many short calls.
-    "matrix": Preset("matrix", train=10, val=5, test=20, optimizer_calls=16, optimizer_tokens=8_000, batch_size=3,
-                     epochs=2, max_run_seconds=14_400.0, seeds=(0,)),
+    "matrix": Preset(
+        "matrix",
+        train=10,
+        val=5,
+        test=20,
+        optimizer_calls=16,
+        optimizer_tokens=8_000,
+        batch_size=3,
+        epochs=2,
+        max_run_seconds=14_400.0,
+        seeds=(0,),
+    ),
 }
 
 
@@ -237,8 +265,13 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
-        return cls(data["system"], data["task"], int(data["seed"]), Preset.from_dict(data["preset"]),
-                   dict(data.get("extra", {})))
+        return cls(
+            data["system"],
+            data["task"],
+            int(data["seed"]),
+            Preset.from_dict(data["preset"]),
+            dict(data.get("extra", {})),
+        )
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -293,8 +326,9 @@ def truncate(text: Any, limit: int = 400) -> str:
     return s[:half] + " ... " + s[-half:]
 
 
-def item_records(indices: Sequence[int], outputs: Sequence[Any], scores: Sequence[float],
-                 errors: Sequence[str | None]) -> list[dict[str, Any]]:
+def item_records(
+    indices: Sequence[int], outputs: Sequence[Any], scores: Sequence[float], errors: Sequence[str | None]
+) -> list[dict[str, Any]]:
     """Per-item records of an evaluation, for the result file."""
     return [
         {"index": i, "score": s, "output": truncate(o), **({"error": e} if e else {})}

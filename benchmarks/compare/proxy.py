@@ -247,8 +247,11 @@ class CountingProxy:
                     except (ValueError, AttributeError):
                         streaming = False
                     if streaming:
-                        self._error(400, "the counting proxy does not relay streamed replies; set stream=False",
-                                    "invalid_request_error")
+                        self._error(
+                            400,
+                            "the counting proxy does not relay streamed replies; set stream=False",
+                            "invalid_request_error",
+                        )
                         return
                     reason = proxy._admit(role)
                     if reason:

@@ -130,10 +130,12 @@ def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], not
         rows = summary[task]
         best = max((s["after"] for s in rows.values() if s["after"] is not None), default=None)
         test_n = max(s["test_n"] for s in rows.values())
-        lines += [f"## {task} ({test_n} test items)", "",
-                  "| system | before | after | Δ | optimizer calls | optimizer tokens | train tokens | "
-                  "train min | run min |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {task} ({test_n} test items)",
+            "",
+            "| system | before | after | Δ | optimizer calls | optimizer tokens | train tokens | train min | run min |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for system in [s for s in SYSTEMS if s in rows] + [s for s in rows if s not in SYSTEMS]:
             s = rows[system]
             if not s["ok"]:
@@ -163,14 +165,20 @@ def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], not
             prompt = str(run.get("final_prompt") or "").strip().replace("\n", " ")
             state = run.get("final_state") or {}
             demos = f" (+{state['demos']} demos)" if state.get("demos") else ""
-            lines.append(f"- {run['task']} / {run['system']} / seed {run['seed']}{demos}: "
-                         f"{prompt[:300]}{'…' if len(prompt) > 300 else ''}")
+            lines.append(
+                f"- {run['task']} / {run['system']} / seed {run['seed']}{demos}: "
+                f"{prompt[:300]}{'…' if len(prompt) > 300 else ''}"
+            )
     lines += ["", "## How the runs were made", ""]
     lines += [f"- {n}" for n in notes]
     if commands:
         lines += ["", "```", *commands, "```"]
-    lines += ["", "Per-run files (sizes, subsample indices, every optimizer call's tokens, per-item outputs): "
-              "`runs/<system>/<task>/seed<k>.json`.", ""]
+    lines += [
+        "",
+        "Per-run files (sizes, subsample indices, every optimizer call's tokens, per-item outputs): "
+        "`runs/<system>/<task>/seed<k>.json`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -196,10 +204,22 @@ def plot(runs: list[dict[str, Any]], path: Path, *, title: str) -> Path:
                 continue
             x = (s["opt_tokens"] or 0) / 1000
             ax.plot([0, x], [100 * (s["before"] or 0), 100 * s["after"]], color=colors(j), lw=0.8, alpha=0.5)
-            ax.scatter([0], [100 * (s["before"] or 0)], marker=markers[j % len(markers)], facecolors="none",
-                       edgecolors=[colors(j)], s=40)
-            ax.scatter([x], [100 * s["after"]], marker=markers[j % len(markers)], color=colors(j), s=60,
-                       label=system + (" †" if s["over_budget"] else ""))
+            ax.scatter(
+                [0],
+                [100 * (s["before"] or 0)],
+                marker=markers[j % len(markers)],
+                facecolors="none",
+                edgecolors=[colors(j)],
+                s=40,
+            )
+            ax.scatter(
+                [x],
+                [100 * s["after"]],
+                marker=markers[j % len(markers)],
+                color=colors(j),
+                s=60,
+                label=system + (" †" if s["over_budget"] else ""),
+            )
         ax.set_title(task)
         ax.set_xlabel("optimizer tokens during training (thousands)")
         ax.set_ylabel("test accuracy (%)")
@@ -218,11 +238,19 @@ def plot(runs: list[dict[str, Any]], path: Path, *, title: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Markdown table and plot from the comparison's result files.")
-    parser.add_argument("--results", type=Path, default=HERE.parents[0] / "results" / "matrix",
-                        help="results directory holding runs/ (default: benchmarks/results/matrix)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=HERE.parents[0] / "results" / "matrix",
+        help="results directory holding runs/ (default: benchmarks/results/matrix)",
+    )
     parser.add_argument("--title", default="feedprop vs trace-opt, textgrad and dspy")
-    parser.add_argument("--command", action="append", default=[],
-                        help="a command used to make the runs, shown in the report (repeatable)")
+    parser.add_argument(
+        "--command",
+        action="append",
+        default=[],
+        help="a command used to make the runs, shown in the report (repeatable)",
+    )
     parser.add_argument("--note", action="append", default=[], help="a line for the 'how' section (repeatable)")
     args = parser.parse_args(argv)
     runs = load_results(args.results)

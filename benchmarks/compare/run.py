@@ -98,15 +98,22 @@ def _log(message: str, results: Path | None) -> None:
 def peer_availability(bench_python: Path) -> dict[str, str | None]:
     """For each peer system: ``None`` if it can run, else why not."""
     if not bench_python.exists():
-        reason = f"no bench interpreter at {bench_python} (make it: python -m venv .venv-bench && " \
-                 f".venv-bench/bin/pip install trace-opt==0.1.3.8 textgrad==0.1.8 dspy==3.4.1)"
+        reason = (
+            f"no bench interpreter at {bench_python} (make it: python -m venv .venv-bench && "
+            f".venv-bench/bin/pip install trace-opt==0.1.3.8 textgrad==0.1.8 dspy==3.4.1)"
+        )
         return dict.fromkeys(PEER_MODULES, reason)
     modules = sorted(set(PEER_MODULES.values()))
-    code = ("import importlib.util, json; "
-            f"print(json.dumps({{m: importlib.util.find_spec(m) is not None for m in {modules!r}}}))")
+    code = (
+        "import importlib.util, json; "
+        f"print(json.dumps({{m: importlib.util.find_spec(m) is not None for m in {modules!r}}}))"
+    )
     try:
-        found = json.loads(subprocess.run([str(bench_python), "-c", code], capture_output=True, text=True,
-                                          timeout=120, check=True).stdout)
+        found = json.loads(
+            subprocess.run(
+                [str(bench_python), "-c", code], capture_output=True, text=True, timeout=120, check=True
+            ).stdout
+        )
     except (subprocess.SubprocessError, ValueError, OSError) as exc:
         return dict.fromkeys(PEER_MODULES, f"cannot query {bench_python}: {exc}")
     return {s: None if found.get(m) else f"{m} is not installed in {bench_python}" for s, m in PEER_MODULES.items()}
@@ -116,18 +123,20 @@ def _peer_env(urls: dict[str, str], scratch: Path) -> dict[str, str]:
     env = dict(os.environ)
     src = str(ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, str(HERE), env.get("PYTHONPATH", "")) if p)
-    env.update({
-        # trace-opt's LiteLLM reaches an OpenAI-compatible endpoint through these (its documented way).
-        "OPENAI_API_BASE": urls["optimizer"],
-        "OPENAI_API_KEY": "none",
-        # No network: litellm must not try to download its price list.
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        # Peers' caches and state stay in the run's scratch directory (and caching is off anyway).
-        "XDG_CACHE_HOME": str(scratch / "cache"),
-        "DSPY_CACHEDIR": str(scratch / "dspy-cache"),
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            # trace-opt's LiteLLM reaches an OpenAI-compatible endpoint through these (its documented way).
+            "OPENAI_API_BASE": urls["optimizer"],
+            "OPENAI_API_KEY": "none",
+            # No network: litellm must not try to download its price list.
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            # Peers' caches and state stay in the run's scratch directory (and caching is off anyway).
+            "XDG_CACHE_HOME": str(scratch / "cache"),
+            "DSPY_CACHEDIR": str(scratch / "dspy-cache"),
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -136,14 +145,22 @@ def run_peer(spec: RunSpec, proxy: CountingProxy, model: str, bench_python: Path
     with tempfile.TemporaryDirectory(prefix="feedprop-compare-") as tmp:
         scratch = Path(tmp)
         urls = {"student": proxy.url("student"), "optimizer": proxy.url("optimizer")}
-        job = {"spec": spec.to_dict(), "urls": urls, "usage_url": proxy.usage_url(), "model": model,
-               "out": str(scratch / "out.json")}
+        job = {
+            "spec": spec.to_dict(),
+            "urls": urls,
+            "usage_url": proxy.usage_url(),
+            "model": model,
+            "out": str(scratch / "out.json"),
+        }
         (scratch / "job.json").write_text(json.dumps(job), encoding="utf-8")
         log_path = scratch / "worker.log"
         with log_path.open("w", encoding="utf-8") as log:
             process = subprocess.Popen(
                 [str(bench_python), str(HERE / "worker.py"), str(scratch / "job.json")],
-                env=_peer_env(urls, scratch), stdout=log, stderr=subprocess.STDOUT, cwd=str(scratch),
+                env=_peer_env(urls, scratch),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(scratch),
                 start_new_session=True,
             )
             try:
@@ -151,16 +168,22 @@ def run_peer(spec: RunSpec, proxy: CountingProxy, model: str, bench_python: Path
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                return {"status": "error", "error": f"timed out after {spec.preset.max_run_seconds + 600:.0f} s",
-                        "worker_log": _tail(log_path)}
+                return {
+                    "status": "error",
+                    "error": f"timed out after {spec.preset.max_run_seconds + 600:.0f} s",
+                    "worker_log": _tail(log_path),
+                }
             except BaseException:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
                 raise
         out = scratch / "out.json"
         if not out.exists():
-            return {"status": "error", "error": f"the worker exited with {process.returncode} and wrote no result",
-                    "worker_log": _tail(log_path)}
+            return {
+                "status": "error",
+                "error": f"the worker exited with {process.returncode} and wrote no result",
+                "worker_log": _tail(log_path),
+            }
         part: dict[str, Any] = read_json(out)
         if part.get("status") != "ok":
             part["worker_log"] = _tail(log_path)
@@ -180,8 +203,10 @@ def _tail(path: Path, lines: int = 60) -> str:
 def _delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for role in ("student", "optimizer"):
-        out[role] = {k: round(b[role][k] - a[role][k], 3) if isinstance(b[role][k], float)
-                     else b[role][k] - a[role][k] for k in b[role]}
+        out[role] = {
+            k: round(b[role][k] - a[role][k], 3) if isinstance(b[role][k], float) else b[role][k] - a[role][k]
+            for k in b[role]
+        }
     return out
 
 
@@ -226,18 +251,23 @@ def _heartbeat(spec: RunSpec, proxy: CountingProxy, results: Path, stop: threadi
     """Log the run's traffic every few minutes, so a long run can be watched."""
     while not stop.wait(HEARTBEAT_SECONDS):
         u = proxy.usage()
-        _log(f"    ... {spec.system} {spec.task} seed{spec.seed}: {(time.monotonic() - t0) / 60:.0f} min, "
-             f"student {u['student']['calls']} calls {u['student']['tokens']} tokens, optimizer "
-             f"{u['optimizer']['calls']} calls {u['optimizer']['tokens']} tokens", results)
+        _log(
+            f"    ... {spec.system} {spec.task} seed{spec.seed}: {(time.monotonic() - t0) / 60:.0f} min, "
+            f"student {u['student']['calls']} calls {u['student']['tokens']} tokens, optimizer "
+            f"{u['optimizer']['calls']} calls {u['optimizer']['tokens']} tokens",
+            results,
+        )
 
 
-def execute(spec: RunSpec, results: Path, upstream: str, model: str, endpoint: dict[str, Any],
-            bench_python: Path) -> dict[str, Any]:
+def execute(
+    spec: RunSpec, results: Path, upstream: str, model: str, endpoint: dict[str, Any], bench_python: Path
+) -> dict[str, Any]:
     """Run ``spec`` and write its result file; returns the result."""
     preset = spec.preset
     data: RunData | None = None
-    proxy = CountingProxy(upstream, caps={"student": preset.student_max_tokens,
-                                          "optimizer": preset.optimizer_max_tokens})
+    proxy = CountingProxy(
+        upstream, caps={"student": preset.student_max_tokens, "optimizer": preset.optimizer_max_tokens}
+    )
     proxy.start()
     if spec.system not in NO_HARD_LIMIT:
         proxy.set_limit("optimizer", Limit(preset.optimizer_calls, preset.optimizer_tokens))
@@ -247,8 +277,9 @@ def execute(spec: RunSpec, results: Path, upstream: str, model: str, endpoint: d
     try:
         data = load_run_data(spec)
         if SYSTEMS[spec.system].kind == "feedprop":
-            part = run_feedprop(spec, data, {"student": proxy.url("student"), "optimizer": proxy.url("optimizer")},
-                                model, proxy.usage)
+            part = run_feedprop(
+                spec, data, {"student": proxy.url("student"), "optimizer": proxy.url("optimizer")}, model, proxy.usage
+            )
             part["status"] = "ok"
         else:
             part = run_peer(spec, proxy, model, bench_python)
@@ -264,9 +295,17 @@ def execute(spec: RunSpec, results: Path, upstream: str, model: str, endpoint: d
     return result
 
 
-def assemble(spec: RunSpec, data: RunData | None, part: dict[str, Any], final: dict[str, Any],
-             log: list[dict[str, Any]], wall: float, started_at: str, model: str,
-             endpoint: dict[str, Any]) -> dict[str, Any]:
+def assemble(
+    spec: RunSpec,
+    data: RunData | None,
+    part: dict[str, Any],
+    final: dict[str, Any],
+    log: list[dict[str, Any]],
+    wall: float,
+    started_at: str,
+    model: str,
+    endpoint: dict[str, Any],
+) -> dict[str, Any]:
     preset = spec.preset
     before, after = part.get("test_before") or {}, part.get("test_after") or {}
     return {
@@ -283,15 +322,20 @@ def assemble(spec: RunSpec, data: RunData | None, part: dict[str, Any], final: d
         "protocol": {
             "start_prompt": spec.start_prompt,
             "splits": "published (feedprop.tasks: BBH textgrad 50/100/rest, GSM8K Random(0) 200/300 + test, "
-                      "MBPP ids 601-974/511-600/11-510)",
+            "MBPP ids 601-974/511-600/11-510)",
             "subsample": data.protocol() if data else None,
             "test_subsample_seed": TEST_SUBSAMPLE_SEED,
             "train_val_subsample_seed": "1000 * seed + 1 (train), + 2 (val)",
             "scorer": repr(data.guide) if data else None,
-            "budget": {"optimizer_calls": preset.optimizer_calls, "optimizer_tokens": preset.optimizer_tokens,
-                       "counted": "at the proxy, optimizer port, training phase"},
-            "caps": {"student_max_tokens": preset.student_max_tokens,
-                     "optimizer_max_tokens": preset.optimizer_max_tokens},
+            "budget": {
+                "optimizer_calls": preset.optimizer_calls,
+                "optimizer_tokens": preset.optimizer_tokens,
+                "counted": "at the proxy, optimizer port, training phase",
+            },
+            "caps": {
+                "student_max_tokens": preset.student_max_tokens,
+                "optimizer_max_tokens": preset.optimizer_max_tokens,
+            },
         },
         "test_before": before.get("score"),
         "test_after": after.get("score"),
@@ -300,8 +344,11 @@ def assemble(spec: RunSpec, data: RunData | None, part: dict[str, Any], final: d
         "val_after": part.get("val_after"),
         "usage": usage_by_phase(part.get("marks") or {}, final),
         "budget": budget_check(spec, log),
-        "optimizer_calls": [{k: e[k] for k in ("status", "seconds", "prompt_tokens", "completion_tokens") if k in e}
-                            for e in log if e["role"] == "optimizer"],
+        "optimizer_calls": [
+            {k: e[k] for k in ("status", "seconds", "prompt_tokens", "completion_tokens") if k in e}
+            for e in log
+            if e["role"] == "optimizer"
+        ],
         "stop_reason": part.get("stop_reason"),
         "final_prompt": part.get("final_prompt"),
         "final_state": part.get("final_state"),
@@ -355,17 +402,33 @@ def model_server(args: argparse.Namespace, specs: list[RunSpec]) -> Iterator[tup
         return
     if args.endpoint:
         model = args.model or _server_model(args.endpoint)
-        yield args.endpoint.rstrip("/"), model, {"kind": "external OpenAI-compatible endpoint (e.g. feedprop serve)",
-                                                "base_url": args.endpoint, "model": model, "note": args.endpoint_note}
+        yield (
+            args.endpoint.rstrip("/"),
+            model,
+            {
+                "kind": "external OpenAI-compatible endpoint (e.g. feedprop serve)",
+                "base_url": args.endpoint,
+                "model": model,
+                "note": args.endpoint_note,
+            },
+        )
         return
     from feedprop.llm import LocalModel
 
     llm = LocalModel(args.local_model, n_parallel=args.n_parallel, threads=args.threads, cache=False)
     try:
-        yield llm.base_url, llm.model, {"kind": "embedded llama.cpp (feedprop LocalModel, xllamacpp)",
-                                        "model": llm.model, "model_file": llm.path.name,
-                                        "n_parallel": llm.n_parallel, "n_ctx_per_slot": llm.n_ctx,
-                                        "threads": llm.threads}
+        yield (
+            llm.base_url,
+            llm.model,
+            {
+                "kind": "embedded llama.cpp (feedprop LocalModel, xllamacpp)",
+                "model": llm.model,
+                "model_file": llm.path.name,
+                "n_parallel": llm.n_parallel,
+                "n_ctx_per_slot": llm.n_ctx,
+                "threads": llm.threads,
+            },
+        )
     finally:
         llm.close()
 
@@ -399,28 +462,46 @@ def plan(args: argparse.Namespace) -> list[RunSpec]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--smoke", action="store_true", help="tiny run against a scripted fake endpoint (seconds)")
     p.add_argument("--matrix", action="store_true", help="every system on every task (resumable)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="sizes and budget (default: smoke with --smoke, else matrix)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="sizes and budget (default: smoke with --smoke, else matrix)",
+    )
     p.add_argument("--systems", help=f"comma-separated, from: {', '.join(SYSTEMS)}")
     p.add_argument("--tasks", help=f"comma-separated, from: {', '.join(TASKS)}")
     p.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
-    p.add_argument("--results", type=Path, default=None,
-                   help=f"results directory (default: {DEFAULT_RESULTS.relative_to(ROOT)}/<preset>)")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help=f"results directory (default: {DEFAULT_RESULTS.relative_to(ROOT)}/<preset>)",
+    )
     p.add_argument("--endpoint", help="base URL (with /v1) of a running OpenAI-compatible server, e.g. feedprop serve")
     p.add_argument("--model", help="model name at --endpoint (default: the server's first model)")
-    p.add_argument("--endpoint-note", default=None,
-                   help="how the --endpoint server was started, recorded in every result file")
+    p.add_argument(
+        "--endpoint-note", default=None, help="how the --endpoint server was started, recorded in every result file"
+    )
     p.add_argument("--local-model", default=None, help="embedded model to start when no --endpoint is given")
     p.add_argument("--n-parallel", type=int, default=4, help="slots of the embedded model (default: 4)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of the embedded model (default: all; on a shared, loaded machine 1 is "
-                        "far faster, because llama.cpp's threads wait on each other)")
-    p.add_argument("--bench-python", type=Path, default=DEFAULT_BENCH_PYTHON,
-                   help="interpreter with the peers installed (default: .venv-bench/bin/python)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of the embedded model (default: all; on a shared, loaded machine 1 is "
+        "far faster, because llama.cpp's threads wait on each other)",
+    )
+    p.add_argument(
+        "--bench-python",
+        type=Path,
+        default=DEFAULT_BENCH_PYTHON,
+        help="interpreter with the peers installed (default: .venv-bench/bin/python)",
+    )
     p.add_argument("--retry-failed", action="store_true", help="run again the runs whose result is an error")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done, then exit")
     return p
@@ -451,8 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"to run: {spec.system} {spec.task} seed{spec.seed}")
         return 0
 
-    availability = peer_availability(args.bench_python) if any(
-        SYSTEMS[s.system].kind == "peer" for s in todo) else {}
+    availability = peer_availability(args.bench_python) if any(SYSTEMS[s.system].kind == "peer" for s in todo) else {}
     runnable = []
     for spec in todo:
         why = availability.get(spec.system)
@@ -460,8 +540,11 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"skip {spec.system} {spec.task} seed{spec.seed}: {why}", results)
         else:
             runnable.append(spec)
-    _log(f"{len(specs)} runs planned, {len(specs) - len(todo)} already done, {len(runnable)} to run "
-         f"(preset {args.preset}, results in {results})", results)
+    _log(
+        f"{len(specs)} runs planned, {len(specs) - len(todo)} already done, {len(runnable)} to run "
+        f"(preset {args.preset}, results in {results})",
+        results,
+    )
     if not runnable:
         return 0
     failures = 0
@@ -471,13 +554,18 @@ def main(argv: list[str] | None = None) -> int:
             result = execute(spec, results, upstream, model, endpoint, args.bench_python)
             if result["status"] == "ok":
                 b = result["budget"]
-                _log(f"[{n}/{len(runnable)}] done {spec.system} {spec.task} seed{spec.seed}: test "
-                     f"{result['test_before']:.3f} -> {result['test_after']:.3f}, optimizer {b['used_calls']} calls "
-                     f"{b['used_tokens']} tokens, {result['wall_seconds'] / 60:.1f} min", results)
+                _log(
+                    f"[{n}/{len(runnable)}] done {spec.system} {spec.task} seed{spec.seed}: test "
+                    f"{result['test_before']:.3f} -> {result['test_after']:.3f}, optimizer {b['used_calls']} calls "
+                    f"{b['used_tokens']} tokens, {result['wall_seconds'] / 60:.1f} min",
+                    results,
+                )
             else:
                 failures += 1
-                _log(f"[{n}/{len(runnable)}] FAILED {spec.system} {spec.task} seed{spec.seed}: {result['error']}",
-                     results)
+                _log(
+                    f"[{n}/{len(runnable)}] FAILED {spec.system} {spec.task} seed{spec.seed}: {result['error']}",
+                    results,
+                )
     return 1 if failures else 0
 
 

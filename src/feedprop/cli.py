@@ -144,9 +144,7 @@ def register_demo(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--candidates", type=int, default=defaults.n_candidates, help="proposals per step (%(default)s)"
     )
-    parser.add_argument(
-        "--minutes", type=float, default=defaults.minutes, help="time limit of training (%(default)s)"
-    )
+    parser.add_argument("--minutes", type=float, default=defaults.minutes, help="time limit of training (%(default)s)")
     parser.add_argument("--run-dir", default=defaults.run_dir, help="where the run is written (%(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_demo)

@@ -45,6 +45,7 @@ __all__ = [
     "state",
 ]
 
+
 class TraceState(NamedTuple):
     """The tracing state of one thread or task; replaced as a whole, never mutated."""
 

@@ -586,8 +586,11 @@ class Optimizer:
             # (small models often copy the current value while their reasoning says what to change).
             reasons = "\n".join(
                 [f"- {r.message()}" for r in rejected]
-                + [f"- {n}: your suggestion is its current value unchanged, which is what produced the feedback; "
-                   "write a changed value that acts on your reasoning" for n in echoed]
+                + [
+                    f"- {n}: your suggestion is its current value unchanged, which is what produced the feedback; "
+                    "write a changed value that acts on your reasoning"
+                    for n in echoed
+                ]
             )
             note = fill("retry_rejected", rejections=reasons, format_help=self.format_help(legal_names))
             conversation = self._retry_conversation(messages, completion.text, note)
