@@ -104,6 +104,18 @@ def test_a_value_measured_worse_is_refused_and_the_model_asked_again() -> None:
     assert opt._known_worse("x", 6.0) is None
 
 
+def test_a_code_value_measured_worse_is_refused_in_any_spelling() -> None:
+    code = Parameter("def f(x):\n    return x\n", name="f", kind="code")
+    opt = Hindsight([code], llm=MockLLM("{}"))
+    worse = "def f(x):\n    return x + 'a'\n"
+    opt.global_state["tried"] = [{"values": {"f": worse}, "score": 0.2, "step": 1}]
+    opt.global_state["last"] = {"values": {"f": code.data}, "score": 0.5, "step": 2}
+    # The same syntax tree (other quotes, a comment, a blank line) is the same program: refused.
+    respelled = 'def f(x):\n\n    return x + "a"  # append\n'
+    assert opt._known_worse("f", respelled) is not None
+    assert opt._known_worse("f", "def f(x):\n    return x + 'b'\n") is None
+
+
 def test_back_off_can_be_turned_off() -> None:
     x = Parameter(3.0, name="x")
     llm, _ = scripted([{"x": 9.0}, {}])

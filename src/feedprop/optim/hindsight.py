@@ -61,7 +61,7 @@ from feedprop.node import Feedback, Parameter
 from feedprop.optim.budget import fit_blocks, truncate_middle
 from feedprop.optim.memory import format_value
 from feedprop.optim.opro import mean_score
-from feedprop.optim.optimizer import Attempt, Candidate, Proposal, Rejection, kind_of
+from feedprop.optim.optimizer import Attempt, Candidate, Proposal, Rejection, kind_of, same_value
 from feedprop.optim.optoprime import OptoPrime
 from feedprop.optim.templates import fill
 
@@ -260,11 +260,16 @@ class Hindsight(OptoPrime):
             return None
         base, now = last["values"], float(last["score"])
         tol = float(self.defaults["tolerance"])
+        params = self.named_parameters()
+
+        def same(n: str, a: Any, b: Any) -> bool:  # code equal by syntax tree behaves the same
+            return same_value(a, b, kind_of(params[n])) if n in params else _same(a, b)
+
         for entry in reversed(self.global_state.get("tried", [])):
             seen = entry["values"]
-            if name not in seen or not _same(seen[name], value) or float(entry["score"]) >= now - tol:
+            if name not in seen or not same(name, value, seen[name]) or float(entry["score"]) >= now - tol:
                 continue
-            if all(_same(seen.get(n), v) for n, v in base.items() if n != name):
+            if all(same(n, v, seen.get(n)) for n, v in base.items() if n != name):
                 return (
                     f"{name} = {format_value(value, 80).strip()} was tried at step {entry['step']} and scored "
                     f"{float(entry['score']):.4g}, worse than the current {now:.4g}; suggest a different value"
