@@ -159,10 +159,15 @@ def repair_string_newlines(source: str) -> str | None:
     return None
 
 
-def _parse(source: str) -> ast.Module:
+def _parse(source: str) -> tuple[str, ast.Module]:
+    """``source`` and its syntax tree; a source that fails only by line breaks inside one-line string
+    literals comes back repaired (:func:`repair_string_newlines`)."""
     try:
-        return ast.parse(source)
+        return source, ast.parse(source + "\n")
     except SyntaxError as e:
+        repaired = repair_string_newlines(source)
+        if repaired is not None:
+            return repaired, ast.parse(repaired + "\n")
         where = f" at line {e.lineno}" if e.lineno else ""
         raise SuggestionError(f"the code does not parse: {e.msg}{where}; suggest complete, valid Python") from None
     except (ValueError, RecursionError, MemoryError) as e:  # null bytes, absurd nesting
@@ -173,8 +178,8 @@ def _validate_code(current: Any, suggested: Any) -> str:
     if not isinstance(suggested, str):
         raise SuggestionError(f"expected code as a string, got {type(suggested).__name__}")
     source = textwrap.dedent(strip_fences(suggested)).strip("\n")
-    source = repair_string_newlines(source) or source
-    new_defs = _function_defs(_parse(source + "\n"))
+    source, tree = _parse(source)
+    new_defs = _function_defs(tree)
     try:
         old_defs = _function_defs(ast.parse(textwrap.dedent(str(current))))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
