@@ -17,6 +17,7 @@ import pytest
 
 import feedprop.llm as fp_llm
 from feedprop.demo import CountingSolver, DemoConfig, run_demo
+from feedprop.errors import ConfigurationError
 from feedprop.tasks import load_bbh
 
 FIXED_EXTRACTION = (
@@ -48,7 +49,9 @@ def scripted_model() -> Iterator[fp_llm.MockLLM]:
 def test_demo_trains_and_prints_a_readable_result(
     scripted_model: fp_llm.MockLLM, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = DemoConfig(n_train=8, n_val=6, n_test=10, steps=2, batch_size=4, run_dir=str(tmp_path))
+    config = DemoConfig(
+        n_train=8, n_val=6, n_test=10, steps=2, batch_size=4, run_dir=str(tmp_path), strategy="p", student=None
+    )
     result = run_demo(config, progress=False)
 
     assert result.test_before == 0.0  # the first number of every reply is the 1 of '1 by 1'
@@ -56,10 +59,21 @@ def test_demo_trains_and_prints_a_readable_result(
     assert result.best_state["extract_answer"].strip() == FIXED_EXTRACTION.strip()
     out = capsys.readouterr().out
     assert "held-out test accuracy: 0.0% before -> 100.0% after" in out
-    assert "report:" in out and result.report_path is not None and result.report_path.exists()
+    assert (
+        "report:" in out
+        and result.report_path.exists()
+        and "extract_answer` — changed" in result.report_path.read_text()
+    )
+    assert json.loads(result.parameters_path.read_text())["extract_answer"].strip() == FIXED_EXTRACTION.strip()
+    assert result.plot_path is not None and result.plot_path.stat().st_size > 0
     # every demo run gets its own directory, so an earlier run is never overwritten
     second = run_demo(config, progress=False)
-    assert second.report_path is not None and second.report_path.parent != result.report_path.parent
+    assert second.report_path.parent != result.report_path.parent
+
+
+def test_training_weights_without_a_student_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="needs a student model"):
+        run_demo(DemoConfig(strategy="p -> w", student=None, run_dir=str(tmp_path)), progress=False)
 
 
 def test_solver_starts_from_the_documented_parameters() -> None:

@@ -118,8 +118,10 @@ def _demo(args: argparse.Namespace) -> int:
         n_train=args.train,
         n_val=args.val,
         n_test=args.test,
+        strategy=args.strategy,
         steps=args.steps,
         batch_size=args.batch_size,
+        samples=args.samples,
         n_candidates=args.candidates,
         minutes=args.minutes,
         run_dir=args.run_dir,
@@ -133,16 +135,25 @@ def register_demo(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="train a two-stage BBH workflow on the embedded model and show before/after accuracy",
-        description="Train an instruction and an answer-extraction function end to end on BBH object_counting.",
+        description="Train an instruction, an answer-extraction function and the student's weights end to end "
+        "on BBH object_counting.",
     )
     parser.add_argument("--task", default=defaults.task, help="BBH task (default: %(default)s)")
     parser.add_argument("--train", type=int, default=defaults.n_train, help="training examples (%(default)s)")
     parser.add_argument("--val", type=int, default=defaults.n_val, help="validation examples (%(default)s)")
     parser.add_argument("--test", type=int, default=defaults.n_test, help="held-out test examples (%(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps (%(default)s)")
+    parser.add_argument(
+        "--strategy", default=defaults.strategy, help="phases: p prompts and code, w weights (%(default)r)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=defaults.steps, help="optimizer steps per prompt phase (%(default)s)"
+    )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="minibatch (%(default)s)")
     parser.add_argument(
         "--candidates", type=int, default=defaults.n_candidates, help="proposals per step (%(default)s)"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=defaults.samples, help="answers per training question in a w phase (%(default)s)"
     )
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="time limit of training (%(default)s)")
     parser.add_argument("--run-dir", default=defaults.run_dir, help="where the run is written (%(default)s)")

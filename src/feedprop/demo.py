@@ -1,4 +1,4 @@
-"""The flagship demo: a two-stage BBH workflow trained end to end on the embedded model.
+"""The flagship demo: a two-stage BBH workflow trained end to end — prompts, code and weights.
 
 The workflow answers BIG-Bench Hard ``object_counting`` questions ("I have a flute, two pianos
 and a cow. How many musical instruments do I have?") in two stages, both trainable:
@@ -9,16 +9,23 @@ and a cow. How many musical instruments do I have?") in two stages, both trainab
 
 The starting program is a plausible first draft: a bare instruction and an extractor that takes
 the first number in the reply, which is wrong whenever the model works through the question
-before answering (it usually does: "1. Trumpet 2. Clarinet ... so you have 11").
+before answering ("1. Trumpet 2. Clarinet ... so you have 11"). The guide is strict exact match,
+as a program consuming the answer would be.
 
-The guide is strict exact match, as a program consuming the answer would be. Training runs
-:func:`feedprop.train` with :class:`~feedprop.optim.OptoPrime` on minibatches of the published
-training split, sampling a few proposals per step and keeping one only if the validation
-score does not drop; accuracy is measured on held-out test questions before and after. Run it
-with ``make demo`` or ``feedprop demo``.
+The model that answers is the small embedded model (Qwen2.5-Coder-0.5B), a
+:class:`~feedprop.joint.Student` whose LoRA weights are a parameter of the workflow too. Training
+is :func:`feedprop.joint.alternate` with the strategy ``"p -> w"``:
 
-The optimizer is the embedded 1.5B model unless ``FEEDPROP_BASE_URL`` points elsewhere. It fixes
-small, local defects; a larger model behind an OpenAI-compatible endpoint makes bolder edits.
+- ``p``: :class:`~feedprop.optim.OptoPrime`, run by the larger embedded model (1.5B), rewrites the
+  instruction and the extractor from minibatch feedback, validation-gated;
+- ``w``: the larger model answers the training questions in the student's place; the calls of
+  the runs the *whole workflow* got right (extractor included) become fine-tuning data for a
+  LoRA adapter, which is exported to GGUF and loaded into the student's engine. It is kept only
+  if the validation score rises.
+
+Accuracy is measured on held-out test questions before and after. Run it with ``make demo`` or
+``feedprop demo``. With ``FEEDPROP_BASE_URL`` set, the optimizer and teacher are that endpoint's
+model; the student stays the embedded one (its weights are what the ``w`` phase trains).
 """
 
 from __future__ import annotations
@@ -31,24 +38,39 @@ from typing import Any
 from feedprop import llm as llm_module
 from feedprop import ops
 from feedprop.bundle import bundle
+from feedprop.errors import ConfigurationError
+from feedprop.joint import FinetuneConfig, JointResult, LoRAConfig, Student, WeightOptions, alternate, parse_strategy
+from feedprop.joint.summary import plot_phases, render_joint_report
+from feedprop.llm import LLM
 from feedprop.module import Module
 from feedprop.node import MessageNode, Node, Parameter
 from feedprop.optim import OptoPrime
 from feedprop.tasks import load_bbh
-from feedprop.train import Budget, ExactMatch, TrainResult, train
+from feedprop.train import Budget, ExactMatch
+from feedprop.train.checkpoint import write_json_atomic
 
-__all__ = ["CountingSolver", "DemoConfig", "run_demo"]
+__all__ = ["CountingSolver", "DemoConfig", "DemoResult", "run_demo"]
 
 
 class CountingSolver(Module):
-    """Answer a counting question with one LLM call, then extract the final answer in Python."""
+    """Answer a counting question with one LLM call, then extract the final answer in Python.
 
-    def __init__(self) -> None:
+    ``student`` answers (a :class:`~feedprop.joint.Student` makes its weights trainable too);
+    ``None`` means the default model.
+
+    Example:
+        >>> sorted(CountingSolver().state_dict())
+        ['extract_answer', 'instruction']
+    """
+
+    def __init__(self, student: LLM | None = None, max_tokens: int = 200) -> None:
         self.instruction = Parameter(
             "Answer the question.",
             name="instruction",
             description="system prompt of the model that answers the question",
         )
+        self.student = student
+        self.max_tokens = max_tokens
 
     @bundle(trainable=True, description="turns the model's reply into the final answer (just the number)")
     def extract_answer(self, response: str) -> str:
@@ -58,7 +80,9 @@ class CountingSolver(Module):
         return numbers[0] if numbers else response.strip()
 
     def forward(self, question: Any) -> Node[Any]:
-        response: MessageNode[str] = ops.llm_call(self.instruction, question, temperature=0.0, max_tokens=256)
+        response: MessageNode[str] = ops.llm_call(
+            self.instruction, question, llm=self.student, temperature=0.0, max_tokens=self.max_tokens
+        )
         out: Node[Any] = self.extract_answer(response)
         return out
 
@@ -67,23 +91,53 @@ class CountingSolver(Module):
 class DemoConfig:
     """Sizes of the demo run: made to finish within 15 minutes on two CPU cores.
 
-    ``minutes`` caps training (initial scoring included); the held-out test scoring after it is
-    not capped. ``n_candidates`` proposals per step are sampled at ``temperature`` and the
-    validation gate keeps the best one, which makes a small optimizer model far more useful
-    than one greedy proposal.
+    ``strategy`` orders the phases (``p`` prompts and code, ``w`` the student's weights);
+    ``steps`` optimizer steps of ``batch_size`` questions per prompt phase; ``samples`` answers
+    per training question in a weight phase, written by the optimizer's model when ``teacher``
+    is true (else by the student), at ``temperature``. ``minutes`` caps the run (test scoring
+    is outside it). ``student`` names the embedded model that answers; ``None`` uses the default
+    model (then there are no weights to train, so only ``p`` phases can run).
     """
 
     task: str = "object_counting"
     n_train: int = 24
-    n_val: int = 12
-    n_test: int = 30
+    n_val: int = 20
+    n_test: int = 40
+    strategy: str = "p -> w"
     batch_size: int = 4
-    steps: int = 4
-    n_candidates: int = 2
+    steps: int = 2
+    n_candidates: int = 1
     temperature: float = 0.7
-    minutes: float = 8.0
+    samples: int = 2
+    teacher: bool = True
+    lora_epochs: int = 3
+    student: str | None = "qwen2.5-coder-0.5b"
+    minutes: float = 13.0
     run_dir: str = "runs"
     optimizer_tokens: int = 60_000
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` returns: the joint run and the files it wrote."""
+
+    run: JointResult
+    run_dir: Path
+    report_path: Path
+    plot_path: Path | None
+    parameters_path: Path
+
+    @property
+    def test_before(self) -> float | None:
+        return self.run.test_before
+
+    @property
+    def test_after(self) -> float | None:
+        return self.run.test_after
+
+    @property
+    def best_state(self) -> dict[str, Any]:
+        return self.run.best_state
 
 
 def _fresh_directory(parent: Path, stem: str) -> Path:
@@ -99,66 +153,92 @@ def _percent(score: float | None) -> str:
     return "n/a" if score is None else f"{100 * score:.1f}%"
 
 
-def run_demo(config: DemoConfig | None = None, *, progress: bool = True) -> TrainResult:
+def run_demo(config: DemoConfig | None = None, *, progress: bool = True) -> DemoResult:
     """Train :class:`CountingSolver` on BBH ``object_counting`` and print a readable result."""
     cfg = config or DemoConfig()
+    if "w" in parse_strategy(cfg.strategy) and cfg.student is None:
+        raise ConfigurationError(
+            f"strategy {cfg.strategy!r} trains weights, which needs a student model: set DemoConfig.student"
+        )
     task = load_bbh(cfg.task)
     train_set = list(task.train[: cfg.n_train])
     val_set = list(task.val[: cfg.n_val])
     test_set = list(task.test[: cfg.n_test])
 
     print(f"feedprop demo: BBH {cfg.task}, {len(train_set)} train / {len(val_set)} val / {len(test_set)} test")
+    print(f"strategy {cfg.strategy!r}: p = instruction and extractor (OptoPrime), w = the student's LoRA weights")
     started = time.monotonic()
-    model = llm_module.default()
-    print(f"model: {model.model} (ready in {time.monotonic() - started:.0f} s)")
-
-    solver = CountingSolver()
-    optimizer = OptoPrime(
-        solver.parameters(),
-        n_candidates=cfg.n_candidates,
+    optimizer_llm = llm_module.default()
+    student = Student(cfg.student, n_parallel=2, n_ctx=2048) if cfg.student is not None else None
+    print(f"optimizer: {optimizer_llm.model}; student: {student.model if student else optimizer_llm.model}")
+    solver = CountingSolver(student)
+    initial = solver.state_dict()
+    weights = WeightOptions(
+        finetune=FinetuneConfig(epochs=cfg.lora_epochs, batch_size=4, lr=1e-3, lora=LoRAConfig(r=8, alpha=16)),
+        samples=cfg.samples,
         temperature=cfg.temperature,
-        candidate_temperature=cfg.temperature,
+        teacher=optimizer_llm if cfg.teacher else None,
     )
     # A fresh directory per run: earlier runs (their reports and learned parameters) are never overwritten.
     run_dir = _fresh_directory(Path(cfg.run_dir), time.strftime("demo-%Y%m%d-%H%M%S"))
-    result = train(
-        solver,
-        train_set,
-        ExactMatch(),
-        optimizer,
-        val_set=val_set,
-        test_set=test_set,
-        batch_size=cfg.batch_size,
-        max_steps=cfg.steps,
-        budget=Budget(tokens=cfg.optimizer_tokens, seconds=60 * cfg.minutes, scope="optimizer"),
-        checkpoint=run_dir,
-        progress=progress,
-    )
+    try:
+        run = alternate(
+            solver,
+            train_set,
+            ExactMatch(),
+            cfg.strategy,
+            val_set=val_set,
+            test_set=test_set,
+            optimizer=lambda params: OptoPrime(
+                params,
+                llm=optimizer_llm,
+                n_candidates=cfg.n_candidates,
+                temperature=cfg.temperature if cfg.n_candidates > 1 else 0.0,
+                candidate_temperature=cfg.temperature,
+            ),
+            prompt={"max_steps": cfg.steps, "batch_size": cfg.batch_size},
+            weights=weights if student is not None else None,
+            budget=Budget(tokens=cfg.optimizer_tokens, seconds=60 * cfg.minutes, scope="optimizer"),
+            checkpoint=run_dir,
+            progress=progress,
+        )
+    finally:
+        if student is not None:
+            student.close()
+    result = _write_outputs(run, initial, run_dir, cfg)
     _print_result(result, time.monotonic() - started)
     return result
 
 
-def _print_result(result: TrainResult, seconds: float) -> None:
-    usage = result.usage
+def _write_outputs(run: JointResult, initial: dict[str, Any], run_dir: Path, cfg: DemoConfig) -> DemoResult:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    report = run_dir / "report.md"
+    title = f"feedprop demo: BBH {cfg.task}, strategy {cfg.strategy!r}"
+    report.write_text(render_joint_report(run, initial, title=title), encoding="utf-8")
+    parameters = run_dir / "parameters.json"
+    write_json_atomic(parameters, run.best_state)
+    plot = plot_phases(run, run_dir / "curve.png")
+    return DemoResult(run, run_dir, report, plot, parameters)
+
+
+def _print_result(result: DemoResult, seconds: float) -> None:
+    run = result.run
     print()
     print("=" * 72)
-    print(f"held-out test accuracy: {_percent(result.test_before)} before -> {_percent(result.test_after)} after")
-    print(f"validation accuracy:    {_percent(result.val_before)} before -> {_percent(result.val_after)} after")
-    print(f"steps: {result.steps}, accepted updates: {result.accepted}, stop: {result.stop_reason}")
-    print(f"LLM usage: {_usage_line(usage)}")
+    print(f"held-out test accuracy: {_percent(run.test_before)} before -> {_percent(run.test_after)} after")
+    print(f"validation accuracy:    {_percent(run.val_before)} before -> {_percent(run.val_after)} after")
+    print(f"kept: {'the start' if run.best_phase == 0 else f'phase {run.best_phase}'}; stop: {run.stop_reason}")
+    print(run.table())
+    print(f"LLM usage: {_usage_line(run.usage)}")
     print(f"wall time: {seconds / 60:.1f} min")
     print("learned parameters:")
-    for name, value in result.best_state.items():
+    for name, value in run.best_state.items():
         text = value if isinstance(value, str) else repr(value)
         print(f"--- {name}\n{text.rstrip()}")
-    for label, path in (
-        ("report", result.report_path),
-        ("plot", result.plot_path),
-        ("event log", result.log_path),
-        ("parameters", result.parameters_path),
-    ):
-        if path is not None:
-            print(f"{label}: {path}")
+    print(f"report: {result.report_path}")
+    if result.plot_path is not None:
+        print(f"plot: {result.plot_path}")
+    print(f"parameters: {result.parameters_path}")
     print("=" * 72)
 
 

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["parameter_diff", "plot_curve", "render_report"]
+__all__ = ["parameter_diff", "parameter_sections", "plot_curve", "render_report", "save_png"]
 
 
 def _text(value: Any) -> str:
@@ -110,7 +110,19 @@ def render_report(run: Any) -> str:
     else:
         out.append("No step was completed.")
     out += ["", "## Parameters", ""]
-    initial, best = dict(run.initial_state), dict(run.best_state)
+    out += parameter_sections(run.initial_state, run.best_state)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def parameter_sections(initial: Any, best: Any) -> list[str]:
+    """Markdown lines: a ``### `name` — changed`` section with a diff per parameter, or ``— unchanged``.
+
+    Example:
+        >>> parameter_sections({"p": "a", "q": 1}, {"p": "b", "q": 1})[0]
+        '### `p` — changed'
+    """
+    initial, best = dict(initial), dict(best)
+    out: list[str] = []
     for name in sorted(set(initial) | set(best)):
         diff = parameter_diff(name, initial.get(name), best.get(name))
         if not diff:
@@ -118,7 +130,7 @@ def render_report(run: Any) -> str:
             continue
         fence = _fence(diff)
         out += [f"### `{name}` — changed", "", f"{fence}diff", diff.rstrip("\n"), fence, ""]
-    return "\n".join(out).rstrip("\n") + "\n"
+    return out
 
 
 def plot_curve(run: Any, path: str | os.PathLike[str]) -> Path | None:
@@ -164,6 +176,11 @@ def plot_curve(run: Any, path: str | os.PathLike[str]) -> Path | None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    return save_png(fig, path)
+
+
+def save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a matplotlib figure to ``path`` as PNG atomically (a reader never sees half a file)."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, format="png")
