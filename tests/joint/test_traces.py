@@ -57,6 +57,23 @@ def test_only_the_students_calls_in_successful_runs_become_examples() -> None:
     assert harvest.summary()["examples"] == 2
 
 
+def test_on_done_sees_every_run_of_every_sample() -> None:
+    model = Pipeline(MockLLM("yes.", model="checker"))
+    seen: list[float] = []
+    teacher = MockLLM(teacher_that_misses_six)
+    collect_examples(
+        model,
+        DATA,
+        exact,
+        model.student,
+        teacher=teacher,
+        samples=2,
+        temperature=0.5,
+        on_done=lambda o: seen.append(o.score),
+    )
+    assert sorted(seen) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+
+
 def test_without_a_teacher_the_students_own_replies_are_used(fake_engine: Any) -> None:
     fake_engine.handler = staticmethod(lambda engine, messages, params: ANSWERS[messages[-1]["content"]])
     model = Pipeline(MockLLM("yes"))

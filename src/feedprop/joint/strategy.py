@@ -619,6 +619,9 @@ class _JointRun:
             "max_calls": self.budget.remaining_calls(self.usage) if counted else None,
             "max_tokens": self.budget.remaining_tokens(self.usage) if counted else None,
         }
+        bar = None
+        if self.progress:
+            bar = tqdm(total=len(self.train_items) * opts.samples, desc="collecting examples", unit="run", leave=False)
         with track_usage(**limits) as meter:
             try:
                 found = collect_examples(
@@ -631,8 +634,11 @@ class _JointRun:
                     samples=opts.samples,
                     temperature=opts.temperature,
                     max_workers=self.max_workers,
+                    on_done=(lambda _outcome: bar.update(1)) if bar is not None else None,
                 )
             finally:
+                if bar is not None:
+                    bar.close()
                 self.usage.add(
                     "evaluation",
                     calls=meter.calls,

@@ -31,7 +31,7 @@ from feedprop.module import Module
 from feedprop.node import MessageNode, Node
 from feedprop.ops import LLM_CALL
 from feedprop.train.data import Item, as_items
-from feedprop.train.evaluation import run_items
+from feedprop.train.evaluation import Outcome, run_items
 
 __all__ = ["Harvest", "collect_examples", "llm_calls"]
 
@@ -91,6 +91,7 @@ def collect_examples(
     samples: int = 1,
     temperature: float | None = None,
     max_workers: int | None = None,
+    on_done: Callable[[Outcome], None] | None = None,
 ) -> Harvest:
     """Run ``model`` on ``dataset`` and turn the student's calls in well-scored runs into examples.
 
@@ -104,6 +105,7 @@ def collect_examples(
         samples: rollouts per example; with ``temperature`` each is sampled afresh.
         temperature: overrides the workflow's temperature while collecting.
         max_workers: parallel runs (as for evaluation).
+        on_done: called with each run's outcome as it finishes (e.g. to advance a progress bar).
     """
     if not isinstance(student, Student):
         raise InvalidInputError(f"student must be a feedprop.joint.Student, got {type(student).__name__}")
@@ -123,7 +125,7 @@ def collect_examples(
     try:
         for sample in range(samples):
             with student.rollout(Rollout(teacher=teacher, overrides=overrides, salt=sample)) as name:
-                outcomes = run_items(model, items, guide, max_workers=max_workers)
+                outcomes = run_items(model, items, guide, max_workers=max_workers, on_done=on_done)
             harvest.scores.append([o.score for o in outcomes])
             for outcome in outcomes:
                 harvest.runs += 1

@@ -1,0 +1,47 @@
+"""The report and plot of a joint run, from a hand-built result (no model involved)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from feedprop.joint.strategy import JointResult, PhaseResult
+from feedprop.joint.summary import plot_phases, render_joint_report
+
+ADAPTER = {"file": "/runs/demo/adapters/adapter-1.gguf", "sha256": "ab", "scale": 1.0}
+
+
+def joint_result() -> JointResult:
+    prompt = PhaseResult(1, "p", val=0.05, test=0.2, calls=30, prompt_tokens=9000, completion_tokens=800)
+    prompt.detail = {"steps": 2, "accepted": 0}
+    weights = PhaseResult(2, "w", val=0.3, test=0.425, kept=True, calls=68, prompt_tokens=4000, completion_tokens=1757)
+    weights.detail = {
+        "examples": 6,
+        "runs": 48,
+        "successes": 6,
+        "finetune": {"steps": 6, "first_loss": 0.352, "last_loss": 0.081, "trained_tokens": 420},
+        "adapter": ADAPTER["file"],
+    }
+    best = {"instruction": "Answer the question.", "student.adapter": ADAPTER}
+    return JointResult("p -> w", [prompt, weights], 0.05, 0.2, 2, best, 600.0, "")
+
+
+def test_report_gives_scores_phases_weight_data_and_parameter_diffs() -> None:
+    initial = {"instruction": "Answer the question.", "student.adapter": {}}
+    report = render_joint_report(joint_result(), initial, title="demo")
+
+    assert report.startswith("# demo\n")
+    assert "| validation | 0.050 | 0.300 |" in report
+    assert "| test | 0.200 | 0.425 |" in report
+    assert "| 2:w (weights) | 0.300 | 0.425 | yes | 68 (+0) | 5757 |" in report
+    assert "6 of 48 runs of the workflow on the training set succeeded" in report
+    assert "6 steps on 420 tokens, loss 0.352 -> 0.081" in report
+    assert "### `instruction` — unchanged" in report
+    assert "### `student.adapter` — changed" in report and "adapter-1.gguf" in report
+
+
+def test_plot_is_written_as_a_png(tmp_path: Path) -> None:
+    path = plot_phases(joint_result(), tmp_path / "curve.png")
+
+    assert path == tmp_path / "curve.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically, no temporary file left behind
