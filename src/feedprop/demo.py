@@ -24,8 +24,17 @@ is :func:`feedprop.joint.alternate` with the strategy ``"p -> w"``:
   if the validation score rises.
 
 Accuracy is measured on held-out test questions before and after. Run it with ``make demo`` or
-``feedprop demo``. With ``FEEDPROP_BASE_URL`` set, the optimizer and teacher are that endpoint's
-model; the student stays the embedded one (its weights are what the ``w`` phase trains).
+``feedprop demo``. Expected output: progress bars, then a summary such as (measured on two CPU
+cores from a fresh clone; the 1.5B optimizer's prompt and code edits were not accepted, the
+weight phase trained on 4 teacher-written examples)::
+
+    held-out test accuracy: 20.0% before -> 40.0% after
+    validation accuracy:    5.0% before -> 30.0% after
+    ...
+    wall time: 11.9 min
+
+With ``FEEDPROP_BASE_URL`` set, the optimizer and teacher are that endpoint's model; the student
+stays the embedded one (its weights are what the ``w`` phase trains).
 """
 
 from __future__ import annotations

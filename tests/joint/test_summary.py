@@ -18,7 +18,13 @@ def joint_result() -> JointResult:
         "examples": 6,
         "runs": 48,
         "successes": 6,
-        "finetune": {"steps": 6, "first_loss": 0.352, "last_loss": 0.081, "trained_tokens": 420},
+        "finetune": {
+            "steps": 6,
+            "first_loss": 0.352,
+            "last_loss": 0.081,
+            "trained_tokens": 420,
+            "stop_reason": "budget: seconds (stopped after 6 of 9 steps)",
+        },
         "adapter": ADAPTER["file"],
     }
     best = {"instruction": "Answer the question.", "student.adapter": ADAPTER}
@@ -34,7 +40,8 @@ def test_report_gives_scores_phases_weight_data_and_parameter_diffs() -> None:
     assert "| test | 0.200 | 0.425 |" in report
     assert "| 2:w (weights) | 0.300 | 0.425 | yes | 68 (+0) | 5757 |" in report
     assert "6 of 48 runs of the workflow on the training set succeeded" in report
-    assert "6 steps on 420 tokens, loss 0.352 -> 0.081" in report
+    assert "6 steps on 420 tokens, loss 0.352 -> 0.081; stopped: budget: seconds (stopped after 6 of 9 steps)" in report
+    assert "kept: the program after phase 2" in report
     assert "### `instruction` — unchanged" in report
     assert "### `student.adapter` — changed" in report and "adapter-1.gguf" in report
 

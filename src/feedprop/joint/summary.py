@@ -36,7 +36,8 @@ def _fmt(score: float | None) -> str:
 def render_joint_report(result: JointResult, initial_state: Mapping[str, Any], *, title: str = "") -> str:
     """The markdown report of a joint run; ``initial_state`` is the model's state before it."""
     out = [f"# {title or 'Joint training report'}", ""]
-    out.append(f"- strategy: `{result.strategy}`; kept: {'the start' if result.best_phase == 0 else result.best_phase}")
+    kept = "the start" if result.best_phase == 0 else f"the program after phase {result.best_phase}"
+    out.append(f"- strategy: `{result.strategy}`; kept: {kept}")
     out.append(f"- stopped: {result.stop_reason or 'finished'}; time: {result.seconds / 60:.1f} min")
     out += ["", "## Scores", "", "| set | before | after |", "|---|---|---|"]
     out.append(f"| validation | {_fmt(result.val_before)} | {_fmt(result.val_after)} |")
@@ -59,6 +60,7 @@ def render_joint_report(result: JointResult, initial_state: Mapping[str, Any], *
             out.append(
                 f"- LoRA: {ft.get('steps', 0)} steps on {ft.get('trained_tokens', 0):,} tokens, "
                 f"loss {_fmt(ft.get('first_loss'))} -> {_fmt(ft.get('last_loss'))}"
+                + (f"; stopped: {ft['stop_reason']}" if ft.get("stop_reason") else "")
             )
         if d.get("adapter"):
             out.append(f"- adapter: `{d['adapter']}`")
