@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import pytest
 
 from feedprop.joint.strategy import JointResult, PhaseResult
 from feedprop.joint.summary import plot_phases, render_joint_report
@@ -52,3 +55,11 @@ def test_plot_is_written_as_a_png(tmp_path: Path) -> None:
     assert path == tmp_path / "curve.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp*"))  # written atomically, no temporary file left behind
+
+
+def test_without_matplotlib_there_is_a_warning_and_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes the import fail
+
+    with pytest.warns(UserWarning, match="no plot of the phases was drawn"):
+        assert plot_phases(joint_result(), tmp_path / "curve.png") is None
+    assert not (tmp_path / "curve.png").exists()

@@ -18,13 +18,12 @@ Example:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from feedprop.joint.strategy import PHASE_NAMES, JointResult
-from feedprop.train.summary import parameter_sections, save_png
+from feedprop.train.summary import new_figure, parameter_sections, save_png
 
 __all__ = ["plot_phases", "render_joint_report"]
 
@@ -71,13 +70,8 @@ def render_joint_report(result: JointResult, initial_state: Mapping[str, Any], *
 
 def plot_phases(result: JointResult, path: str | os.PathLike[str]) -> Path | None:
     """Draw the scores after each phase to a PNG at ``path``; ``None`` (with a warning) without matplotlib."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        warnings.warn(
-            "matplotlib is not installed, so no plot was drawn; pip install 'feedprop[viz]'",
-            stacklevel=2,
-        )
+    fig = new_figure("plot of the phases")
+    if fig is None:
         return None
     labels = ["start"] + [f"{p.label} {PHASE_NAMES[p.kind]}" for p in result.phases]
     series = {
@@ -87,7 +81,6 @@ def plot_phases(result: JointResult, path: str | os.PathLike[str]) -> Path | Non
     tokens = [0]
     for phase in result.phases:
         tokens.append(tokens[-1] + phase.tokens)
-    fig = Figure(figsize=(10, 4), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
     for name, values in series.items():
         pts = [(i, v) for i, v in enumerate(values) if v is not None]

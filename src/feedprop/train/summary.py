@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["parameter_diff", "parameter_sections", "plot_curve", "render_report", "save_png"]
+__all__ = ["new_figure", "parameter_diff", "parameter_sections", "plot_curve", "render_report", "save_png"]
 
 
 def _text(value: Any) -> str:
@@ -135,13 +135,8 @@ def parameter_sections(initial: Any, best: Any) -> list[str]:
 
 def plot_curve(run: Any, path: str | os.PathLike[str]) -> Path | None:
     """Draw the learning curve of ``run`` to a PNG at ``path``; ``None`` (with a warning) without matplotlib."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        warnings.warn(
-            "matplotlib is not installed, so no learning-curve plot was drawn; pip install 'feedprop[viz]'",
-            stacklevel=2,
-        )
+    fig = new_figure("learning-curve plot")
+    if fig is None:
         return None
     history: list[dict[str, Any]] = list(run.history)
     steps = [0] + [int(h["step"]) for h in history]
@@ -149,7 +144,6 @@ def plot_curve(run: Any, path: str | os.PathLike[str]) -> Path | None:
     calls = [0]
     for h in history:
         calls.append(calls[-1] + int((h.get("usage") or {}).get("calls", 0)))
-    fig = Figure(figsize=(10, 4), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
     if history:
         ax1.plot(steps[1:], [h.get("train_score") for h in history], "o", alpha=0.5, label="train minibatch")
@@ -177,6 +171,17 @@ def plot_curve(run: Any, path: str | os.PathLike[str]) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def new_figure(what: str) -> Any | None:
+    """A 10x4-inch matplotlib ``Figure`` (no display needed), or ``None`` with a warning naming
+    ``what`` when matplotlib is not installed."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        warnings.warn(f"matplotlib is not installed, so no {what} was drawn; pip install 'feedprop[viz]'", stacklevel=3)
+        return None
+    return Figure(figsize=(10, 4), dpi=100)
 
 
 def save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
