@@ -25,7 +25,10 @@ answers with one ``calc`` over item names (which fails) until its prompt shows t
 syntax; the scripted optimizer proposes such a prompt, so accuracy goes from 0% to 100%. That is
 the plumbing, not the model's skill.
 
-Seen on a 2-core CPU with the embedded model: not yet measured when this was written.
+Seen on a 2-core CPU with the embedded model (response cache off, idle machine): 0% -> 0% on the
+6 unseen tasks, validation 0% -> 0%; no update accepted in two steps; 5.3 minutes. The 1.5B model's
+plans had no tool calls ("the plan has no tool calls; write one call a line"), and the 1.5B
+optimizer did not write a prompt that fixes that.
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ scripted model answers in prose until its instruction asks for a fenced Python f
 returns MBPP's reference solution; its optimizer proposes such an instruction (prompt mode) or the
 reference code (repair mode). That shows the plumbing, not the model's skill.
 
-Seen on a 2-core CPU with the embedded model: not yet measured when this was written.
+Seen on a 2-core CPU with the embedded model (prompt mode, response cache off, idle machine):
+held-out pass@1 33% -> 33% on 6 MBPP problems, validation 50% -> 50%; no update accepted in two
+steps; 4.8 minutes. Repair mode was not measured.
 """
 
 from __future__ import annotations

@@ -26,7 +26,11 @@ before -> after, validation accuracy, accepted updates, LLM usage and the learne
 the scripted optimizer proposes exactly that, so accuracy goes from 0% to the share of questions
 whose document the search finds (100% on the default split). It shows the plumbing only.
 
-Seen on a 2-core CPU with the embedded model: not yet measured when this was written.
+Seen on a 2-core CPU with the embedded model (response cache off, the test suite sharing the
+machine): 100% -> 100% on the 6 test questions, validation 100% -> 100%; both proposed updates were
+reverted (one tied and longer, one dropped validation to 50%); 91 LLM calls, 15 minutes. The
+default split is already solved by the untrained pipeline with this model, so it shows the
+machinery, not a gain.
 """
 
 from __future__ import annotations
