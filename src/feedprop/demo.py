@@ -131,10 +131,14 @@ class DemoResult:
     """What :func:`run_demo` returns: the joint run and the files it wrote."""
 
     run: JointResult
-    run_dir: Path
     report_path: Path
     plot_path: Path | None
     parameters_path: Path
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's own directory: report, plot, parameters, checkpoints and adapters."""
+        return self.report_path.parent
 
     @property
     def test_before(self) -> float | None:
@@ -227,7 +231,7 @@ def _write_outputs(run: JointResult, initial: dict[str, Any], run_dir: Path, cfg
     parameters = run_dir / "parameters.json"
     write_json_atomic(parameters, run.best_state)
     plot = plot_phases(run, run_dir / "curve.png")
-    return DemoResult(run, run_dir, report, plot, parameters)
+    return DemoResult(run, report, plot, parameters)
 
 
 def _print_result(result: DemoResult, seconds: float) -> None:

@@ -22,14 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from feedprop.joint.strategy import PHASE_NAMES, JointResult
+from feedprop.joint.strategy import PHASE_NAMES, JointResult, _fmt
 from feedprop.train.summary import new_figure, parameter_sections, save_png
 
 __all__ = ["plot_phases", "render_joint_report"]
-
-
-def _fmt(score: float | None) -> str:
-    return "-" if score is None else f"{score:.3f}"
 
 
 def render_joint_report(result: JointResult, initial_state: Mapping[str, Any], *, title: str = "") -> str:
