@@ -287,3 +287,20 @@ def test_report_marks_the_best_system_budget_overruns_and_failures(tmp_path: Pat
     assert "| feedprop-optoprime | 25.0 | **75.0** | +50.0 | 3 | 3.0k | 6.0k | 1.0 | 2.0 |" in text
     assert "| dspy-miprov2-light † |" in text and "| dspy-copro ✗ |" in text and "- ✗ dspy-copro: boom" in text
     assert report.plot(runs, tmp_path / "p.png", title="T").stat().st_size > 1000
+
+
+def test_report_sums_each_system_across_tasks() -> None:
+    runs = [
+        _fake_result("feedprop-optoprime", 0.75),
+        _fake_result("textgrad-tgd", 0.5),
+        {**_fake_result("feedprop-optoprime", 0.25), "task": "mbpp", "wall_seconds": 3600.0},
+        {**_fake_result("textgrad-tgd", 0.5), "task": "mbpp"},
+        {**_fake_result("dspy-copro", 0.0, status="error"), "task": "mbpp"},
+    ]
+    text = report.markdown(runs, title="T", commands=[], notes=[])
+    section = text.split("## Across tasks")[1].split("## Final prompts")[0]
+    # feedprop: best on gsm8k only, mean of +50 and 0 points, 2 x 3.0k optimizer tokens, 62 minutes
+    assert "| feedprop-optoprime | 2 | 1 | +25.0 | 6.0k | 12.0k | 1.0 |" in section
+    assert "| textgrad-tgd | 2 | 1 | +25.0 | 6.0k | 12.0k | 0.1 |" in section
+    assert "| dspy-copro | 0 | 0 | — | 0.0k | 0.0k | 0.0 |" in section
+    assert "Machine time of the successful runs in this report: 1.1 hours." in section

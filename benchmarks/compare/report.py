@@ -95,6 +95,43 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
     return out
 
 
+def _across_tasks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """One row per system over every task it finished: rows won, mean change, what it spent."""
+    systems = {system for rows in summary.values() for system in rows}
+    order = [s for s in SYSTEMS if s in systems] + sorted(systems - set(SYSTEMS))
+    lines = [
+        "## Across tasks",
+        "",
+        "Per system, over the tasks where it has a successful run: how many rows it is best in (ties count "
+        "for each), the mean change of test accuracy, the sum over tasks of its tokens per run (mean over "
+        "seeds), and the machine time of all its runs.",
+        "",
+        "| system | tasks | best in | mean Δ | optimizer tokens | train tokens | run hours |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    machine_minutes = 0.0
+    for system in order:
+        done = [rows[system] for rows in summary.values() if system in rows and rows[system]["ok"]]
+        wins = 0
+        for rows in summary.values():
+            s = rows.get(system)
+            best = max((r["after"] for r in rows.values() if r["after"] is not None), default=None)
+            if s and s["ok"] and best is not None and s["after"] is not None and abs(s["after"] - best) < 1e-9:
+                wins += 1
+        deltas = [s["after"] - s["before"] for s in done if s["after"] is not None and s["before"] is not None]
+        mean_delta = _mean(deltas)
+        minutes = sum((s["minutes"] or 0.0) * s["ok"] for s in done)
+        machine_minutes += minutes
+        lines.append(
+            f"| {system} | {len(done)} | {wins} | "
+            f"{'—' if mean_delta is None else f'{100 * mean_delta:+.1f}'} | "
+            f"{_k(sum(s['opt_tokens'] or 0.0 for s in done))} | {_k(sum(s['train_tokens'] or 0.0 for s in done))} | "
+            f"{minutes / 60:.1f} |"
+        )
+    lines += ["", f"Machine time of the successful runs in this report: {machine_minutes / 60:.1f} hours.", ""]
+    return lines
+
+
 def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], notes: list[str]) -> str:
     """The report text."""
     summary = summarize(runs)
@@ -159,6 +196,7 @@ def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], not
             lines.append(f"- ✗ {system}: {str(error)[:300]}")
         if failed:
             lines.append("")
+    lines += _across_tasks(summary)
     lines += ["## Final prompts", ""]
     for run in runs:
         if run.get("status") == "ok":
