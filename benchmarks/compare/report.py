@@ -294,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_results(args.results)
     commands = args.command or sorted({r["command"] for r in runs if r.get("command")})
     notes = args.note or [
-        "Each system trains the same one-call workflow (system prompt + question) from the same starting "
-        "prompt; feedprop and the peers reach one llama.cpp server through a counting proxy (student port, "
-        "optimizer port).",
+        "feedprop, trace-opt and textgrad train the same one-call workflow (system prompt + question); dspy "
+        "trains its idiomatic ChainOfThought('question -> answer') program; all start from the same instruction "
+        "and reach one llama.cpp server through a counting proxy (student port, optimizer port).",
         "Budgets stop feedprop (fp.Budget), trace-opt and textgrad (harness loop + proxy refusal) and "
         "BootstrapFewShot (proxy refusal); COPRO's breadth/depth are derived from the budget; MIPROv2 runs "
         "dspy's auto='light' preset as named.",
