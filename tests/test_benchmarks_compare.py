@@ -85,6 +85,25 @@ def test_every_task_and_system_is_known_and_unknown_ones_are_refused() -> None:
         run.plan(run.build_parser().parse_args(["--preset", "pilot"]))
 
 
+def test_matrix_is_narrowed_by_systems_and_tasks_in_its_own_order() -> None:
+    def planned(*argv: str) -> list[tuple[str, str]]:
+        args = run.build_parser().parse_args([*argv, "--preset", "matrix"])
+        return [(spec.system, spec.task) for spec in run.plan(args)]
+
+    everything = planned("--matrix")
+    assert len(everything) == len(SYSTEMS) * len(TASKS)
+    narrowed = planned("--matrix", "--tasks", "mbpp,gsm8k", "--systems", "trace-optoprime,feedprop-optoprime")
+    assert narrowed == [
+        ("feedprop-optoprime", "gsm8k"),
+        ("trace-optoprime", "gsm8k"),
+        ("feedprop-optoprime", "mbpp"),
+        ("trace-optoprime", "mbpp"),
+    ]
+    assert planned("--matrix", "--systems", "dspy-bootstrap") == [("dspy-bootstrap", t) for t in TASKS]
+    with pytest.raises(SystemExit, match="unknown system 'nope'"):
+        planned("--matrix", "--systems", "nope")
+
+
 @pytest.mark.parametrize("calls,tokens", [(3, 100_000), (8, 6_000), (20, 12_000), (2, 1_000)])
 def test_copro_shape_fits_the_budget(calls: int, tokens: int) -> None:
     preset = Preset("t", train=1, val=1, test=1, optimizer_calls=calls, optimizer_tokens=tokens)
