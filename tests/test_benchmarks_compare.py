@@ -308,6 +308,12 @@ def test_report_marks_the_best_system_budget_overruns_and_failures(tmp_path: Pat
     assert report.plot(runs, tmp_path / "p.png", title="T").stat().st_size > 1000
 
 
+def test_report_prints_a_zero_change_from_float_dust_as_plus_zero() -> None:
+    trace_gsm8k_like = [0.25 - 0.2, 0.0, 0.0, 0.5 - 0.55]  # changes that sum to about -1e-17
+    assert report._points(sum(trace_gsm8k_like) / 4) == "+0.0"
+    assert report._points(-0.05) == "-5.0" and report._points(0.25) == "+25.0" and report._points(None) == "—"
+
+
 def test_report_sums_each_system_across_tasks() -> None:
     runs = [
         _fake_result("feedprop-optoprime", 0.75),

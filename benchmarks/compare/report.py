@@ -60,6 +60,14 @@ def _k(tokens: float | None) -> str:
     return "—" if tokens is None else f"{tokens / 1000:.1f}k"
 
 
+def _points(fraction: float | None) -> str:
+    """A change of accuracy in signed percentage points; float dust never prints as -0.0."""
+    if fraction is None:
+        return "—"
+    points = round(100 * fraction, 1)
+    return f"{points + 0.0:+.1f}"  # + 0.0 turns -0.0 into 0.0
+
+
 def _minutes(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f}"
 
@@ -124,7 +132,7 @@ def _across_tasks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         machine_minutes += minutes
         lines.append(
             f"| {system} | {len(done)} | {wins} | "
-            f"{'—' if mean_delta is None else f'{100 * mean_delta:+.1f}'} | "
+            f"{_points(mean_delta)} | "
             f"{_k(sum(s['opt_tokens'] or 0.0 for s in done))} | {_k(sum(s['train_tokens'] or 0.0 for s in done))} | "
             f"{minutes / 60:.1f} |"
         )
@@ -187,7 +195,7 @@ def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], not
             calls = "—" if s["opt_calls"] is None else f"{s['opt_calls']:.0f}"
             lines.append(
                 f"| {system}{flag} | {_fmt_acc(s['before'])} | {after} | "
-                f"{'—' if delta is None else f'{100 * delta:+.1f}'} | {calls} | {_k(s['opt_tokens'])} | "
+                f"{_points(delta)} | {calls} | {_k(s['opt_tokens'])} | "
                 f"{_k(s['train_tokens'])} | {_minutes(s['train_minutes'])} | {_minutes(s['minutes'])} |"
             )
         lines.append("")
