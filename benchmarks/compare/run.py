@@ -440,28 +440,24 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
-def _check_known(systems: list[str], tasks: list[str]) -> None:
-    for s in systems:
-        if s not in SYSTEMS:
-            raise SystemExit(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
-    for t in tasks:
-        if t not in TASKS:
-            raise SystemExit(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
-
-
 def plan(args: argparse.Namespace) -> list[RunSpec]:
     preset = PRESETS[args.preset]
+    named_systems, named_tasks = _split(args.systems), _split(args.tasks)
+    for s in named_systems:
+        if s not in SYSTEMS:
+            raise SystemExit(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
+    for t in named_tasks:
+        if t not in TASKS:
+            raise SystemExit(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
     if args.matrix:  # --systems and --tasks narrow the matrix, in the matrix's order
-        systems = [s for s in SYSTEMS if s in _split(args.systems)] if args.systems else list(SYSTEMS)
-        tasks = [t for t in TASKS if t in _split(args.tasks)] if args.tasks else list(TASKS)
-        _check_known(_split(args.systems), _split(args.tasks))
+        systems = [s for s in SYSTEMS if not named_systems or s in named_systems]
+        tasks = [t for t in TASKS if not named_tasks or t in named_tasks]
     elif args.smoke:
-        systems, tasks = _split(args.systems) or list(SYSTEMS), _split(args.tasks) or [SMOKE_TASK]
+        systems, tasks = named_systems or list(SYSTEMS), named_tasks or [SMOKE_TASK]
     else:
-        systems, tasks = _split(args.systems), _split(args.tasks)
+        systems, tasks = named_systems, named_tasks
         if not systems or not tasks:
             raise SystemExit("name --systems and --tasks (comma-separated), or use --matrix or --smoke")
-    _check_known(systems, tasks)
     seeds = [int(s) for s in _split(args.seeds)] or list(preset.seeds)
     # Task by task, so that early results already compare every system on a task.
     return [RunSpec(system, task, seed, preset) for task in tasks for seed in seeds for system in systems]
