@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedprop import sandbox
+from feedprop import _sandbox_worker, sandbox
 from feedprop._sandbox_worker import DICT_TAG, TUPLE_TAG, NotPlainData, decode, encode
 from feedprop.errors import ConfigurationError, InvalidInputError, SandboxError
 from feedprop.sandbox import (
@@ -418,3 +418,33 @@ def test_in_process_executor_passes_any_object_and_restricts_its_traceback() -> 
         ex.run("def f(x):\n    return helper(x) / 0\n", "f", (1,), {}, {"helper": helper})
     assert info.value.lineno == 2 and isinstance(info.value.original, ZeroDivisionError)
     assert info.value.traceback.startswith('Traceback (most recent call last):\n  File "<feedprop-code>", line 2')
+
+
+def _raised_in_code(source: str, name: str) -> BaseException:
+    namespace: dict[str, Any] = {}
+    exec(compile(source, _sandbox_worker.CODE_FILENAME, "exec"), namespace)
+    try:
+        namespace[name]()
+    except BaseException as e:
+        return e
+    raise AssertionError("the code did not raise")
+
+
+def test_failure_keeps_the_innermost_frames_of_a_deep_traceback() -> None:
+    source = "def f(n=300):\n    if n == 0:\n        raise ValueError('bottom')\n    return f(n - 1)\n"
+    exc = _raised_in_code(source, "f")
+    report = _sandbox_worker._failure(exc, {"memory_mb": 64})
+    assert report["type"] == "ValueError" and report["message"] == "bottom" and report["lineno"] == 3
+    assert len(report["frames"]) == _sandbox_worker.KEPT_FRAMES and report["frames"][-2:] == [[4, "f"], [3, "f"]]
+
+
+def test_failure_without_memory_for_its_frames_still_reports_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_memory(tb: Any) -> Any:
+        raise MemoryError
+
+    exc = _raised_in_code("def f():\n    raise MemoryError\n", "f")
+    monkeypatch.setattr(_sandbox_worker, "_code_frames", no_memory)
+    report = _sandbox_worker._failure(exc, {"memory_mb": 64})
+    assert report["type"] == "MemoryError" and report["message"] == "exceeded the 64 MB memory limit"
+    assert report["frames"] == [] and report["lineno"] is None
+    assert exc.__traceback__ is None  # dropped, so that the code's frames give their memory back

@@ -125,6 +125,18 @@ def test_deep_recursion(ex: SandboxExecutor) -> None:
     still_works(ex)
 
 
+def test_runaway_recursion_is_reported_as_memory() -> None:
+    """Given time, unbounded recursion fills the memory limit: a MemoryError of the code, not of the sandbox."""
+    unbounded = "import sys\ndef f(n=0):\n    sys.setrecursionlimit(10**8)\n    return f(n + 1)\n"
+    with SandboxExecutor(timeout=120.0, cpu_seconds=60, memory_mb=64, max_workers=1) as executor:
+        failure = failure_of(executor, unbounded)
+        assert failure.type_name == "MemoryError" and failure.lineno == 4, failure
+        assert "64 MB memory limit" in failure.message and "runaway recursion" in failure.message
+        assert failure.traceback.count("line 4, in f") == 3
+        assert "[Previous line repeated 197 more times]" in failure.traceback
+        still_works(executor)
+
+
 def test_os_exit(ex: SandboxExecutor) -> None:
     failure = failure_of(ex, "import os\ndef f():\n    os._exit(3)\n")
     assert failure.type_name == "WorkerDied" and "exit status 3" in failure.message

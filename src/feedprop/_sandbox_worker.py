@@ -26,6 +26,7 @@ from __future__ import annotations
 import __future__
 
 import builtins
+import collections
 import contextlib
 import errno
 import gc
@@ -40,7 +41,6 @@ import stat
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -288,23 +288,56 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
     return hook
 
 
+#: Frames of the code kept in a failure report (the innermost ones).
+KEPT_FRAMES = 200
+#: A failure this many calls deep inside the code is reported as runaway recursion.
+DEEP_RECURSION = 10_000
+
+
+def _code_frames(tb: Any) -> tuple[list[list[Any]], int]:
+    """The innermost :data:`KEPT_FRAMES` frames of the code in a traceback, and how many there were.
+
+    Walks the traceback without building a summary of every frame: a runaway recursion leaves a
+    traceback of a million frames, and the memory limit that stopped it is still in force here.
+    """
+    kept: collections.deque[list[Any]] = collections.deque(maxlen=KEPT_FRAMES)
+    depth = 0
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == CODE_FILENAME:
+            kept.append([tb.tb_lineno, code.co_name])
+            depth += 1
+        tb = tb.tb_next
+    return list(kept), depth
+
+
 def _failure(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any]:
     """Describe an exception raised by the code: type, message and the frames inside the code."""
-    frames = [[f.lineno, f.name] for f in traceback.extract_tb(exc.__traceback__) if f.filename == CODE_FILENAME]
+    try:
+        frames, depth = _code_frames(exc.__traceback__)
+    except MemoryError:  # drop the code's frames to get memory back, and report without them
+        exc.__traceback__ = None
+        frames, depth = [], 0
     try:
         message = str(exc)
     except Exception:
         message = "<the exception's message could not be printed>"
     type_name = type(exc).__name__
     lineno = frames[-1][0] if frames else None
-    if isinstance(exc, MemoryError) and not message:
-        message = f"exceeded the {limits['memory_mb']} MB memory limit"
+    limit = f"exceeded the {limits['memory_mb']} MB memory limit"
+    if type(exc) is SystemError and depth >= DEEP_RECURSION and "without exception set" in message:
+        # CPython 3.11 reports a frame it could not allocate this way instead of raising MemoryError.
+        type_name, message = "MemoryError", f"{limit} (CPython: {message})"
+    elif isinstance(exc, MemoryError) and not message:
+        message = limit
     elif isinstance(exc, SystemExit):
         message = f"the code called sys.exit({exc.code!r}); return a value or raise an exception instead"
     elif isinstance(exc, SyntaxError) and exc.filename == CODE_FILENAME:
         lineno = exc.lineno
         message = str(exc.msg)
-    return {"ok": False, "type": type_name, "message": message[:20_000], "frames": frames[-200:], "lineno": lineno}
+    if type_name == "MemoryError" and depth >= DEEP_RECURSION:
+        message += f"; the code was {depth} calls deep: runaway recursion"
+    return {"ok": False, "type": type_name, "message": message[:20_000], "frames": frames, "lineno": lineno}
 
 
 def _unavailable_name_error(exc: NameError, unavailable: dict[str, str]) -> None:
