@@ -168,7 +168,7 @@ PRESETS: dict[str, Preset] = {
         max_run_seconds=14_400.0,
     ),
     # The matrix: 35 runs sized for about four hours on two idle cores (~6-7 min a run at the model's
-    # nominal 55 prompt / 19 completion tokens per second); measured, the first 32 runs took 12.8
+    # nominal 55 prompt / 19 completion tokens per second); measured, the 35 runs took 15.4
     # hours (student traffic dominates: test passes, candidate scoring; benchmarks/results/matrix).
     # Tokens are the binding limit for most systems; the call limit leaves room for textgrad's many
     # short calls.
