@@ -443,7 +443,7 @@ def test_failure_without_memory_for_its_frames_still_reports_the_code(monkeypatc
         raise MemoryError
 
     exc = _raised_in_code("def f():\n    raise MemoryError\n", "f")
-    monkeypatch.setattr(_sandbox_worker, "_code_frames", no_memory)
+    monkeypatch.setattr(_sandbox_worker, "code_frames", no_memory)
     report = _sandbox_worker._failure(exc, {"memory_mb": 64})
     assert report["type"] == "MemoryError" and report["message"] == "exceeded the 64 MB memory limit"
     assert report["frames"] == [] and report["lineno"] is None

@@ -294,13 +294,14 @@ KEPT_FRAMES = 200
 DEEP_RECURSION = 10_000
 
 
-def _code_frames(tb: Any) -> tuple[list[list[Any]], int]:
-    """The innermost :data:`KEPT_FRAMES` frames of the code in a traceback, and how many there were.
+def code_frames(tb: Any, keep: int | None = KEPT_FRAMES) -> tuple[list[list[Any]], int]:
+    """The innermost ``keep`` frames of the code in a traceback (all with None), and how many there were.
 
-    Walks the traceback without building a summary of every frame: a runaway recursion leaves a
-    traceback of a million frames, and the memory limit that stopped it is still in force here.
+    Each frame is ``[lineno, function name]``. Walks the traceback without building a summary of
+    every frame: a runaway recursion leaves a traceback of a million frames, and in the sandbox the
+    memory limit that stopped it is still in force while the failure is reported.
     """
-    kept: collections.deque[list[Any]] = collections.deque(maxlen=KEPT_FRAMES)
+    kept: collections.deque[list[Any]] = collections.deque(maxlen=keep)
     depth = 0
     while tb is not None:
         code = tb.tb_frame.f_code
@@ -314,7 +315,7 @@ def _code_frames(tb: Any) -> tuple[list[list[Any]], int]:
 def _failure(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any]:
     """Describe an exception raised by the code: type, message and the frames inside the code."""
     try:
-        frames, depth = _code_frames(exc.__traceback__)
+        frames, depth = code_frames(exc.__traceback__)
     except MemoryError:  # drop the code's frames to get memory back, and report without them
         exc.__traceback__ = None
         frames, depth = [], 0

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from feedprop._sandbox_boundary import prepare_call
 from feedprop._sandbox_process import Worker, WorkerGone, WorkerTimeout
-from feedprop._sandbox_worker import CODE_FILENAME, decode
+from feedprop._sandbox_worker import CODE_FILENAME, code_frames, decode
 from feedprop.errors import ConfigurationError, InvalidInputError, SandboxError
 
 __all__ = [
@@ -153,8 +153,7 @@ def failure_from_exception(exc: BaseException, source: str | None = None) -> Cod
 
     With ``source``, the traceback shows only the trainable code's frames, quoting its lines.
     """
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [(f.lineno or 0, f.name) for f in frames if f.filename == CODE_FILENAME]
+    ours = [(lineno or 0, name) for lineno, name in code_frames(exc.__traceback__, keep=None)[0]]
     lineno = ours[-1][0] if ours else None
     if source is not None and ours:
         text = format_traceback(ours, type(exc).__name__, str(exc), source)
