@@ -148,6 +148,33 @@ def test_an_edit_that_was_not_accepted_counts_against_it() -> None:
     assert "proposed x: 1.0 -> 50.0 | not accepted" in prompts[1]
 
 
+def test_a_repeat_of_a_candidate_that_was_not_accepted_is_refused_and_the_model_asked_again() -> None:
+    x = Parameter(1.0, name="x")
+    llm, prompts = scripted([{"x": 50.0}, {"x": 50.0}, {"x": 7.0}])
+    opt = Hindsight([x], llm=llm)
+    opt.zero_feedback()
+    (x * 2).backward(Feedback("larger by 8", score=-8.0))
+    opt.propose()  # a trainer's validation gate rejects x = 50: never applied
+    proposal = scored_step(opt, x)  # the model suggests 50 again
+    assert x.data == 7.0, "the repeat was refused; the retry's 7 is applied"
+    assert len(prompts) == 3
+    refusal = next(r for r in proposal.rejected if r.parameter == "x")
+    assert refusal.value == 50.0 and "not accepted" in refusal.reason
+    assert "proposed at step" in prompts[2]
+
+
+def test_only_the_same_candidate_as_a_whole_counts_as_a_repeat() -> None:
+    a, b = Parameter("Be brief.", name="a"), Parameter(2, name="b")
+    opt = Hindsight([a, b], llm=MockLLM("{}"))
+    opt.global_state["last"] = {"values": {"a": "Be brief.", "b": 2}, "score": 0.5, "step": 1}
+    opt.global_state["not_accepted"] = [{"values": {"a": "Be very brief.", "b": 3}, "step": 1}]
+    assert opt._not_accepted({"a": "Be very brief.", "b": 3}) is not None
+    assert opt._not_accepted({"a": "Be very brief.  ", "b": 3}) is not None  # trailing spaces: the same text
+    assert opt._not_accepted({"a": "Be very brief."}) is None  # b as now (2): another candidate
+    assert opt._not_accepted({"b": 3}) is None
+    assert opt._not_accepted({}) is None
+
+
 def test_recurring_feedback_is_counted_and_shown() -> None:
     x = Parameter(1.0, name="x")
     llm, prompts = scripted([{"x": 2.0}, {"x": 3.0}, {"x": 3.5}, {}])

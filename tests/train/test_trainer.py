@@ -16,7 +16,7 @@ from feedprop.llm import MockLLM
 from feedprop.llm.mock import estimate_prompt_tokens, estimate_tokens
 from feedprop.module import Module
 from feedprop.node import Parameter
-from feedprop.optim import OptoPrime
+from feedprop.optim import Hindsight, OptoPrime
 from feedprop.train import Budget, train
 
 
@@ -50,6 +50,20 @@ def test_an_update_that_lowers_val_is_reverted_exactly() -> None:
     assert step["candidates"][0]["updates"] == {"suffix": "?"} and step["candidates"][0]["kept"] is False
     assert result.val_after == pytest.approx(2 / 3)
     assert opt.state_dict()["global_state"]["step"] == 1, "the optimizer keeps its own record of the step"
+
+
+def test_hindsight_does_not_spend_a_step_on_a_candidate_the_gate_rejected() -> None:
+    model = Suffix("!")
+    val = [*data(2), ("q9", "q9?")]  # "!" scores 2/3, "?" 1/3, "." 0
+    replies = [suggest(suffix="?"), suggest(suffix="?"), suggest(suffix=".")]
+    opt = Hindsight(model.parameters(), llm=scripted_llm(replies))
+    result = run(model, opt, data(2), val_set=val, batch_size=1)
+    first, second = result.history
+    assert first["candidates"][0]["updates"] == {"suffix": "?"} and not first["accepted"]
+    # Step 2: the model repeats "?", is refused without a validation pass, and its retry is scored instead.
+    assert [c["updates"] for c in second["candidates"]] == [{"suffix": "."}]
+    assert "not accepted" in second["rejected_suggestions"][0]["reason"]
+    assert model.suffix.data == "!"
 
 
 def test_ties_go_to_the_shorter_parameter() -> None:

@@ -21,7 +21,9 @@ did — and adapts how it edits. The algorithm, at every step ``t``:
    earlier values of what it changed (unless the model proposes something new for them),
    and the model is told what was undone and why. A suggestion that would return a parameter
    to a value already measured worse than the current state (the other parameters as now) is
-   refused with that measurement, and the model is asked again.
+   refused with that measurement, and the model is asked again; so is a repeat of a candidate
+   that was not accepted (the same values for every parameter it would set, the rest as now),
+   because a trainer's validation gate would only reject it again.
 6. **Recurring feedback (a first moment of the feedback).** Each feedback sentence, with its
    numbers masked, is an exponentially decayed count ``m_k ← β1·m_k + (1−β1)·[k seen now]``;
    points that keep coming back are shown, most frequent first, so a fix that only works for
@@ -191,6 +193,7 @@ class Hindsight(OptoPrime):
         gs.setdefault("lessons", "")
         gs.setdefault("scale", {"u": 0.0, "n": 0})
         gs.setdefault("tried", [])
+        gs.setdefault("not_accepted", [])
         for name in self.named_parameters():
             self.state[name].update({"trust": 0.0, "n": 0, "wins": 0, "losses": 0, "radius": None})
 
@@ -229,6 +232,9 @@ class Hindsight(OptoPrime):
                 gs["edits"].append(edit)
             elif pending and any(c for c in pending["candidates"]):
                 first = next(c for c in pending["candidates"] if c)
+                refused = gs.setdefault("not_accepted", [])
+                refused.extend({"values": {**values, **c}, "step": step} for c in pending["candidates"] if c)
+                del refused[: max(0, len(refused) - 50)]
                 names = [n for n in first if n in values]
                 gs["edits"].append(
                     {
@@ -260,11 +266,7 @@ class Hindsight(OptoPrime):
             return None
         base, now = last["values"], float(last["score"])
         tol = float(self.defaults["tolerance"])
-        params = self.named_parameters()
-
-        def same(n: str, a: Any, b: Any) -> bool:  # code equal by syntax tree behaves the same
-            return same_value(a, b, kind_of(params[n])) if n in params else _same(a, b)
-
+        same = self._equal
         for entry in reversed(self.global_state.get("tried", [])):
             seen = entry["values"]
             if name not in seen or not same(name, value, seen[name]) or float(entry["score"]) >= now - tol:
@@ -276,6 +278,26 @@ class Hindsight(OptoPrime):
                 )
         return None
 
+    def _equal(self, name: str, a: Any, b: Any) -> bool:
+        """Whether two values of ``name`` behave the same (code: equal by syntax tree)."""
+        params = self.named_parameters()
+        return same_value(a, b, kind_of(params[name])) if name in params else _same(a, b)
+
+    def _not_accepted(self, updates: Mapping[str, Any]) -> str | None:
+        """Why ``updates`` (the rest as now) is refused: the same candidate was not accepted; else ``None``."""
+        last: dict[str, Any] | None = self.global_state.get("last")
+        if last is None or not updates:
+            return None
+        candidate = {**last["values"], **updates}
+        for entry in reversed(self.global_state.get("not_accepted", [])):
+            seen = entry["values"]
+            if seen.keys() == candidate.keys() and all(self._equal(n, v, seen[n]) for n, v in candidate.items()):
+                return (
+                    f"this was proposed at step {entry['step']} and not accepted (it did not improve "
+                    "validation); suggest something different"
+                )
+        return None
+
     def _resolve(
         self,
         suggestion: Mapping[str, Any],
@@ -283,12 +305,15 @@ class Hindsight(OptoPrime):
         shown: Mapping[str, Parameter[Any]] | None = None,
         others: Iterable[str] = (),
     ) -> tuple[dict[str, Any], list[Rejection], list[str]]:
-        """OptoPrime's reading of a suggestion, refusing values already measured worse (step 5)."""
+        """OptoPrime's reading of a suggestion, refusing values measured worse or not accepted (step 5)."""
         updates, rejected, echoed = super()._resolve(suggestion, shown=shown, others=others)
         for name in list(updates):
             reason = self._known_worse(name, updates[name])
             if reason is not None:
                 rejected.append(Rejection(name, updates.pop(name), reason, name))
+        reason = self._not_accepted(updates)
+        if reason is not None:
+            rejected.extend(Rejection(name, updates.pop(name), reason, name) for name in list(updates))
         return updates, rejected, echoed
 
     def _outcome(self, delta: float | None) -> str:
