@@ -236,6 +236,8 @@ def test_smoke_run_of_the_feedprop_systems_then_resume_and_report(tmp_path: Path
         assert len(result["test_items_after"]) == PRESETS["smoke"].test
         assert result["protocol"]["subsample"]["indices"]["test"] == [i["index"] for i in result["test_items_after"]]
         assert result["wall_seconds"] > 0 and result["machine"]["cores"] >= 1
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        assert result["source"]["commit"] == head.stdout.strip()
     again = _smoke(tmp_path, FEEDPROP_SYSTEMS)
     assert again.returncode == 0 and f"{len(FEEDPROP_SYSTEMS)} already done, 0 to run" in again.stdout
 
@@ -306,6 +308,19 @@ def test_report_marks_the_best_system_budget_overruns_and_failures(tmp_path: Pat
     assert "| feedprop-optoprime | 25.0 | **75.0** | +50.0 | 3 | 3.0k | 6.0k | 1.0 | 2.0 |" in text
     assert "| dspy-miprov2-light † |" in text and "| dspy-copro ✗ |" in text and "- ✗ dspy-copro: boom" in text
     assert report.plot(runs, tmp_path / "p.png", title="T").stat().st_size > 1000
+
+
+def test_report_names_the_commits_the_runs_were_made_from() -> None:
+    made = {"commit": "a" * 40, "local_changes": False}
+    runs = [
+        {**_fake_result("feedprop-optoprime", 0.75), "source": made},
+        {**_fake_result("textgrad-tgd", 0.5), "source": made},
+        {**_fake_result("dspy-copro", 0.5), "source": {"commit": "b" * 40, "local_changes": True}},
+        _fake_result("dspy-bootstrap", 0.5),  # made before commits were recorded
+    ]
+    text = report.markdown(runs, title="T", commands=[], notes=[])
+    assert "4 succeeded; code: aaaaaaaaaa (2 runs), bbbbbbbbbb with local changes (1 runs)\n" in text
+    assert "; code:" not in report.markdown(runs[3:], title="T", commands=[], notes=[])
 
 
 def test_report_prints_a_zero_change_from_float_dust_as_plus_zero() -> None:

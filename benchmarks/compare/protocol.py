@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ __all__ = [
     "copro_shape",
     "machine_info",
     "read_json",
+    "source_revision",
     "subsample",
 ]
 
@@ -317,6 +319,26 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def source_revision() -> dict[str, Any] | None:
+    """The commit of the checkout the harness runs from, and whether tracked files had local changes.
+
+    ``None`` outside a git checkout (or without git), so a result file never claims a commit it
+    was not made from.
+    """
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "local_changes": bool(changed)}
 
 
 def truncate(text: Any, limit: int = 400) -> str:

@@ -140,6 +140,19 @@ def _across_tasks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def _sources(runs: list[dict[str, Any]]) -> str:
+    """Which commits the runs were made from, as a clause for the header (empty if none recorded)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        source = run.get("source")
+        if source:
+            name = str(source.get("commit", "?"))[:10] + (" with local changes" if source.get("local_changes") else "")
+            counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        return ""
+    return "; code: " + ", ".join(f"{name} ({n} runs)" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], notes: list[str]) -> str:
     """The report text."""
     summary = summarize(runs)
@@ -160,7 +173,7 @@ def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], not
         f"tokens per run, counted at the endpoint; minibatch {preset.get('batch_size')}, up to "
         f"{preset.get('epochs')} epoch(s); reply caps {preset.get('student_max_tokens')} (student) / "
         f"{preset.get('optimizer_max_tokens')} (optimizer) tokens",
-        f"- Runs: {len(runs)} result files, {sum(r.get('status') == 'ok' for r in runs)} succeeded",
+        f"- Runs: {len(runs)} result files, {sum(r.get('status') == 'ok' for r in runs)} succeeded" + _sources(runs),
         "",
         "Accuracy is held-out test accuracy in percent (mean over seeds; ± is the spread across seeds). "
         "Optimizer calls/tokens are the optimizer's traffic during training; *train tokens* adds the "

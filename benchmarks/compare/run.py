@@ -57,6 +57,7 @@ from protocol import (  # noqa: E402
     atomic_write_json,
     machine_info,
     read_json,
+    source_revision,
 )
 from proxy import CountingProxy, Limit  # noqa: E402
 
@@ -364,6 +365,7 @@ def assemble(
         "model": model,
         "endpoint": endpoint,
         "machine": machine_info(),
+        "source": source_revision(),
         "versions": part.get("versions"),
         "started_at": started_at,
         "finished_at": _now(),
