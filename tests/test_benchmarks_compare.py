@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -245,6 +246,17 @@ def test_smoke_run_of_the_feedprop_systems_then_resume_and_report(tmp_path: Path
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| feedprop-optoprime | 0.0 | **100.0** | +100.0 |" in text
     assert (tmp_path / "accuracy_vs_tokens.png").stat().st_size > 1000
+
+
+def test_feedprop_steps_record_what_the_optimizer_refused_and_why() -> None:
+    import feedprop_system
+
+    refusal = {"key": "instruction", "value": "x" * 2000, "reason": "not accepted", "parameter": "instruction"}
+    history = [{"step": 1, "candidates": [], "rejected_suggestions": [refusal]}]
+    (step,) = feedprop_system._history(SimpleNamespace(history=history))
+    (recorded,) = step["rejected_suggestions"]
+    assert recorded["parameter"] == "instruction" and recorded["reason"] == "not accepted"
+    assert len(recorded["value"]) <= 300 and recorded["value"].startswith("xxx")
 
 
 @functools.cache

@@ -72,7 +72,14 @@ def _history(result: fp.TrainResult) -> list[dict[str, Any]]:
                     }
                     for c in h.get("candidates", [])
                 ],
-                "rejected_suggestions": len(h.get("rejected_suggestions") or []),
+                "rejected_suggestions": [  # what the optimizer refused and asked again for, and why
+                    {
+                        "parameter": r.get("parameter"),
+                        "value": truncate(r.get("value"), 300),
+                        "reason": truncate(r.get("reason"), 300),
+                    }
+                    for r in h.get("rejected_suggestions") or []
+                ],
                 "usage": h.get("usage"),
                 "seconds": h.get("seconds"),
             }
