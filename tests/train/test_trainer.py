@@ -66,6 +66,17 @@ def test_hindsight_does_not_spend_a_step_on_a_candidate_the_gate_rejected() -> N
     assert model.suffix.data == "!"
 
 
+def test_a_step_whose_suggestions_were_all_refused_says_why() -> None:
+    model = Suffix("!")
+    val = [*data(2), ("q9", "q9?")]
+    opt = Hindsight(model.parameters(), llm=scripted_llm([suggest(suffix="?")] * 3), max_retries=1)
+    result = run(model, opt, data(2), val_set=val, batch_size=1)
+    second = result.history[1]
+    assert not second["accepted"] and len(second["rejected_suggestions"]) == 2
+    assert second["reason"].startswith("the optimizer proposed no valid update: 2 suggestion(s) refused, ")
+    assert "not accepted" in second["reason"]
+
+
 def test_ties_go_to_the_shorter_parameter() -> None:
     model = Suffix("abc")
     replies = [suggest(suffix="ab"), suggest(suffix="abcdef"), suggest(suffix="xy")]
