@@ -65,7 +65,7 @@ from feedprop.errors import (
 from feedprop.llm import track_usage
 from feedprop.module import Module
 from feedprop.node import Node
-from feedprop.optim import Optimizer, Rejection
+from feedprop.optim import Optimizer
 from feedprop.train.budget import Budget, RunUsage
 from feedprop.train.checkpoint import RunDirectory, check_fingerprint, rng_from_json, rng_to_json
 from feedprop.train.data import Item, as_items, fingerprint_items
@@ -567,8 +567,7 @@ class _Run:
         items = [self.train_items[i] for i in batch]
         children: list[tuple[_Member, dict[str, Any]]] = []
         candidates_log: list[dict[str, Any]] = []
-        rejected: list[Any] = []
-        proposal_rejections: list[Rejection] = []
+        rejected: list[dict[str, Any]] = []
         notes: list[str] = []
         train_scores: list[float] = []
         errors = 0
@@ -597,7 +596,6 @@ class _Run:
             after_propose = self.opt.state_dict()
             parents.append(_Member(member.params, after_propose, member.val, member.size))
             rejected.extend(_jsonable(r) for r in proposal.rejected)
-            proposal_rejections.extend(proposal.rejected)
             if proposal.errors and not any(c.updates for c in proposal.candidates):
                 # Every reply was unreadable, retries included: the step is skipped, and the history says why.
                 notes.append(f"the optimizer's reply could not be read: {proposal.errors[-1]}")
@@ -630,7 +628,7 @@ class _Run:
                 self.opt.load_state_dict(copy.deepcopy(after_propose))
         new_beam, reason = self.select(parents, children)
         if not children:
-            reason = "; ".join(notes) if notes else _no_update(proposal_rejections)
+            reason = "; ".join(notes) if notes else _no_update(rejected)
         accepted = not any(new_beam[0] is p for p in parents)
         for child, entry in children:
             entry["kept"] = any(child is m for m in new_beam)
@@ -757,11 +755,11 @@ def _verdict(old: _Member, top: _Member, accepted: bool, prefer_shorter: bool) -
     return f"rejected and reverted: val tied at {n:.4f} but the update is longer ({top.size} > {old.size} chars)"
 
 
-def _no_update(refused: Sequence[Rejection]) -> str:
-    """Why a step changed nothing although the optimizer replied: with the refusals, if any."""
+def _no_update(refused: Sequence[dict[str, Any]]) -> str:
+    """Why a step changed nothing although the optimizer replied: with the refusals (as recorded), if any."""
     if not refused:
         return "the optimizer proposed no valid update"
-    reasons = list(dict.fromkeys(r.reason for r in refused))
+    reasons = list(dict.fromkeys(str(r.get("reason")) for r in refused))
     more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
     return f"the optimizer proposed no valid update: {len(refused)} suggestion(s) refused, {reasons[0]}{more}"
 
