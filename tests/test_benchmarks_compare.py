@@ -222,6 +222,8 @@ def test_gated_loop_does_not_start_a_step_once_the_budget_is_spent() -> None:
 def test_smoke_run_of_the_feedprop_systems_then_resume_and_report(tmp_path: Path) -> None:
     done = _smoke(tmp_path, FEEDPROP_SYSTEMS)
     assert done.returncode == 0, done.stdout + done.stderr
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    head = git.stdout.strip()
     for system in FEEDPROP_SYSTEMS:
         result = _result(tmp_path, system)
         assert result["status"] == "ok", result.get("traceback")
@@ -237,8 +239,7 @@ def test_smoke_run_of_the_feedprop_systems_then_resume_and_report(tmp_path: Path
         assert len(result["test_items_after"]) == PRESETS["smoke"].test
         assert result["protocol"]["subsample"]["indices"]["test"] == [i["index"] for i in result["test_items_after"]]
         assert result["wall_seconds"] > 0 and result["machine"]["cores"] >= 1
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        assert result["source"]["commit"] == head.stdout.strip()
+        assert result["source"]["commit"] == head
     again = _smoke(tmp_path, FEEDPROP_SYSTEMS)
     assert again.returncode == 0 and f"{len(FEEDPROP_SYSTEMS)} already done, 0 to run" in again.stdout
 

@@ -19,7 +19,7 @@ import argparse
 import json
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -142,15 +142,14 @@ def _across_tasks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 def _sources(runs: list[dict[str, Any]]) -> str:
     """Which commits the runs were made from, as a clause for the header (empty if none recorded)."""
-    counts: dict[str, int] = {}
-    for run in runs:
-        source = run.get("source")
-        if source:
-            name = str(source.get("commit", "?"))[:10] + (" with local changes" if source.get("local_changes") else "")
-            counts[name] = counts.get(name, 0) + 1
+    counts = Counter(
+        str(source.get("commit", "?"))[:10] + (" with local changes" if source.get("local_changes") else "")
+        for source in (run.get("source") for run in runs)
+        if source
+    )
     if not counts:
         return ""
-    return "; code: " + ", ".join(f"{name} ({n} runs)" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return "; code: " + ", ".join(f"{name} ({n} runs)" for name, n in counts.most_common())
 
 
 def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], notes: list[str]) -> str:
