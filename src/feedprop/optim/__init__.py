@@ -5,6 +5,7 @@
   back-off, recurring feedback).
 * :class:`TextualGradientDescent` — TextGrad-style, one call per parameter, with momentum.
 * :class:`OPRO` — a scored history of values, no graph.
+* :class:`Compose` — several optimizers as one, each for its own parameters.
 
 All share :class:`Optimizer`: ``propose()`` returns a :class:`Proposal` of validated
 :class:`Candidate` updates without touching the parameters, ``apply()`` sets one, ``step()``
@@ -22,6 +23,7 @@ Example:
     3.0
 """
 
+from feedprop.optim.compose import Compose
 from feedprop.optim.hindsight import Hindsight
 from feedprop.optim.keys import KeyMatch, match_key
 from feedprop.optim.opro import OPRO
@@ -34,6 +36,7 @@ __all__ = [
     "COMMON_DEFAULTS",
     "OPRO",
     "Candidate",
+    "Compose",
     "Hindsight",
     "KeyMatch",
     "Optimizer",
