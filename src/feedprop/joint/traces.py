@@ -28,31 +28,12 @@ from feedprop.joint.sft import SFTExample
 from feedprop.joint.student import Rollout, Student
 from feedprop.llm.base import LLM
 from feedprop.module import Module
-from feedprop.node import MessageNode, Node
-from feedprop.ops import LLM_CALL
+from feedprop.node import Node
+from feedprop.ops import llm_calls
 from feedprop.train.data import Item, as_items
 from feedprop.train.evaluation import Outcome, run_items
 
 __all__ = ["Harvest", "collect_examples", "llm_calls"]
-
-
-def llm_calls(output: Node[Any]) -> list[MessageNode[Any]]:
-    """Every LLM-call node in ``output``'s graph, inputs before the calls that read them."""
-    order: list[MessageNode[Any]] = []
-    seen: set[int] = set()
-    stack: list[tuple[Node[Any], bool]] = [(output, False)]
-    while stack:  # iterative post-order: deep chains must not hit the recursion limit
-        node, expanded = stack.pop()
-        if expanded:
-            if isinstance(node, MessageNode) and node.op is LLM_CALL:
-                order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((parent, False) for parent in reversed(node.parents))
-    return order
 
 
 @dataclass
