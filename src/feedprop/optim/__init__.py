@@ -5,6 +5,8 @@
   back-off, recurring feedback).
 * :class:`TextualGradientDescent` — TextGrad-style, one call per parameter, with momentum.
 * :class:`OPRO` — a scored history of values, no graph.
+* :class:`BootstrapDemos` — fills :class:`~feedprop.node.Demos` parameters from well-scored runs
+  (and labelled training items); no model call.
 
 All share :class:`Optimizer`: ``propose()`` returns a :class:`Proposal` of validated
 :class:`Candidate` updates without touching the parameters, ``apply()`` sets one, ``step()``
@@ -22,6 +24,7 @@ Example:
     3.0
 """
 
+from feedprop.optim.bootstrap import BootstrapDemos
 from feedprop.optim.hindsight import Hindsight
 from feedprop.optim.keys import KeyMatch, match_key
 from feedprop.optim.opro import OPRO
@@ -33,6 +36,7 @@ from feedprop.optim.tgd import TextualGradientDescent
 __all__ = [
     "COMMON_DEFAULTS",
     "OPRO",
+    "BootstrapDemos",
     "Candidate",
     "Hindsight",
     "KeyMatch",

@@ -43,7 +43,7 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if _is_demos(value):  # demonstrations: one line each, so a diff shows which were added or dropped
-        return "\n".join(json.dumps(d, ensure_ascii=False) for d in value)
+        return "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in value)
     return json.dumps(value, indent=2, sort_keys=True, default=repr)
 
 
@@ -53,14 +53,14 @@ def parameter_diff(name: str, before: Any, after: Any) -> str:
     Demonstrations (a list of ``{"input", "output"}``) show one line per demonstration.
 
     Example:
-        >>> print(parameter_diff("shots", [], [{"input": "2+2?", "output": "4"}]), end="")
+        >>> old = [{"input": "1+1?", "output": "2"}, {"input": "2+2?", "output": "4"}]
+        >>> print(parameter_diff("shots", old, old[1:] + [{"input": "3+3?", "output": "6"}]), end="")
         --- shots (before)
         +++ shots (after)
-        @@ -1 +1 @@
-        -[]
-        \\ No newline at end of value
-        +{"input": "2+2?", "output": "4"}
-        \\ No newline at end of value
+        @@ -1,2 +1,2 @@
+        -{"input": "1+1?", "output": "2"}
+         {"input": "2+2?", "output": "4"}
+        +{"input": "3+3?", "output": "6"}
     """
     old, new = _text(before), _text(after)
     if old == new:
