@@ -161,7 +161,8 @@ def test_llm_call_without_demos_sends_and_records_what_it_always_did() -> None:
         assert out.info is not None
         assert out.info["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}]
         assert [n for n, _ in out.inputs] == ["system", "user"]
-    key = cache_key("mock", [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}], {"temperature": 0})
+    before = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}]  # what calls always sent
+    key = cache_key("mock", before, {"temperature": 0})
     assert plain.info is not None and explicit.info is not None
     assert cache_key("mock", plain.info["messages"], {"temperature": 0}) == key
     assert cache_key("mock", explicit.info["messages"], {"temperature": 0}) == key
