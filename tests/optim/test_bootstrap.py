@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -14,6 +15,9 @@ from feedprop.module import Module
 from feedprop.node import Demos, Feedback, Node, Parameter
 from feedprop.optim import BootstrapDemos
 from feedprop.train import ExactMatch, train
+from feedprop.train.data import as_items
+from feedprop.train.evaluation import run_items
+from feedprop.train.wire import Rebuilder, encode_outcome
 
 
 def answer(messages: list[Message], **params: Any) -> str:
@@ -290,3 +294,25 @@ def test_validation_and_test_items_never_become_demonstrations() -> None:
     assert opt.state["shots"]["successes"] and opt.state["shots"]["labelled"] and demos
     assert not {d["input"] for d in demos} & held_out
     assert not any(q in d["input"] or q in d["output"] for d in demos for q in held_out)
+
+
+def test_graphs_rebuilt_from_another_process_feed_the_same_pools() -> None:
+    train_set = as_items([*items([(1, 2), (3, 4)]), ("5+6?", "11")], "train_set")
+    pools = []
+    for remote in (False, True):
+        sender, driver = Adder(MockLLM(formatted)), Adder(MockLLM(formatted))
+        outcomes = run_items(sender, train_set, ExactMatch())
+        if remote:
+            rebuild = Rebuilder(driver)
+            texts = [json.dumps(encode_outcome(o, sender, with_graph=True)) for o in outcomes]
+            outcomes = [rebuild.outcome(json.loads(t)) for t in texts]
+        owner = driver if remote else sender
+        for o in outcomes:
+            assert isinstance(o.output, Node)
+            o.output.backward(o.feedback)
+        opt = BootstrapDemos(owner.parameters())
+        opt.propose()
+        pools.append(opt.state["shots"])
+    assert pools[0] == pools[1]
+    assert pools[0]["successes"] == [{"input": "5+6?", "output": "11"}]
+    assert [d["input"] for d in pools[0]["labelled"]] == ["1+2?", "3+4?"]

@@ -1,10 +1,12 @@
 """Training data for the weights, from the workflow's own successful traces.
 
 Running the workflow records a graph; the LLM calls of the student are nodes in it, each holding
-the messages sent and the reply received. :func:`collect_examples` runs the workflow over a
-dataset, scores each output with the guide, and keeps the student's calls from the runs whose
-final output scored at least ``min_score``: those replies led to a good answer, so they are
-worth learning (the idea of bootstrapped fine-tuning). A ``teacher`` may answer in the
+the messages sent and the reply received (:func:`feedprop.ops.llm_calls` finds them; the
+:class:`~feedprop.optim.BootstrapDemos` optimizer reads the same records to fill demonstrations).
+:func:`collect_examples` runs the workflow over a dataset, scores each output with the guide,
+and keeps the student's calls from the runs whose final output scored at least ``min_score``:
+those replies led to a good answer, so they are worth learning (the idea of bootstrapped
+fine-tuning). A ``teacher`` may answer in the
 student's place while collecting (distillation), and ``samples > 1`` with a temperature draws
 several rollouts per example (rejection sampling); duplicates are dropped.
 
