@@ -40,7 +40,9 @@ class BootstrapDemos(Optimizer):
     harvested: (question, reply) from runs whose output feedback scored at least ``min_score``;
     with ``labelled=True``, (question, gold answer) from the others when the feedback's
     ``extras`` carry ``"target"`` (or ``"expected"``). The question is the call's last user
-    message, never the demonstrations shown before it. The pools (at most ``max_pool`` each,
+    message, never the demonstrations shown before it. (A labelled demonstration pairs the call's
+    question with the item's final answer, so it suits the call whose reply is the answer;
+    ``labelled=False`` leaves intermediate calls to successful runs only.) The pools (at most ``max_pool`` each,
     the oldest dropped first) accumulate across steps in the optimizer state. Each step proposes
     ``n_candidates`` (default 4) distinct random subsets of at most the parameter's
     ``max_demos``, never the current set; ``seed`` and the number of proposals made (kept in the
