@@ -105,7 +105,8 @@ class BootstrapDemos(Optimizer):
                 if isinstance(p, Parameter) and kind_of(p) != "demos":
                     raise ConfigurationError(
                         f"BootstrapDemos fills only Demos parameters; {p.name!r} is a {kind_of(p)} parameter. "
-                        "Give text and code parameters to Reflect or OptoPrime, and the Demos ones to BootstrapDemos"
+                        "Give text and code parameters to Reflect or OptoPrime, and only the Demos ones to "
+                        "BootstrapDemos: BootstrapDemos([p for p in model.parameters() if isinstance(p, fp.Demos)])"
                     )
             group = {**group, "params": members}
         super().add_param_group(group)
