@@ -15,7 +15,7 @@ from feedprop.bundle import bundle
 from feedprop.errors import CheckpointError, InvalidInputError, StateDictError
 from feedprop.llm import MockLLM, set_default
 from feedprop.module import Module, export_source
-from feedprop.node import Node, Parameter
+from feedprop.node import Demos, Node, Parameter
 from feedprop.ops import llm_call
 
 SCALE_NAME = "scale"
@@ -63,6 +63,15 @@ class Solver(Module):
     def forward(self, question: Any) -> Any:
         response = llm_call(self.instruction, question)
         return self.extract_answer(response)
+
+
+class FewShot(Module):
+    def __init__(self) -> None:
+        self.instruction = Parameter("Answer with a number.", description="the system prompt")
+        self.shots = Demos(description="worked examples", max_demos=2)
+
+    def forward(self, question: Any) -> Any:
+        return llm_call(self.instruction, question, demos=self.shots)
 
 
 def test_named_parameters_follow_attributes_containers_modules_and_methods() -> None:
@@ -244,3 +253,37 @@ def test_export_refuses_what_it_cannot_write() -> None:
 
     with pytest.raises(InvalidInputError, match="top level"):
         export_source(Local())
+
+
+def test_demos_round_trip_through_state_dict_and_json(tmp_path: Path) -> None:
+    m = FewShot()
+    assert m.state_dict() == {"instruction": "Answer with a number.", "shots": []}
+    demos = [{"input": "1+1?", "output": "2"}, {"input": "2+2?", "output": "4"}]
+    m.shots.data = demos
+    path = m.save(tmp_path / "few.json")
+    assert json.loads(path.read_text())["state"]["shots"] == demos
+    fresh = FewShot()
+    assert fresh.load(path) == ([], [])
+    assert isinstance(fresh.shots, Demos) and fresh.shots.data == demos and fresh.shots.name == "shots"
+    bad = {"instruction": "changed", "shots": [{"input": "q"}]}
+    with pytest.raises(InvalidInputError, match="exactly the keys"):
+        fresh.load_state_dict(bad)
+    assert fresh.state_dict() == {"instruction": "Answer with a number.", "shots": demos}  # all or nothing
+    with pytest.raises(InvalidInputError, match="at most 2"):
+        fresh.load_state_dict({"instruction": "x", "shots": [*demos, {"input": "3+3?", "output": "6"}]})
+
+
+def test_export_inlines_learned_demos(tmp_path: Path) -> None:
+    m = FewShot()
+    m.shots.data = [{"input": "1+1?", "output": "2"}]
+    source = export_source(m)
+    assert "self.shots = [{'input': '1+1?', 'output': '2'}]" in source and "Demos" not in source
+    spec = importlib.util.spec_from_file_location("few_export", m.export(tmp_path / "few_export.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    set_default(MockLLM(lambda messages, **params: " / ".join(msg["content"] for msg in messages)))
+    try:
+        assert mod.FewShot()("3+3?") == "Answer with a number. / 1+1? / 2 / 3+3?"
+    finally:
+        set_default(None)

@@ -12,6 +12,8 @@ from feedprop.node import (
     ADD,
     EQ,
     GETITEM,
+    KINDS,
+    Demos,
     ExceptionNode,
     Feedback,
     MessageNode,
@@ -19,6 +21,7 @@ from feedprop.node import (
     Op,
     Parameter,
     as_feedback,
+    demos_problem,
 )
 
 
@@ -187,3 +190,50 @@ def test_op_identity_and_names() -> None:
 
 def test_repr_is_short() -> None:
     assert repr(Parameter("x" * 500, name="long")).count("x") < 100
+
+
+def test_demos_is_a_parameter_kind_with_a_cap() -> None:
+    empty = Demos()
+    assert isinstance(empty, Parameter) and empty.kind == "demos" and empty.data == [] and empty.max_demos == 4
+    assert empty.trainable and "demos" in KINDS
+    given = [{"input": "q", "output": "a"}]
+    shots = Demos(given, name="shots", description="examples", max_demos=2)
+    assert shots.data == given and shots.data is not given and shots.data[0] is not given[0]
+    shots.data = [{"input": "q1", "output": "a1"}, {"input": "q2", "output": "a2"}]
+    assert [d["input"] for d in shots.data] == ["q1", "q2"]
+    assert repr(shots) == "Demos(name='shots', demos=2, max_demos=2)"
+    assert Parameter([{"input": "q", "output": "a"}], kind="demos").kind == "demos"
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("q -> a", "a list of"),
+        ({"input": "q", "output": "a"}, "a list of"),
+        (["q"], "must be a dict"),
+        ([{"input": "q"}], "exactly the keys"),
+        ([{"input": "q", "output": "a", "note": "x"}], "exactly the keys"),
+        ([{"input": "q", "output": 4}], "'output' must be a str"),
+        ([{"input": None, "output": "a"}], "'input' must be a str"),
+        ([{"input": str(i), "output": "a"} for i in range(3)], "at most 2 demonstrations"),
+    ],
+)
+def test_bad_demos_raise_typed_errors(value: Any, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        Demos(value, max_demos=2)
+    shots = Demos([{"input": "q", "output": "a"}], max_demos=2)
+    with pytest.raises(InvalidInputError, match=match):
+        shots.data = value
+    assert shots.data == [{"input": "q", "output": "a"}]
+
+
+@pytest.mark.parametrize("max_demos", [0, -1, 1.5, True, "4"])
+def test_demos_refuses_a_bad_cap(max_demos: Any) -> None:
+    with pytest.raises(InvalidInputError, match="max_demos"):
+        Demos(max_demos=max_demos)
+
+
+def test_demos_problem_says_what_is_wrong() -> None:
+    assert demos_problem([]) is None and demos_problem(({"input": "q", "output": "a"},)) is None
+    problem = demos_problem([{"input": "q", "output": "a"}] * 3, max_demos=2)
+    assert problem is not None and "at most 2" in problem

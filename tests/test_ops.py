@@ -9,8 +9,9 @@ import pytest
 
 from feedprop import ops
 from feedprop.errors import ExecutionError, InvalidInputError
-from feedprop.llm import MockLLM, set_default
-from feedprop.node import MessageNode, Node, Op, Parameter
+from feedprop.joint import traces
+from feedprop.llm import MockLLM, cache_key, set_default
+from feedprop.node import Demos, MessageNode, Node, Op, Parameter
 
 
 @pytest.mark.parametrize(
@@ -129,3 +130,70 @@ def test_allm_call() -> None:
         return [o.data for o in outs]
 
     assert asyncio.run(main()) == [f"Q{i}" for i in range(5)]
+
+
+def test_llm_call_renders_demos_between_system_and_question() -> None:
+    llm = MockLLM(lambda messages, **params: "ok")
+    shots = Demos([{"input": "1+1?", "output": "2"}, {"input": "2+3?", "output": "5"}], name="shots")
+    question = Node("3+3?", name="question")
+    out = ops.llm_call("Answer with a number.", question, demos=shots, llm=llm)
+    expected = [
+        {"role": "system", "content": "Answer with a number."},
+        {"role": "user", "content": "1+1?"},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "2+3?"},
+        {"role": "assistant", "content": "5"},
+        {"role": "user", "content": "3+3?"},
+    ]
+    assert out.info is not None and out.info["messages"] == expected
+    assert llm.calls[0].messages == expected
+    assert [n for n, _ in out.inputs] == ["system", "demos", "user"]
+    assert dict(out.inputs)["demos"] is shots and shots in out.parents and question in out.parents
+    out.backward("wrong")
+    assert len(shots.feedback) == 1 and shots.feedback[0].output is out
+
+
+def test_llm_call_without_demos_sends_and_records_what_it_always_did() -> None:
+    llm = MockLLM("ok")
+    plain = ops.llm_call("sys", "q", llm=llm, temperature=0)
+    explicit = ops.llm_call("sys", "q", demos=None, llm=llm, temperature=0)
+    for out in (plain, explicit):
+        assert out.info is not None
+        assert out.info["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}]
+        assert [n for n, _ in out.inputs] == ["system", "user"]
+    before = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"}]  # what calls always sent
+    key = cache_key("mock", before, {"temperature": 0})
+    assert plain.info is not None and explicit.info is not None
+    assert cache_key("mock", plain.info["messages"], {"temperature": 0}) == key
+    assert cache_key("mock", explicit.info["messages"], {"temperature": 0}) == key
+    # An empty Demos parameter sends the same messages, and is still linked so it can be filled later.
+    empty = Demos(name="empty")
+    out = ops.llm_call("sys", "q", demos=empty, llm=llm, temperature=0)
+    assert out.info is not None and cache_key("mock", out.info["messages"], {"temperature": 0}) == key
+    assert empty in out.parents
+
+
+def test_llm_call_takes_plain_demos_and_refuses_malformed_ones() -> None:
+    llm = MockLLM(lambda messages, **params: str(len(messages)))
+    out = ops.llm_call(None, "q", demos=[{"input": "a", "output": "b"}], llm=llm)
+    assert out.data == "3" and out.parents == ()
+    for bad in ("a: b", [{"input": "a"}], [{"input": "a", "output": 1}], [("a", "b")], Node(3, name="three")):
+        with pytest.raises(InvalidInputError, match="demos"):
+            ops.llm_call("sys", "q", demos=bad, llm=llm)
+    assert len(llm.calls) == 1  # a refused call never reaches the model
+
+
+def test_allm_call_renders_demos() -> None:
+    llm = MockLLM(lambda messages, **params: "|".join(m["content"] for m in messages))
+    shots = Demos([{"input": "a", "output": "A"}], name="shots")
+    out = asyncio.run(ops.allm_call("s", "b", demos=shots, llm=llm))
+    assert out.data == "s|a|A|b" and shots in out.parents
+
+
+def test_llm_calls_lists_every_call_inputs_first_and_joint_shares_it() -> None:
+    llm = MockLLM(lambda messages, **params: messages[-1]["content"] + "!")
+    first = ops.llm_call(None, "a", llm=llm)
+    second = ops.llm_call(None, ops.concat(first, first), llm=llm)
+    assert ops.llm_calls(ops.upper(second)) == [first, second]
+    assert ops.llm_calls(Node("x", name="x")) == []
+    assert traces.llm_calls is ops.llm_calls and "llm_calls" in ops.__all__

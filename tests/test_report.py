@@ -9,7 +9,7 @@ import pytest
 from feedprop.bundle import bundle
 from feedprop.errors import ExecutionError, InvalidInputError
 from feedprop.llm import MockLLM
-from feedprop.node import Feedback, Node, Parameter
+from feedprop.node import Demos, Feedback, Node, Parameter
 from feedprop.ops import llm_call
 from feedprop.report import SECTIONS, Problem, render_problem, truncate_middle
 from feedprop.sandbox import InProcessExecutor
@@ -157,3 +157,16 @@ def test_truncate_middle() -> None:
     assert truncate_middle("short", 10) == "short"
     cut = truncate_middle("x" * 10_000, 100)
     assert cut.startswith("x" * 25) and cut.endswith("x" * 25) and "[truncated 9,950 chars]" in cut
+
+
+def test_demos_show_one_per_line_with_their_rule() -> None:
+    shots = Demos([{"input": "1+1?", "output": "2"}, {"input": "2+2?", "output": "4"}], name="shots", max_demos=3)
+    out = llm_call("Answer.", Node("3+3?", name="question"), demos=shots, llm=MockLLM("6"))
+    out.backward(Feedback("Wrong: expected 7", score=0.0))
+    problem = render_problem([shots])
+    assert len(problem.code) == 1
+    assert problem.code[0].endswith(' = llm_call(system="Answer.", demos=shots, user=question)')
+    assert problem.variables["shots"] == (
+        '(demos) shots = [\n{"input": "1+1?", "output": "2"},\n{"input": "2+2?", "output": "4"}\n]'
+    )
+    assert "at most 3 demonstrations" in problem.constraints["shots"]

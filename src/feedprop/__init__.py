@@ -36,7 +36,7 @@ from feedprop.errors import (
 )
 from feedprop.llm import LLM, Completion, LocalModel, MockLLM, OpenAICompatible, track_usage
 from feedprop.module import Module
-from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Parameter
+from feedprop.node import Demos, ExceptionNode, Feedback, MessageNode, Node, Parameter
 from feedprop.sandbox import InProcessExecutor, SandboxExecutor, set_default_executor
 from feedprop.tasks import Example, Task
 from feedprop.tracing import name_scope, no_trace
@@ -62,6 +62,7 @@ __all__ = [
     "BudgetExhausted",
     "Completion",
     "ConfigurationError",
+    "Demos",
     "Evaluation",
     "ExactMatch",
     "Example",

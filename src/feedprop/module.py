@@ -318,7 +318,7 @@ def _atomic_write(target: Path, text: str) -> None:
 
 # -- export -----------------------------------------------------------------------------------
 
-_WRAPPERS = {"Parameter", "Node"}  # calls replaced by their first argument in exported code
+_WRAPPERS = {"Parameter", "Node", "Demos"}  # calls replaced by their first argument in exported code
 
 
 def export_source(module: Module) -> str:
@@ -507,6 +507,8 @@ class _Plain(ast.NodeTransformer):
             for kw in node.keywords:
                 if kw.arg == "value":
                     return kw.value
+            if name == "Demos":  # Demos() starts with no demonstrations
+                return ast.List(elts=[], ctx=ast.Load())
         root = func
         while isinstance(root, ast.Attribute):
             root = root.value

@@ -1,4 +1,5 @@
-"""Values in a traced graph: :class:`Node`, :class:`Parameter`, :class:`MessageNode`, :class:`ExceptionNode`.
+"""Values in a traced graph: :class:`Node`, :class:`Parameter` (and :class:`Demos`), :class:`MessageNode`,
+:class:`ExceptionNode`.
 
 A node holds a Python value (``data``), the nodes it was computed from (``parents``), the
 :class:`Op` that computed it (``op``), and the feedback it has received (``feedback``). Children
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KINDS",
+    "Demos",
     "ExceptionNode",
     "Feedback",
     "MessageNode",
@@ -46,12 +48,13 @@ __all__ = [
     "Op",
     "Parameter",
     "as_feedback",
+    "demos_problem",
 ]
 
 T = TypeVar("T")
 
 #: The kinds of value a :class:`Parameter` can hold.
-KINDS = ("text", "code", "number", "json")
+KINDS = ("text", "code", "number", "json", "demos")
 
 _short = reprlib.Repr()
 _short.maxstring = 60
@@ -393,8 +396,9 @@ class Node(Generic[T]):
 class Parameter(Node[T]):
     """A trainable leaf: a prompt, a piece of code, a number, or a JSON value an optimizer may rewrite.
 
-    ``kind`` is ``"text"``, ``"code"``, ``"number"`` or ``"json"`` (inferred from the value when
-    ``None``: str → text, int/float → number, anything else JSON-serialisable → json).
+    ``kind`` is ``"text"``, ``"code"``, ``"number"``, ``"json"`` or ``"demos"`` (inferred from the
+    value when ``None``: str → text, int/float → number, anything else JSON-serialisable → json;
+    demonstrations are declared with :class:`Demos`).
     ``constraint`` is a sentence the optimizer is shown; ``bounds=(lo, hi)`` limits a number.
     Assigning ``param.data = v`` (or ``param.set(v)``) checks the type still fits the kind.
 
@@ -494,12 +498,83 @@ def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:
             lo, hi = param.bounds
             raise SuggestionError(f"{where} must lie within [{lo}, {hi}]; got {value!r}", param.name, value)
         return value
+    if param.kind == "demos":
+        problem = demos_problem(value, getattr(param, "max_demos", None))
+        if problem:
+            raise InvalidInputError(f"{where}: {problem}")
+        return [{"input": d["input"], "output": d["output"]} for d in value]
     _check_json(value, where)
     if not initial:
         for shape in (dict, list):
             if isinstance(param._data, shape) and not isinstance(value, shape):
                 raise InvalidInputError(f"{where} holds a {shape.__name__}; got {type(value).__name__}")
     return value
+
+
+def demos_problem(value: Any, max_demos: int | None = None) -> str | None:
+    """Why ``value`` is not a list of demonstrations ``{"input": str, "output": str}``, or ``None``.
+
+    Example:
+        >>> demos_problem([{"input": "2+2?", "output": "4"}]) is None
+        True
+        >>> demos_problem([{"input": "2+2?", "output": 4}])
+        "demonstration 0's 'output' must be a str, got int"
+    """
+    if not isinstance(value, list | tuple):
+        return f'demonstrations are a list of {{"input": str, "output": str}}, got {type(value).__name__}'
+    for i, demo in enumerate(value):
+        if not isinstance(demo, Mapping):
+            return f'demonstration {i} must be a dict {{"input": str, "output": str}}, got {type(demo).__name__}'
+        if set(demo) != {"input", "output"}:
+            keys = sorted(map(str, demo))
+            return f"demonstration {i} must have exactly the keys 'input' and 'output' (both str), got {keys}"
+        for key in ("input", "output"):
+            if not isinstance(demo[key], str):
+                return f"demonstration {i}'s {key!r} must be a str, got {type(demo[key]).__name__}"
+    if max_demos is not None and len(value) > max_demos:
+        return f"holds at most {max_demos} demonstrations (max_demos), got {len(value)}; keep the best {max_demos}"
+    return None
+
+
+class Demos(Parameter[list[dict[str, str]]]):
+    """Trainable demonstrations for an LLM call: a list of ``{"input": str, "output": str}``.
+
+    Pass it to :func:`feedprop.ops.llm_call` as ``demos=``: each demonstration is shown to the model
+    as a user turn (``input``) and its assistant reply (``output``) before the question. The
+    parameter is the call site's identity across runs, so an optimizer such as
+    :class:`feedprop.optim.BootstrapDemos` can fill it from the call's well-scored runs.
+    ``max_demos`` caps how many it holds. Saved and loaded as JSON like any parameter.
+
+    Example:
+        >>> demos = Demos([{"input": "2+2?", "output": "4"}], name="shots", max_demos=2)
+        >>> demos.kind, len(demos.data), demos.max_demos
+        ('demos', 1, 2)
+        >>> demos.data = [{"input": "3+3?", "output": "6"}, {"input": "1+1?", "output": "2"}]
+        >>> demos.data = [{"input": "x"}]  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        feedprop.errors.InvalidInputError: parameter 'shots' (demos): demonstration 0 must have exactly the keys ...
+    """
+
+    __slots__ = ("max_demos",)
+
+    def __init__(
+        self,
+        value: list[dict[str, str]] | None = None,
+        *,
+        name: str | None = None,
+        description: str = "",
+        max_demos: int = 4,
+    ) -> None:
+        if isinstance(max_demos, bool) or not isinstance(max_demos, int) or max_demos < 1:
+            raise InvalidInputError(f"max_demos must be an int >= 1, got {max_demos!r}")
+        self.max_demos = max_demos
+        value = [] if value is None else value
+        super().__init__(value, name=name, description=description, kind="demos")
+        self._data = _check_value(self, value, initial=True)  # stored as plain dicts, copied
+
+    def __repr__(self) -> str:
+        return f"Demos(name={self.name!r}, demos={len(self._data)}, max_demos={self.max_demos})"
 
 
 class MessageNode(Node[T]):

@@ -49,6 +49,7 @@ from feedprop.node import (
     MessageNode,
     Node,
     Op,
+    demos_problem,
 )
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "le",
     "len_",
     "llm_call",
+    "llm_calls",
     "lower",
     "lt",
     "make_dict",
@@ -188,7 +190,21 @@ def _text(role: str, value: Any) -> str:
     return value
 
 
-def _prepare(system: Any, user: tuple[Any, ...]) -> tuple[list[Message], tuple[tuple[str, Any], ...]]:
+def _demo_turns(demos: Any) -> list[Message]:
+    value = demos.data if isinstance(demos, Node) else demos
+    problem = demos_problem(value)
+    if problem:
+        raise InvalidInputError(
+            f"llm_call's demos: {problem}; pass a feedprop.Demos parameter (or a list of such dicts)"
+        )
+    turns: list[Message] = []
+    for demo in value:
+        turns.append(Message(role="user", content=demo["input"]))
+        turns.append(Message(role="assistant", content=demo["output"]))
+    return turns
+
+
+def _prepare(system: Any, user: tuple[Any, ...], demos: Any) -> tuple[list[Message], tuple[tuple[str, Any], ...]]:
     if not user:
         raise InvalidInputError("llm_call needs at least one user message: llm_call(system, user, ...)")
     messages: list[Message] = []
@@ -196,6 +212,9 @@ def _prepare(system: Any, user: tuple[Any, ...]) -> tuple[list[Message], tuple[t
     if system is not None:
         messages.append(Message(role="system", content=_text("system", system)))
         inputs.append(("system", system))
+    if demos is not None:
+        messages.extend(_demo_turns(demos))
+        inputs.append(("demos", demos))
     parts = [_text("user", u) for u in user]
     messages.append(Message(role="user", content="\n\n".join(parts)))
     if len(user) == 1:
@@ -218,32 +237,71 @@ def _record(
     return MessageNode(reply.text, op=LLM_CALL, inputs=inputs, info=info)
 
 
-def llm_call(system: Any, *user: Any, llm: LLM | None = None, **params: Any) -> MessageNode[str]:
+def llm_call(system: Any, *user: Any, demos: Any = None, llm: LLM | None = None, **params: Any) -> MessageNode[str]:
     """Ask a language model; the output node records the prompts, the response and the usage.
 
     ``system`` is the system prompt (a str, a text node, or ``None``); each ``user`` part (str or
-    node) is joined by blank lines into one user message. ``llm=None`` uses
-    ``feedprop.llm.default()``; ``params`` (``temperature``, ``max_tokens``, ...) pass through.
+    node) is joined by blank lines into one user message. ``demos`` (a
+    :class:`~feedprop.node.Demos` parameter, or a plain list of ``{"input": str, "output": str}``)
+    are shown between the system prompt and the question, each as a user turn and the
+    assistant's reply; the Demos node becomes an input of the call (named ``"demos"``), so
+    feedback reaches it. ``llm=None`` uses ``feedprop.llm.default()``; ``params``
+    (``temperature``, ``max_tokens``, ...) pass through. ``node.info["messages"]`` holds what
+    was sent.
 
     Example:
         >>> from feedprop.llm import MockLLM
-        >>> from feedprop.node import Parameter
+        >>> from feedprop.node import Demos, Parameter
         >>> instruction = Parameter("Answer with a number.", name="instruction")
         >>> out = llm_call(instruction, "2+2?", llm=MockLLM("4"), temperature=0)
         >>> out.data, out.parents[0] is instruction, out.info["messages"][1]["content"]
         ('4', True, '2+2?')
+        >>> shots = Demos([{"input": "1+1?", "output": "2"}], name="shots")
+        >>> out = llm_call(instruction, "3+3?", demos=shots, llm=MockLLM("6"))
+        >>> [(m["role"], m["content"]) for m in out.info["messages"][1:]]
+        [('user', '1+1?'), ('assistant', '2'), ('user', '3+3?')]
+        >>> dict(out.inputs)["demos"] is shots
+        True
     """
-    messages, inputs = _prepare(system, user)
+    messages, inputs = _prepare(system, user, demos)
     model = llm if llm is not None else llm_module.default()
     if not isinstance(model, LLM):
         raise InvalidInputError(f"llm must be a feedprop.llm.LLM, got {type(model).__name__}")
     return _record(messages, inputs, model.complete(messages, **params), params)
 
 
-async def allm_call(system: Any, *user: Any, llm: LLM | None = None, **params: Any) -> MessageNode[str]:
+async def allm_call(
+    system: Any, *user: Any, demos: Any = None, llm: LLM | None = None, **params: Any
+) -> MessageNode[str]:
     """Async form of :func:`llm_call` (uses ``LLM.acomplete``)."""
-    messages, inputs = _prepare(system, user)
+    messages, inputs = _prepare(system, user, demos)
     model = llm if llm is not None else llm_module.default()
     if not isinstance(model, LLM):
         raise InvalidInputError(f"llm must be a feedprop.llm.LLM, got {type(model).__name__}")
     return _record(messages, inputs, await model.acomplete(messages, **params), params)
+
+
+def llm_calls(output: Node[Any]) -> list[MessageNode[Any]]:
+    """Every LLM-call node in ``output``'s graph, inputs before the calls that read them.
+
+    Example:
+        >>> from feedprop.llm import MockLLM
+        >>> out = strip(llm_call("Be brief.", "2+2?", llm=MockLLM(" 4 ")))
+        >>> [(n.info["response"], n.info["messages"][0]["content"]) for n in llm_calls(out)]
+        [(' 4 ', 'Be brief.')]
+    """
+    order: list[MessageNode[Any]] = []
+    seen: set[int] = set()
+    stack: list[tuple[Node[Any], bool]] = [(output, False)]
+    while stack:  # iterative post-order: deep chains must not hit the recursion limit
+        node, expanded = stack.pop()
+        if expanded:
+            if isinstance(node, MessageNode) and node.op is LLM_CALL:
+                order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        stack.extend((parent, False) for parent in reversed(node.parents))
+    return order

@@ -247,6 +247,10 @@ class _Graph:
                 rules.append(f"must lie within [{p.bounds[0]}, {p.bounds[1]}]")
             if p.kind == "code":
                 rules.append("must stay one Python function definition with the same name and parameters")
+            if p.kind == "demos":
+                limit = getattr(p, "max_demos", None)
+                most = f"at most {limit} " if limit is not None else ""
+                rules.append(f'must stay a list of {most}demonstrations {{"input": str, "output": str}}')
             if rules:
                 problem.constraints[name] = f"({name}) " + "; ".join(rules)
         for item in _middle(self.inputs, limits.lines):
@@ -374,6 +378,9 @@ def _value_text(value: Any, limit: int, kind: str | None) -> str:
     """A value for a section: code as a block, multi-line text as a block, the rest as JSON."""
     if kind == "code" and isinstance(value, str):
         return "\n" + truncate_middle(value.rstrip("\n"), limit)
+    if kind == "demos" and isinstance(value, list) and value:  # one demonstration a line
+        lines = [_literal(demo) for demo in value]
+        return "[\n" + truncate_middle(",\n".join(lines), limit) + "\n]"
     if isinstance(value, str) and "\n" in value:
         return '"""\n' + truncate_middle(value, limit) + '\n"""'
     if isinstance(value, str) and kind == "text":

@@ -234,3 +234,13 @@ def test_number_written_as_arithmetic() -> None:
     for bad in ("2 ** 1000", "__import__('os')", "x + 1", "1 / 0"):
         with pytest.raises(SuggestionError, match="not a number"):
             validate_value("number", 1.0, bad)
+
+
+def test_demos_values_are_lists_of_input_output_pairs() -> None:
+    demos = [{"input": "q", "output": "a"}]
+    assert validate_value("demos", [], demos) == demos
+    assert validate_value("demos", [], '```json\n[{"input": "q", "output": "a"}]\n```') == demos
+    for bad, match in (("not json", "not valid JSON"), ([{"input": "q"}], "exactly the keys"), ({}, "a list of")):
+        with pytest.raises(SuggestionError, match=match) as info:
+            validate_value("demos", [], bad, name="shots")
+        assert info.value.parameter == "shots"

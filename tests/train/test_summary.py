@@ -74,3 +74,11 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = plot_curve(_run(history=[]), tmp_path / "empty.png")
     assert empty is not None and empty.exists()
+
+
+def test_demos_diff_one_line_per_demonstration() -> None:
+    before = [{"input": "1+1?", "output": "2"}, {"input": "2+2?", "output": "4"}]
+    after = [{"input": "2+2?", "output": "4"}, {"input": "5+5?", "output": "10"}]
+    diff = parameter_diff("shots", before, after)
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("---", "+++"))]
+    assert changed == ['-{"input": "1+1?", "output": "2"}', '+{"input": "5+5?", "output": "10"}']

@@ -1,10 +1,12 @@
 """Training data for the weights, from the workflow's own successful traces.
 
 Running the workflow records a graph; the LLM calls of the student are nodes in it, each holding
-the messages sent and the reply received. :func:`collect_examples` runs the workflow over a
-dataset, scores each output with the guide, and keeps the student's calls from the runs whose
-final output scored at least ``min_score``: those replies led to a good answer, so they are
-worth learning (the idea of bootstrapped fine-tuning). A ``teacher`` may answer in the
+the messages sent and the reply received (:func:`feedprop.ops.llm_calls` finds them; the
+:class:`~feedprop.optim.BootstrapDemos` optimizer reads the same records to fill demonstrations).
+:func:`collect_examples` runs the workflow over a dataset, scores each output with the guide,
+and keeps the student's calls from the runs whose final output scored at least ``min_score``:
+those replies led to a good answer, so they are worth learning (the idea of bootstrapped
+fine-tuning). A ``teacher`` may answer in the
 student's place while collecting (distillation), and ``samples > 1`` with a temperature draws
 several rollouts per example (rejection sampling); duplicates are dropped.
 
@@ -28,31 +30,12 @@ from feedprop.joint.sft import SFTExample
 from feedprop.joint.student import Rollout, Student
 from feedprop.llm.base import LLM
 from feedprop.module import Module
-from feedprop.node import MessageNode, Node
-from feedprop.ops import LLM_CALL
+from feedprop.node import Node
+from feedprop.ops import llm_calls
 from feedprop.train.data import Item, as_items
 from feedprop.train.evaluation import Outcome, run_items
 
 __all__ = ["Harvest", "collect_examples", "llm_calls"]
-
-
-def llm_calls(output: Node[Any]) -> list[MessageNode[Any]]:
-    """Every LLM-call node in ``output``'s graph, inputs before the calls that read them."""
-    order: list[MessageNode[Any]] = []
-    seen: set[int] = set()
-    stack: list[tuple[Node[Any], bool]] = [(output, False)]
-    while stack:  # iterative post-order: deep chains must not hit the recursion limit
-        node, expanded = stack.pop()
-        if expanded:
-            if isinstance(node, MessageNode) and node.op is LLM_CALL:
-                order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((parent, False) for parent in reversed(node.parents))
-    return order
 
 
 @dataclass

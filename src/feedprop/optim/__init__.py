@@ -6,6 +6,8 @@
 * :class:`TextualGradientDescent` — TextGrad-style, one call per parameter, with momentum.
 * :class:`OPRO` — a scored history of values, no graph.
 * :class:`Compose` — several optimizers as one, each for its own parameters.
+* :class:`BootstrapDemos` — fills :class:`~feedprop.node.Demos` parameters from well-scored runs
+  (and labelled training items); no model call.
 
 All share :class:`Optimizer`: ``propose()`` returns a :class:`Proposal` of validated
 :class:`Candidate` updates without touching the parameters, ``apply()`` sets one, ``step()``
@@ -24,6 +26,7 @@ Example:
 """
 
 from feedprop.optim.compose import Compose
+from feedprop.optim.bootstrap import BootstrapDemos
 from feedprop.optim.hindsight import Hindsight
 from feedprop.optim.keys import KeyMatch, match_key
 from feedprop.optim.opro import OPRO
@@ -35,6 +38,7 @@ from feedprop.optim.tgd import TextualGradientDescent
 __all__ = [
     "COMMON_DEFAULTS",
     "OPRO",
+    "BootstrapDemos",
     "Candidate",
     "Compose",
     "Hindsight",

@@ -149,6 +149,7 @@ _PLACEHOLDER = {
     "code": ('"<the whole new function>"', "the whole new function"),
     "text": ('"<new text>"', "new text"),
     "json": ("<new JSON value, same shape>", "new JSON value, same shape"),
+    "demos": ('[{"input": "<question>", "output": "<reply>"}]', "JSON list of {input, output} demonstrations"),
 }
 
 
@@ -199,7 +200,7 @@ def _check_json(value: Any, what: str) -> None:
 
 
 def kind_of(param: Parameter[Any]) -> str:
-    """The parameter's kind ("text", "code", "number" or "json"), inferred from its value when unset."""
+    """The parameter's kind ("text", "code", "number", "json" or "demos"), inferred from its value when unset."""
     kind = getattr(param, "kind", None)
     return str(kind) if kind else infer_kind(param.data)
 
@@ -448,6 +449,13 @@ class Optimizer:
             constraint=getattr(param, "constraint", None),
             name=name,
         )
+        limit = getattr(param, "max_demos", None)
+        if limit is not None and isinstance(checked, list) and len(checked) > limit:
+            raise SuggestionError(
+                f"{name!r} holds at most {limit} demonstrations, got {len(checked)}; keep the best {limit}",
+                parameter=name,
+                value=value,
+            )
         for constraint in self.options(name).get("constraints") or ():  # a group's extra constraints
             problem = check_constraint(constraint, checked)
             if problem:

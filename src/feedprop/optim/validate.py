@@ -9,6 +9,7 @@ with a message written for the model that made the suggestion:
   parameters (``async`` included).
 * ``number`` — parses as a finite number inside ``bounds``; an ``int`` stays an ``int``.
 * ``json``   — valid JSON of the same shape as the current value (same keys, same types).
+* ``demos``  — a list of demonstrations ``{"input": str, "output": str}`` (a JSON text of one is read).
 
 Then the parameter's ``constraint`` is checked where it is checkable: a callable is called,
 and common phrasings ("at most 50 words", "must contain 'Answer:'", "between 0 and 1",
@@ -34,11 +35,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from feedprop.errors import SuggestionError
+from feedprop.node import demos_problem
 from feedprop.optim.replies import arithmetic
 
 __all__ = ["check_constraint", "infer_kind", "json_shape_problem", "strip_fences", "validate_value"]
 
-KINDS = ("text", "code", "number", "json")
+KINDS = ("text", "code", "number", "json", "demos")
 
 _FENCE = re.compile(r"^\s*```[^\n`]*\n(.*?)\n?```\s*$", re.DOTALL)
 
@@ -85,6 +87,8 @@ def validate_value(
             value = _validate_number(current, suggested, bounds)
         elif kind == "json":
             value = _validate_json(current, suggested)
+        elif kind == "demos":
+            value = _validate_demos(suggested)
         else:
             raise SuggestionError(f"unknown parameter kind {kind!r}; expected one of {', '.join(KINDS)}")
         problem = check_constraint(constraint, value)
@@ -278,6 +282,19 @@ def _validate_json(current: Any, suggested: Any) -> Any:
     if problem:
         raise SuggestionError(f"{problem}; keep the same structure as the current value")
     return value
+
+
+def _validate_demos(suggested: Any) -> list[dict[str, str]]:
+    value = suggested
+    if isinstance(suggested, str):
+        try:
+            value = json.loads(strip_fences(suggested), strict=False)
+        except (ValueError, RecursionError) as e:
+            raise SuggestionError(f"the value is not valid JSON ({e}); suggest a JSON list of demonstrations") from None
+    problem = demos_problem(value)
+    if problem:
+        raise SuggestionError(problem)
+    return [{"input": d["input"], "output": d["output"]} for d in value]
 
 
 def _json_type(value: Any) -> str:

@@ -28,12 +28,40 @@ from typing import Any
 __all__ = ["new_figure", "parameter_diff", "parameter_sections", "plot_curve", "render_report", "save_png"]
 
 
+def _is_demos(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(d, dict) and set(d) == {"input", "output"} and all(isinstance(v, str) for v in d.values())
+            for d in value
+        )
+    )
+
+
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True, default=repr)
+    if isinstance(value, str):
+        return value
+    if _is_demos(value):  # demonstrations: one line each, so a diff shows which were added or dropped
+        return "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in value)
+    return json.dumps(value, indent=2, sort_keys=True, default=repr)
 
 
 def parameter_diff(name: str, before: Any, after: Any) -> str:
-    """A unified diff of one parameter's value (JSON-formatted when it is not text); empty if unchanged."""
+    """A unified diff of one parameter's value (JSON-formatted when it is not text); empty if unchanged.
+
+    Demonstrations (a list of ``{"input", "output"}``) show one line per demonstration.
+
+    Example:
+        >>> old = [{"input": "1+1?", "output": "2"}, {"input": "2+2?", "output": "4"}]
+        >>> print(parameter_diff("shots", old, old[1:] + [{"input": "3+3?", "output": "6"}]), end="")
+        --- shots (before)
+        +++ shots (after)
+        @@ -1,2 +1,2 @@
+        -{"input": "1+1?", "output": "2"}
+         {"input": "2+2?", "output": "4"}
+        +{"input": "3+3?", "output": "6"}
+    """
     old, new = _text(before), _text(after)
     if old == new:
         return ""
