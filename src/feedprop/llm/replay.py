@@ -11,6 +11,7 @@ key is :func:`~feedprop.llm.cache.cache_key` of the model name, the messages, ev
 parameter (``temperature=0.7`` is not ``temperature=0``) and ``cache_salt``. The model name is
 the one the request is sent under (:attr:`LLM.model`), which the embedded model and the mock
 also write into their replies. When several records share a key, the first one answers.
+A call's ``cache=False`` skips the response cache only; a replay still answers it.
 
 The active replays live in a :mod:`contextvars` variable: asyncio tasks see them, and so do
 threads started through :class:`~feedprop.llm.ContextThreadPoolExecutor` or
