@@ -3,7 +3,8 @@
 Every :class:`LLM` — :class:`OpenAICompatible` endpoints, the embedded :class:`LocalModel`,
 and :class:`MockLLM` for tests — answers ``complete(messages, **params) -> Completion`` (and
 ``acomplete``), and every call is cached, retried, metered, budgeted and concurrency-limited in
-the same way. :func:`default` is the model used when none is given.
+the same way; inside ``with replay(records):`` recorded requests are answered from the record.
+:func:`default` is the model used when none is given.
 
 Example:
     >>> from feedprop.llm import MockLLM, track_usage

@@ -59,8 +59,9 @@ class Screening:
     and the calls ``saved`` (answered from the parent's recorded replies). ``score`` is the mean.
 
     Example:
-        >>> Screening(scores=[1.0, 0.0], outcomes=[], calls=1, saved=3).score
-        0.5
+        >>> screening = Screening(scores=[1.0, 0.0], outcomes=[], calls=1, saved=3)
+        >>> screening.score, screening.to_dict()
+        (0.5, {'score': 0.5, 'scores': [1.0, 0.0], 'calls': 1, 'saved': 3})
     """
 
     scores: list[float]
@@ -71,6 +72,10 @@ class Screening:
     @property
     def score(self) -> float:
         return sum(self.scores) / len(self.scores) if self.scores else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures as JSON-ready data (for logs and reports); the outcomes are left out."""
+        return {"score": self.score, "scores": list(self.scores), "calls": self.calls, "saved": self.saved}
 
 
 def _llm_calls(root: Node[Any]) -> list[MessageNode[Any]]:
