@@ -21,7 +21,7 @@ from feedprop.llm import (
     thread_map,
     track_usage,
 )
-from feedprop.llm.replay import replayed_call
+from feedprop.llm.replay import active_records, is_replayed, replayed_call
 
 ASK = [{"role": "system", "content": "Count."}, {"role": "user", "content": "a pear and a fig"}]
 
@@ -179,6 +179,20 @@ def test_the_first_record_of_a_request_answers_and_nested_replays_ask_the_innerm
     with replay(outer):  # the same replay, active again: its count keeps growing
         llm.complete(ASK, temperature=0)
     assert outer.hits == 2 and llm.calls == []
+
+
+def test_active_records_list_every_replay_innermost_first_and_checks_count_no_hit() -> None:
+    outer, inner = recorded("outer", temperature=0), recorded("inner", temperature=0)
+    other = recorded("other", temperature=1)
+    assert active_records() == []
+    with replay([outer, other]) as first, replay([inner]) as second:
+        assert active_records() == [inner, outer, other]
+        assert Replay(active_records()).lookup(inner.key) == inner  # first per key: the innermost answers
+        assert is_replayed("mock", ASK, {"temperature": 1}, None)
+        assert not is_replayed("mock", ASK, {"temperature": 2}, None)
+    assert (first.hits, second.hits) == (0, 0)
+    assert first.records == [outer, other] and first.holds(other.key) and not second.holds(other.key)
+    assert not is_replayed("mock", ASK, {"temperature": 1}, None)
 
 
 def test_records_round_trip_through_json() -> None:

@@ -15,8 +15,8 @@ A call's ``cache=False`` skips the response cache only; a replay still answers i
 
 The active replays live in a :mod:`contextvars` variable: asyncio tasks see them, and so do
 threads started through :class:`~feedprop.llm.ContextThreadPoolExecutor` or
-:func:`~feedprop.llm.thread_map` (as every feedprop evaluation does). Worker processes
-(``executor="ray"``) do not: their calls go to the model.
+:func:`~feedprop.llm.thread_map` (as every feedprop evaluation does). Ray workers
+(``executor="ray"``) receive the active records with each item (:func:`active_records`).
 
 Example:
     >>> from feedprop.llm import MockLLM, RecordedCall, replay, track_usage
@@ -42,7 +42,7 @@ from typing import Any
 from feedprop.errors import InvalidInputError
 from feedprop.llm.cache import cache_key
 
-__all__ = ["RecordedCall", "Replay", "replay", "replayed_call"]
+__all__ = ["RecordedCall", "Replay", "active_records", "is_replayed", "replay", "replayed_call"]
 
 #: The keyword arguments of ``LLM.complete`` that are feedprop's own, not sampling parameters.
 _OWN_OPTIONS = ("cache", "cache_salt")
@@ -159,6 +159,15 @@ class Replay:
                 )
             self._records.setdefault(record.key, record)
 
+    @property
+    def records(self) -> list[RecordedCall]:
+        """The records, one per request key, in the order they were given."""
+        return list(self._records.values())
+
+    def holds(self, key: str) -> bool:
+        """Whether a record answers the request with ``key`` (not counted as a hit)."""
+        return key in self._records
+
     def lookup(self, key: str) -> RecordedCall | None:
         """The record answering the request with ``key`` (counted as a hit), or ``None``."""
         record = self._records.get(key)
@@ -222,3 +231,35 @@ def replayed_call(
         if record is not None:
             return record
     return None
+
+
+def is_replayed(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], salt: Any) -> bool:
+    """Whether an active replay answers this request (a check only: no hit is counted).
+
+    Example:
+        >>> ask = [{"role": "user", "content": "hi"}]
+        >>> with replay([RecordedCall("m", ask, {}, "hello")]) as session:
+        ...     is_replayed("m", ask, {}, None), is_replayed("m", ask, {"seed": 1}, None), session.hits
+        (True, False, 0)
+    """
+    active = _ACTIVE.get()
+    if not active:
+        return False
+    key = cache_key(model, messages, params, salt)
+    return any(session.holds(key) for session in active)
+
+
+def active_records() -> list[RecordedCall]:
+    """The records of every active replay, innermost replay first (so, kept first-per-key, they answer alike).
+
+    What a process that cannot see this one's context (a Ray worker) needs to replay the same calls.
+
+    Example:
+        >>> ask = [{"role": "user", "content": "hi"}]
+        >>> with replay([RecordedCall("m", ask, {}, "outer")]), replay([RecordedCall("m", ask, {}, "inner")]):
+        ...     [r.text for r in active_records()]
+        ['inner', 'outer']
+        >>> active_records()
+        []
+    """
+    return [record for session in reversed(_ACTIVE.get()) for record in session.records]

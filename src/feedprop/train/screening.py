@@ -138,8 +138,8 @@ def screen(
     while tracing). Items run through ``executor`` (default: threads here) exactly as in an
     evaluation, scored by ``guide``; ``check`` runs before each item (raise ``BudgetExhausted``
     from it to stop). Real calls count in the caller's usage meters and budgets as usual;
-    replayed ones cost nothing. Replies are replayed in this process only: a Ray executor's
-    workers call the model.
+    replayed ones cost nothing. With ``executor="ray"`` the records travel to the workers with
+    the items, so they replay there too.
 
     See the module docs for an example.
     """
@@ -148,10 +148,10 @@ def screen(
     batch = list(items) if all(isinstance(i, Item) for i in items) else as_items(items, "items")
     records = recorded_calls(outcomes)
     runner, made_here = resolve_executor(executor)
-    with replay(records) as session, track_usage() as meter:
+    with replay(records), track_usage() as meter:
         try:
             screened = runner.run_items(model, batch, guide, max_workers=max_workers, check=check)
         finally:
             if made_here:
                 runner.close()
-    return Screening(scores=[o.score for o in screened], outcomes=screened, calls=meter.calls, saved=session.hits)
+    return Screening(scores=[o.score for o in screened], outcomes=screened, calls=meter.calls, saved=meter.replayed)
