@@ -1,10 +1,10 @@
 """Counting what LLM calls cost, and stopping them when a budget runs out.
 
-A :class:`UsageMeter` counts calls, cache hits, replayed answers, tokens and seconds. ``track_usage()`` makes one
-active for the code inside its ``with`` block: every LLM call made in that context — by any
-:class:`~feedprop.llm.LLM`, the mock included — adds to every active meter, so nested scopes
-all count. Active meters live in a :mod:`contextvars` variable, which asyncio tasks inherit
-automatically. Raw threads do **not** inherit it: run work through
+A :class:`UsageMeter` counts calls, cache hits, replayed answers, tokens and seconds.
+``track_usage()`` makes one active for the code inside its ``with`` block: every LLM call made
+in that context — by any :class:`~feedprop.llm.LLM`, the mock included — adds to every active
+meter, so nested scopes all count. Active meters live in a :mod:`contextvars` variable, which
+asyncio tasks inherit automatically. Raw threads do **not** inherit it: run work through
 :class:`ContextThreadPoolExecutor` or :func:`thread_map` (or ``contextvars.copy_context().run``)
 so calls made in worker threads are counted.
 
