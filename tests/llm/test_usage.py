@@ -184,7 +184,15 @@ def test_meter_reports_as_dict_and_repr() -> None:
 
 
 def test_usage_measured_elsewhere_is_added_to_every_active_meter() -> None:
-    elsewhere = {"calls": 3, "cache_hits": 1, "errors": 1, "prompt_tokens": 30, "completion_tokens": 6, "seconds": 0.5}
+    elsewhere = {
+        "calls": 3,
+        "cache_hits": 1,
+        "replayed": 2,
+        "errors": 1,
+        "prompt_tokens": 30,
+        "completion_tokens": 6,
+        "seconds": 0.5,
+    }
     with track_usage(max_calls=2) as outer, track_usage() as inner:
         add_usage(elsewhere)  # limits are not checked: those calls already happened
         assert inner.to_dict() == {**elsewhere, "total_tokens": 36}

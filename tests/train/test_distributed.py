@@ -35,11 +35,13 @@ from distributed_toys import (
 )
 
 from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError
-from feedprop.llm import MockLLM, UsageMeter, set_default, track_usage
+from feedprop.llm import MockLLM, UsageMeter, replay, set_default, track_usage
 from feedprop.optim import OptoPrime
 from feedprop.train import Budget, RayExecutor, evaluate, train
-from feedprop.train.data import Item
+from feedprop.train.data import Item, as_items
 from feedprop.train.distributed import BudgetLedger, _rebuild_failure, run_item
+from feedprop.train.evaluation import run_items
+from feedprop.train.screening import recorded_calls, screen
 from feedprop.train.wire import Rebuilder
 
 HERE = Path(__file__).resolve().parent
@@ -99,6 +101,22 @@ def test_worker_errors_travel_as_data_and_are_raised_as_themselves() -> None:
     error = _rebuild_failure(reply["failure"])
     assert isinstance(error, KeyError) and str(error) == str(KeyError("no score for q1?"))
     assert "raised on a Ray worker" in error.__notes__[0] and "broken_guide" in error.__notes__[0]
+
+
+def test_a_worker_replays_the_records_its_request_carries_without_asking_the_ledger() -> None:
+    model = Pipeline()
+    parent = run_items(model, [Item("q1", "q1?")], exact)
+    assert "replay" not in json.loads(RayExecutor(llm=MOCK).request(model, batch=0))
+    with replay(recorded_calls(parent)):
+        request = RayExecutor(llm=MOCK).request(model, batch=5)
+    assert len(json.loads(request)["replay"]) == 1
+    ledger = BudgetLedger()
+    ledger.open(5, [{"calls": 0, "max_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "max_tokens": None}])
+    reply = json.loads(run_item(request, 0, Item("q1", "q1?"), exact, ledger))
+    assert (reply["usage"]["calls"], reply["usage"]["replayed"]) == (0, 1)
+    assert Rebuilder(model).outcome(reply["outcome"]).score == 1.0
+    refused = json.loads(run_item(request, 1, Item("q2", "q2?"), exact, ledger))  # not recorded: needs a slot
+    assert isinstance(_rebuild_failure(refused["failure"]), BudgetExhausted)
 
 
 def test_a_refused_call_raises_budget_exhausted_on_the_worker() -> None:
@@ -242,6 +260,21 @@ def test_a_call_budget_holds_exactly_across_workers(cluster: SimpleNamespace) ->
     assert remote_run.stop_reason == local_run.stop_reason and remote_run.stop_reason.startswith("budget")
     assert remote_model.state_dict() == local_model.state_dict()
     assert without_seconds(remote_run.usage) == without_seconds(local_run.usage)
+
+
+@needs_ray
+def test_screening_on_ray_replays_the_parents_calls_on_the_workers(cluster: SimpleNamespace) -> None:
+    model = Pipeline()
+    items = as_items([(f"q{i}", f"q{i}!") for i in range(4)], "items")
+    with RayExecutor(llm=MOCK) as executor:
+        with track_usage() as parent_usage:
+            parent = executor.run_items(model, items, exact)
+        model.suffix.set("!")
+        with track_usage() as usage:
+            result = screen(model, items, exact, parent, executor=executor)
+    assert [o.score for o in parent] == [0.0] * 4 and parent_usage.calls == 4
+    assert result.scores == [1.0] * 4
+    assert (result.calls, result.saved) == (0, 4) == (usage.calls, usage.replayed)
 
 
 @needs_ray

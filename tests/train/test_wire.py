@@ -17,6 +17,7 @@ from feedprop.optim import OptoPrime
 from feedprop.report import render_problem
 from feedprop.train.data import as_items
 from feedprop.train.evaluation import Outcome, run_items
+from feedprop.train.screening import recorded_calls
 from feedprop.train.wire import (
     NOT_SENT,
     Opaque,
@@ -68,6 +69,15 @@ def test_rebuilt_graphs_render_the_same_problem_and_prompt() -> None:
         opt.propose()
         prompts.append([call.messages for call in opt.llm.calls])  # type: ignore[attr-defined]
     assert prompts[0] == prompts[1]
+
+
+def test_rebuilt_llm_calls_are_ops_llm_call_so_their_replies_can_be_replayed() -> None:
+    sender, driver = Pipeline(), Pipeline()
+    outcomes = run_items(sender, as_items(DATA, "data"), exact)
+    rebuilt = over_the_wire(outcomes, sender, driver)
+    local = recorded_calls(outcomes)
+    assert len(local) == 4, "one call per item, the failing one included"
+    assert [(c.key, c.text) for c in recorded_calls(rebuilt)] == [(c.key, c.text) for c in local]
 
 
 def test_parameters_and_held_nodes_are_the_receivers_own() -> None:

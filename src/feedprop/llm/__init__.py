@@ -3,7 +3,8 @@
 Every :class:`LLM` — :class:`OpenAICompatible` endpoints, the embedded :class:`LocalModel`,
 and :class:`MockLLM` for tests — answers ``complete(messages, **params) -> Completion`` (and
 ``acomplete``), and every call is cached, retried, metered, budgeted and concurrency-limited in
-the same way. :func:`default` is the model used when none is given.
+the same way; inside ``with replay(records):`` recorded requests are answered from the record.
+:func:`default` is the model used when none is given.
 
 Example:
     >>> from feedprop.llm import MockLLM, track_usage
@@ -24,6 +25,7 @@ from feedprop.llm.mock import MockCall, MockLLM, estimate_tokens
 from feedprop.llm.model_file import ensure_model_file
 from feedprop.llm.openai_compatible import OpenAICompatible
 from feedprop.llm.pool import EndpointPool
+from feedprop.llm.replay import RecordedCall, Replay, replay
 from feedprop.llm.retry import RetryPolicy
 from feedprop.llm.spec import from_spec, spec_of
 from feedprop.llm.usage import ContextThreadPoolExecutor, UsageMeter, active_meters, thread_map, track_usage
@@ -39,6 +41,8 @@ __all__ = [
     "MockCall",
     "MockLLM",
     "OpenAICompatible",
+    "RecordedCall",
+    "Replay",
     "ResponseCache",
     "RetryPolicy",
     "Usage",
@@ -51,6 +55,7 @@ __all__ = [
     "ensure_model_file",
     "estimate_tokens",
     "from_spec",
+    "replay",
     "set_cache_enabled",
     "set_default",
     "spec_of",

@@ -5,11 +5,13 @@ An :class:`LLM` turns a list of chat messages into a :class:`Completion`. Backen
 the same order for every backend, the mock included:
 
 1. validate the messages and parameters;
-2. answer from the response cache if the request is there (counted as a cache hit);
-3. reserve the call in every active usage meter, raising ``BudgetExhausted`` if a limit is reached;
-4. wait for a slot of the model's concurrency limit;
-5. call the backend, retrying transient failures with backoff;
-6. record tokens and seconds in the meters, and store the reply in the cache.
+2. answer from an active recording (:func:`~feedprop.llm.replay`) if it holds the request
+   (counted as replayed);
+3. answer from the response cache if the request is there (counted as a cache hit);
+4. reserve the call in every active usage meter, raising ``BudgetExhausted`` if a limit is reached;
+5. wait for a slot of the model's concurrency limit;
+6. call the backend, retrying transient failures with backoff;
+7. record tokens and seconds in the meters, and store the reply in the cache.
 
 Example:
     >>> from feedprop.llm import MockLLM
@@ -31,8 +33,9 @@ from typing import Any, ClassVar, Self, TypedDict
 from feedprop.errors import ConfigurationError, InvalidInputError, LLMError, TransientLLMError
 from feedprop.llm.cache import ResponseCache, cache_enabled, cache_key, canonical_json, default_cache
 from feedprop.llm.limit import ConcurrencyLimit
+from feedprop.llm.replay import replayed_call
 from feedprop.llm.retry import RetryPolicy, acall_with_retries, call_with_retries, retries_exhausted
-from feedprop.llm.usage import record_cache_hit, record_call, reserve_call
+from feedprop.llm.usage import record_cache_hit, record_call, record_replay, reserve_call
 
 __all__ = ["LLM", "Completion", "Message", "Usage", "check_messages", "check_params", "valid_unicode"]
 
@@ -82,7 +85,7 @@ class Completion:
 
     @property
     def cached(self) -> bool:
-        """Whether this reply came from the response cache."""
+        """Whether this reply cost no model call: it came from the response cache or a replay."""
         return self.usage.cached
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,6 +252,16 @@ class LLM:
         key = cache_key(self.model, checked, params, salt) if store is not None else None
         return checked, store, key
 
+    def _from_replay(
+        self, messages: list[Message], params: dict[str, Any], salt: Any, started: float
+    ) -> Completion | None:
+        record = replayed_call(self.model, messages, params, salt)
+        if record is None:
+            return None
+        record_replay()
+        usage = Usage(seconds=time.perf_counter() - started, cached=True)
+        return Completion(text=record.text, model=record.model, usage=usage)
+
     @staticmethod
     def _from_cache(store: ResponseCache | None, key: str | None, started: float) -> Completion | None:
         if store is None or key is None:
@@ -281,7 +294,7 @@ class LLM:
         """Send ``messages`` (``[{"role": ..., "content": ...}, ...]``) and return the model's :class:`Completion`."""
         started = time.perf_counter()
         checked, store, key = self._prepare(messages, params, cache, cache_salt)
-        hit = self._from_cache(store, key, started)
+        hit = self._from_replay(checked, params, cache_salt, started) or self._from_cache(store, key, started)
         if hit is not None:
             return hit
         meters = reserve_call()
@@ -310,6 +323,9 @@ class LLM:
         """Async form of :meth:`complete`: same cache, meters, budgets and concurrency limit."""
         started = time.perf_counter()
         checked, store, key = self._prepare(messages, params, cache, cache_salt)
+        replayed = self._from_replay(checked, params, cache_salt, started)
+        if replayed is not None:
+            return replayed
         if store is not None:  # SQLite may wait on another writer: keep the event loop free
             hit = await asyncio.to_thread(self._from_cache, store, key, started)
             if hit is not None:

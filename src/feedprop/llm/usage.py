@@ -1,10 +1,10 @@
 """Counting what LLM calls cost, and stopping them when a budget runs out.
 
-A :class:`UsageMeter` counts calls, cache hits, tokens and seconds. ``track_usage()`` makes one
-active for the code inside its ``with`` block: every LLM call made in that context — by any
-:class:`~feedprop.llm.LLM`, the mock included — adds to every active meter, so nested scopes
-all count. Active meters live in a :mod:`contextvars` variable, which asyncio tasks inherit
-automatically. Raw threads do **not** inherit it: run work through
+A :class:`UsageMeter` counts calls, cache hits, replayed answers, tokens and seconds.
+``track_usage()`` makes one active for the code inside its ``with`` block: every LLM call made
+in that context — by any :class:`~feedprop.llm.LLM`, the mock included — adds to every active
+meter, so nested scopes all count. Active meters live in a :mod:`contextvars` variable, which
+asyncio tasks inherit automatically. Raw threads do **not** inherit it: run work through
 :class:`ContextThreadPoolExecutor` or :func:`thread_map` (or ``contextvars.copy_context().run``)
 so calls made in worker threads are counted.
 
@@ -63,8 +63,9 @@ class UsageMeter:
     """Counts of LLM calls in a scope, with optional limits.
 
     ``calls`` counts calls that reached a model (started, whether or not they succeeded);
-    ``cache_hits`` counts answers served from the response cache (they cost nothing and are not
-    in ``calls`` or the token counts); ``errors`` counts calls that ended in an exception;
+    ``cache_hits`` counts answers served from the response cache and ``replayed`` answers served
+    from a recording (:func:`~feedprop.llm.replay`); neither costs anything, so neither is in
+    ``calls`` or the token counts. ``errors`` counts calls that ended in an exception;
     ``seconds`` sums the time calls spent in the model (retries included, waiting for a
     concurrency slot excluded).
 
@@ -79,6 +80,7 @@ class UsageMeter:
         self.max_tokens = _check_limit("max_tokens", max_tokens)
         self.calls = 0
         self.cache_hits = 0
+        self.replayed = 0
         self.errors = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -117,6 +119,7 @@ class UsageMeter:
             return {
                 "calls": self.calls,
                 "cache_hits": self.cache_hits,
+                "replayed": self.replayed,
                 "errors": self.errors,
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
@@ -130,7 +133,8 @@ class UsageMeter:
             f", {k}={v}" for k, v in (("max_calls", self.max_calls), ("max_tokens", self.max_tokens)) if v is not None
         )
         return (
-            f"UsageMeter(calls={d['calls']}, cache_hits={d['cache_hits']}, errors={d['errors']}, "
+            f"UsageMeter(calls={d['calls']}, cache_hits={d['cache_hits']}, replayed={d['replayed']}, "
+            f"errors={d['errors']}, "
             f"prompt_tokens={d['prompt_tokens']}, completion_tokens={d['completion_tokens']}, "
             f"seconds={d['seconds']:.3f}{limits})"
         )
@@ -212,6 +216,7 @@ def add_usage(counts: Mapping[str, float]) -> None:
         for meter in meters:
             meter.calls += int(counts.get("calls", 0))
             meter.cache_hits += int(counts.get("cache_hits", 0))
+            meter.replayed += int(counts.get("replayed", 0))
             meter.errors += int(counts.get("errors", 0))
             meter.prompt_tokens += int(counts.get("prompt_tokens", 0))
             meter.completion_tokens += int(counts.get("completion_tokens", 0))
@@ -226,6 +231,16 @@ def record_cache_hit() -> None:
     with _LOCK:
         for meter in meters:
             meter.cache_hits += 1
+
+
+def record_replay() -> None:
+    """Count an answer served from a recording (:func:`~feedprop.llm.replay`) in every active meter."""
+    meters = _ACTIVE.get()
+    if not meters:
+        return
+    with _LOCK:
+        for meter in meters:
+            meter.replayed += 1
 
 
 class ContextThreadPoolExecutor(ThreadPoolExecutor):

@@ -12,6 +12,7 @@ from feedprop.train.budget import Budget, RunUsage
 from feedprop.train.distributed import RayExecutor
 from feedprop.train.evaluation import Evaluation, ItemExecutor, LocalExecutor, evaluate
 from feedprop.train.guide import ExactMatch, Guide, LLMJudge, MultipleChoice, Numeric, UnitTest
+from feedprop.train.screening import Screening, screen
 from feedprop.train.trainer import TrainResult, train
 
 __all__ = [
@@ -26,8 +27,10 @@ __all__ = [
     "Numeric",
     "RayExecutor",
     "RunUsage",
+    "Screening",
     "TrainResult",
     "UnitTest",
     "evaluate",
+    "screen",
     "train",
 ]

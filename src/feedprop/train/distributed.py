@@ -10,7 +10,8 @@ What travels, and why the optimizer sees the same thing as with local threads:
 
 - to a worker: the workflow as class import path + JSON ``state_dict`` + training mode
   (:func:`~feedprop.train.wire.workflow_spec`), the workers' LLM as a JSON spec
-  (:mod:`feedprop.llm.spec`), the item and the guide (with Ray's serialization);
+  (:mod:`feedprop.llm.spec`), the item and the guide (with Ray's serialization), and the
+  recorded replies of any active :func:`~feedprop.llm.replay` (so a screening replays there too);
 - on the worker: forward and guide, exactly as :func:`~feedprop.train.evaluation.run_items`
   runs them, under a usage meter;
 - back, as one JSON document per item: the feedback, the usage, and (in training mode) the
@@ -69,6 +70,7 @@ from typing import Any
 from feedprop.errors import BudgetExhausted, ConfigurationError, DistributedError, InvalidInputError
 from feedprop.llm import LLM, Completion, UsageMeter, active_meters, check_messages, set_default, track_usage
 from feedprop.llm.cache import cache_key
+from feedprop.llm.replay import RecordedCall, active_records, is_replayed, replay
 from feedprop.llm.spec import check_spec, from_spec, import_object, spec_of
 from feedprop.llm.usage import add_usage
 from feedprop.module import Module
@@ -177,11 +179,14 @@ class _Budgeted(LLM):
         self.batch = batch
 
     def _cached(self, messages: Any, use_cache: bool, salt: Any, params: dict[str, Any]) -> bool:
-        # A cached answer is not a call, locally or here: it needs no slot.
+        # A cached or replayed answer is not a call, locally or here: it needs no slot.
+        checked = check_messages(messages)
+        if is_replayed(self.inner.model, checked, params, salt):
+            return True
         store = self.inner.cache if use_cache else None
         if store is None:
             return False
-        return store.get(cache_key(self.inner.model, check_messages(messages), params, salt)) is not None
+        return store.get(cache_key(self.inner.model, checked, params, salt)) is not None
 
     def _settle(self, completion: Completion) -> None:
         if completion.cached:
@@ -262,7 +267,8 @@ def run_item(request: str, index: int, item: Item, guide: GuideFn, ledger: Any =
             model = build_workflow(req["workflow"], _WORKFLOWS)
             llm = _worker_llm(req["llm"])
             set_default(_Budgeted(llm, ledger, req["batch"]) if ledger is not None else llm)
-            with _trace_state(req["tracing"], req["scope"]):
+            records = [RecordedCall.from_dict(r) for r in req.get("replay", ())]
+            with replay(records), _trace_state(req["tracing"], req["scope"]):
                 outcome = _score_one(model, item, index, guide, _accepts_example(guide), None)
             reply: dict[str, Any] = {"outcome": encode_outcome(outcome, model, with_graph=model.training)}
         except Exception as exc:
@@ -446,16 +452,19 @@ class RayExecutor(ItemExecutor):
     # -- running items ---------------------------------------------------------------------------
 
     def request(self, model: Module, batch: int) -> str:
-        """The JSON request of a batch (what :func:`run_item` reads): workflow, workers' LLM, tracing state."""
-        return json.dumps(
-            {
-                "workflow": workflow_spec(model, self.workflow_kwargs),
-                "llm": self.llm_spec,
-                "batch": batch,
-                "tracing": is_tracing(),
-                "scope": current_scope(),
-            }
-        )
+        """The JSON request of a batch (what :func:`run_item` reads): workflow, workers' LLM, tracing state,
+        and the records of the active replays (if any)."""
+        request: dict[str, Any] = {
+            "workflow": workflow_spec(model, self.workflow_kwargs),
+            "llm": self.llm_spec,
+            "batch": batch,
+            "tracing": is_tracing(),
+            "scope": current_scope(),
+        }
+        records = active_records()
+        if records:
+            request["replay"] = [record.to_dict() for record in records]
+        return json.dumps(request)
 
     def _ledger_for(self, ray: Any, batch: int) -> Any:
         limits = _limits()
