@@ -5,6 +5,7 @@
   back-off, recurring feedback).
 * :class:`TextualGradientDescent` — TextGrad-style, one call per parameter, with momentum.
 * :class:`OPRO` — a scored history of values, no graph.
+* :class:`Reflect` — for small models: per parameter, one diagnosis, then n plain rewrites.
 
 All share :class:`Optimizer`: ``propose()`` returns a :class:`Proposal` of validated
 :class:`Candidate` updates without touching the parameters, ``apply()`` sets one, ``step()``
@@ -27,6 +28,7 @@ from feedprop.optim.keys import KeyMatch, match_key
 from feedprop.optim.opro import OPRO
 from feedprop.optim.optimizer import COMMON_DEFAULTS, Candidate, Optimizer, Proposal, Rejection
 from feedprop.optim.optoprime import OptoPrime
+from feedprop.optim.reflect import Reflect
 from feedprop.optim.replies import Reply, parse_reply
 from feedprop.optim.tgd import TextualGradientDescent
 
@@ -39,6 +41,7 @@ __all__ = [
     "Optimizer",
     "OptoPrime",
     "Proposal",
+    "Reflect",
     "Rejection",
     "Reply",
     "TextualGradientDescent",
