@@ -611,7 +611,9 @@ class Optimizer:
         An unreadable reply is retried (up to ``max_retries`` times) with the parse error shown
         to the model; so is a reply whose every suggestion was refused or repeated the current
         value, with the reasons. Sample 0 uses ``temperature``, later samples and retries
-        ``candidate_temperature`` (later samples also a distinct cache salt).
+        ``candidate_temperature`` (later samples also a distinct cache salt). A model that
+        enforces JSON schemas gets :meth:`response_format` (a sampling parameter, so it is part
+        of the cache key).
         """
         opts = self.defaults
         temperature = opts["temperature"] if sample == 0 else opts["candidate_temperature"]
@@ -623,6 +625,9 @@ class Optimizer:
         out = Attempt()
         others = list(others)
         legal_names = list(shown) if shown is not None else None
+        response_format = self.response_format(legal_names)
+        if response_format is not None:
+            params["response_format"] = response_format
         for attempt in range(int(opts["max_retries"]) + 1):
             if attempt:  # a retry at temperature 0 tends to repeat the refused answer word for word
                 params["temperature"] = max(float(params["temperature"]), float(opts["candidate_temperature"]))

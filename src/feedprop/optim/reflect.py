@@ -345,7 +345,7 @@ def read_code(reply: str, current: str) -> str:
 def _strip_quotes(text: str) -> str:
     for _ in range(3):
         for open_, close in _QUOTES:
-            if len(text) > len(open_) + len(close) and text.startswith(open_) and text.endswith(close):
+            if len(text) >= len(open_) + len(close) and text.startswith(open_) and text.endswith(close):
                 text = text[len(open_) : -len(close)].strip()
                 break
         else:
