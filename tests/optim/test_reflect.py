@@ -299,8 +299,9 @@ def test_one_parameter_per_step_round_robin_code_first() -> None:
     second = opt.propose()
     assert {tuple(c.updates) for c in second.candidates} == {("instruction",)}
     assert len(llm.calls) == 6
-    third = opt.propose()
-    assert {tuple(c.updates) for c in third.candidates} == {("extract",)}
+    third = opt.propose()  # back to the extractor, whose (unapplied) rewrite is not offered twice
+    assert not third.candidates and {r.parameter for r in third.rejected} == {"extract"}
+    assert len(llm.calls) == 9
 
 
 def test_every_failing_parameter_with_params_per_step_none() -> None:
@@ -318,6 +319,17 @@ def test_no_failure_means_no_call() -> None:
     llm = MockLLM(rewrites_by_kind)
     proposal = Reflect(model.parameters(), llm=llm).propose()
     assert not proposal.candidates and not llm.calls
+
+
+def test_a_rewrite_not_accepted_is_not_offered_again_until_the_value_moves_on() -> None:
+    _, code = extractor_with_feedback()
+    opt = Reflect([code], llm=scripted([LAST_NUMBER]), n_candidates=2)
+    assert len(opt.propose().candidates) == 1
+    again = opt.propose()  # nobody applied it: the same rewrite is refused this time
+    assert not again.candidates
+    assert [r.reason for r in again.rejected] == ["this rewrite was proposed at an earlier step and not accepted"] * 2
+    code.set("def extract(self, text: str) -> str:\n    return text.split()[0]\n")
+    assert len(opt.propose().candidates) == 1, "from a new value, the same rewrite is a new proposal"
 
 
 def test_state_dict_round_trip() -> None:

@@ -15,8 +15,9 @@ feedback holds failures, one step of Reflect makes:
 3. **tolerant reading** of each reply (:func:`read_code`, :func:`read_text`): a fenced block or
    the whole reply; code must parse and define the same function with the same parameters
    (imports of standard modules it uses but forgot are added); text loses quotes, fences and
-   "Instruction:" style prefixes. A rewrite that cannot be read, or that is the current value
-   unchanged, is refused with the reason (:class:`~feedprop.optim.Rejection`).
+   "Instruction:" style prefixes. A rewrite that cannot be read, that is the current value
+   unchanged, or that was already offered at an earlier step from the same value (and so not
+   accepted) is refused with the reason (:class:`~feedprop.optim.Rejection`).
 
 Every :class:`~feedprop.optim.Candidate` changes one parameter, so a trainer (or a screening
 pass over the recorded inputs, for code) can judge each on its own. Cost per step is
@@ -46,6 +47,8 @@ Example:
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
 import re
 import sys
 import textwrap
@@ -66,11 +69,10 @@ from feedprop.optim.optimizer import (
     Rejection,
     check_int_option,
     kind_of,
-    same_value,
 )
 from feedprop.optim.templates import fill, template
 
-__all__ = ["Case", "Reflect", "is_failure", "read_code", "read_text"]
+__all__ = ["Case", "Reflect", "fingerprint", "is_failure", "read_code", "read_text"]
 
 #: The parameter kinds Reflect rewrites.
 REFLECT_KINDS = ("text", "code")
@@ -81,6 +83,8 @@ DIAGNOSIS_TOKENS = 300
 #: How much of a diagnosis goes into the rewrite prompt, and of a refused reply into a rejection.
 MAX_DIAGNOSIS_CHARS = 1500
 MAX_REFUSED_CHARS = 1000
+#: Rewrites remembered per parameter, so a candidate that was not accepted is not offered again.
+MAX_TRIED = 64
 #: Per prompt, tried in order until the prompt fits ``max_prompt_tokens``: (characters per shown
 #: value, share of the failing cases kept, passing cases kept). The parameter's value is never cut.
 _PLANS = (
@@ -136,6 +140,25 @@ def is_failure(feedback: Feedback) -> bool:
     if feedback.score is not None:
         return feedback.score < 1.0
     return bool(_NEGATIVE.search(feedback.text))
+
+
+def fingerprint(value: Any, kind: str) -> str:
+    """A short digest of a value, equal for values :func:`~feedprop.optim.optimizer.same_value` calls equal.
+
+    Code is compared by syntax tree (comments, quotes and blank lines do not count), text by its
+    lines without trailing whitespace.
+
+    Example:
+        >>> fingerprint("def f():\\n    return 'a'  # note", "code") == fingerprint('def f():\\n    return "a"', "code")
+        True
+        >>> fingerprint("Be brief. ", "text") == fingerprint("Be brief.", "text")
+        True
+    """
+    text = "\n".join(line.rstrip() for line in str(value).strip("\n").splitlines())
+    if kind == "code":
+        with contextlib.suppress(SyntaxError, ValueError, RecursionError, MemoryError):
+            text = ast.dump(ast.parse(textwrap.dedent(str(value))))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _output_feedback(entry: Any) -> Feedback:
@@ -615,6 +638,11 @@ class Reflect(Optimizer):
     def _propose_for(self, name: str, proposal: Proposal) -> None:
         param = self.named_parameters()[name]
         kind = kind_of(param)
+        state = self.state[name]
+        if state.get("base") != fingerprint(param.data, kind):  # the value moved on: earlier refusals are moot
+            state["base"] = fingerprint(param.data, kind)
+            state["tried"] = []
+        tried: list[str] = state["tried"]
         diagnosis = self.diagnose(name)
         proposal.replies.append(diagnosis)
         n = int(self.options(name)["n_candidates"])
@@ -623,7 +651,7 @@ class Reflect(Optimizer):
             return self.rewrite(name, diagnosis, i)
 
         replies = thread_map(sample, range(n), max_workers=n) if n > 1 else [sample(0)]
-        kept: list[Any] = []
+        kept: list[str] = []
         for i, reply in enumerate(replies):
             proposal.replies.append(reply)
             try:
@@ -631,14 +659,20 @@ class Reflect(Optimizer):
             except SuggestionError as e:
                 proposal.rejected.append(Rejection(name, truncate_middle(reply, MAX_REFUSED_CHARS), str(e), name))
                 continue
-            if same_value(value, param.data, kind):
-                reason = "the rewrite is the current value unchanged"
-                proposal.rejected.append(Rejection(name, truncate_middle(str(value), MAX_REFUSED_CHARS), reason, name))
+            key = fingerprint(value, kind)
+            shown = truncate_middle(str(value), MAX_REFUSED_CHARS)
+            if key == state["base"]:
+                proposal.rejected.append(Rejection(name, shown, "the rewrite is the current value unchanged", name))
                 continue
-            if any(same_value(value, k, kind) for k in kept):  # an earlier sample wrote the same
+            if key in kept:  # an earlier sample of this step wrote the same
                 continue
-            kept.append(value)
+            if key in tried:  # proposed at an earlier step from this same value, and it is still this value
+                reason = "this rewrite was proposed at an earlier step and not accepted"
+                proposal.rejected.append(Rejection(name, shown, reason, name))
+                continue
+            kept.append(key)
             proposal.candidates.append(Candidate({name: value}, diagnosis, {"parameter": name, "sample": i}))
-        state = self.state[name]
+        tried.extend(kept)
+        del tried[: max(0, len(tried) - MAX_TRIED)]
         state["diagnosis"] = truncate_middle(diagnosis, MAX_DIAGNOSIS_CHARS)
         state["rounds"] = int(state.get("rounds", 0)) + 1
