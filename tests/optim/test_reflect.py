@@ -387,7 +387,9 @@ def test_optoprime_still_asks_for_json_where_reflect_does_not() -> None:
     _, code = extractor_with_feedback()
     json_llm = MockLLM('{"reasoning": "r", "suggestion": {}}', json_schema=True)
     OptoPrime([code], llm=json_llm, max_retries=0).propose()
-    assert json_llm.calls[0].params["response_format"]["type"] == "json_schema"
+    fmt = json_llm.calls[0].params["response_format"]
+    assert fmt["type"] == "json_schema"
+    assert fmt["json_schema"]["schema"]["properties"]["suggestion"]["properties"] == {code.name: {"type": "string"}}
     llm = scripted([LAST_NUMBER])
     llm.supports_json_schema = True
     Reflect([code], llm=llm, n_candidates=1).propose()

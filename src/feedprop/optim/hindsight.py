@@ -202,7 +202,7 @@ class Hindsight(OptoPrime):
             return super().format_help(names)
         return fill(f"hindsight_format_{self.defaults['reply_format']}", **self._format_fields(names))
 
-    def reply_schema(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+    def reply_schema(self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None) -> dict[str, Any]:
         """OptoPrime's schema, plus ``verdict`` and ``lessons`` once there is an edit to judge (as the prompt asks)."""
         schema = super().reply_schema(names)
         if not self.global_state["edits"]:

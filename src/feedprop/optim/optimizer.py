@@ -537,8 +537,11 @@ class Optimizer:
             example = "{" + pairs + (", ..." if len(chosen) > 3 else "") + "}"
         return {"suggestion": example, "legal": ", ".join(chosen)}
 
-    def reply_schema(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+    def reply_schema(self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None) -> dict[str, Any]:
         """The JSON schema of a reply: ``reasoning`` then ``suggestion``, keyed by the legal ``names`` only.
+
+        ``names`` are the names the model saw (a map of them to the parameters when they differ
+        from this optimizer's names); by default, every owned parameter.
 
         Sent as ``response_format`` to models that enforce schemas (see :meth:`response_format`),
         so a small model can neither break the JSON nor invent a key. Subclasses asking for more
@@ -552,8 +555,9 @@ class Optimizer:
             >>> opt.reply_schema()["properties"]["suggestion"]["properties"]
             {'x': {'type': 'number'}}
         """
+        params: Mapping[str, Parameter[Any]] = names if isinstance(names, Mapping) else self._names
         chosen = list(self._names if names is None else names)
-        values = {n: dict(_VALUE_SCHEMA.get(kind_of(self._names[n]), {})) if n in self._names else {} for n in chosen}
+        values = {n: dict(_VALUE_SCHEMA.get(kind_of(params[n]), {})) if n in params else {} for n in chosen}
         return {
             "type": "object",
             "properties": {
@@ -564,7 +568,9 @@ class Optimizer:
             "additionalProperties": False,
         }
 
-    def response_format(self, names: Iterable[str] | None = None) -> dict[str, Any] | None:
+    def response_format(
+        self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None
+    ) -> dict[str, Any] | None:
         """The ``response_format`` to send with a JSON request, or ``None`` to send none.
 
         A schema (:meth:`reply_schema`) goes only to a model whose ``supports_json_schema`` is
@@ -625,7 +631,7 @@ class Optimizer:
         out = Attempt()
         others = list(others)
         legal_names = list(shown) if shown is not None else None
-        response_format = self.response_format(legal_names)
+        response_format = self.response_format(shown)
         if response_format is not None:
             params["response_format"] = response_format
         for attempt in range(int(opts["max_retries"]) + 1):
