@@ -241,6 +241,13 @@ def test_read_text_strips_what_is_not_the_text(reply: str, text: str) -> None:
     assert read_text(reply) == text
 
 
+def test_code_in_place_of_an_instruction_is_refused() -> None:
+    model = pipeline_with_feedback()
+    opt = Reflect([model.instruction], llm=scripted([NEW_EXTRACT]), n_candidates=1)
+    proposal = opt.propose()
+    assert not proposal.candidates and "is text; write the new text itself" in proposal.rejected[0].reason
+
+
 def test_read_text_refuses_an_empty_reply() -> None:
     with pytest.raises(SuggestionError, match="no text"):
         read_text('""')

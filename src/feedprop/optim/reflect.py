@@ -626,7 +626,12 @@ class Reflect(Optimizer):
         A value equal to the current one is returned as it is (:meth:`_propose` refuses it).
         """
         param = self.named_parameters()[name]
-        value = read_code(reply, str(param.data)) if kind_of(param) == "code" else read_text(reply)
+        if kind_of(param) == "code":
+            return self.validate(name, read_code(reply, str(param.data)))
+        value = read_text(reply)
+        if _first_function(value) is not None and _first_function(str(param.data)) is None:
+            # Small models asked for an instruction sometimes answer with the function they would write.
+            raise SuggestionError(f"the reply is Python code, but {name} is text; write the new text itself")
         return self.validate(name, value)
 
     def _propose(self) -> Proposal:
