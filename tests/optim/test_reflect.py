@@ -401,3 +401,17 @@ def test_optoprime_still_asks_for_json_where_reflect_does_not() -> None:
     llm.supports_json_schema = True
     Reflect([code], llm=llm, n_candidates=1).propose()
     assert all("response_format" not in call.params for call in llm.calls)
+
+
+def test_read_code_lifts_a_method_out_of_a_class_and_wraps_a_bare_body() -> None:
+    in_class = (
+        "```python\nimport re\n\nclass Extractor:\n    def extract(self, text: str) -> str:\n"
+        "        return re.findall(r'\\d+', text)[-1]\n```"
+    )
+    assert read_code(in_class, CURRENT) == (
+        "import re\ndef extract(self, text: str) -> str:\n    return re.findall(r'\\d+', text)[-1]"
+    )
+    body_only = "```python\nnumbers = text.split()\nreturn numbers[-1]\n```"
+    assert read_code(body_only, CURRENT) == (
+        "def extract(self, text: str) -> str:\n    numbers = text.split()\n    return numbers[-1]"
+    )

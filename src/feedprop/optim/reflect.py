@@ -283,9 +283,47 @@ def _parse_code(source: str) -> tuple[str, ast.Module] | None:
             tree = ast.parse(chunk)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
-        if any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) for n in tree.body):
+        if any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) for n in _defs(tree)):
             return chunk, tree
     return None
+
+
+def _defs(tree: ast.Module) -> list[ast.stmt]:
+    """The top-level statements of ``tree`` and those of its top-level classes."""
+    inner = [m for n in tree.body if isinstance(n, ast.ClassDef) for m in n.body]
+    return [*tree.body, *inner]
+
+
+def _lift_method(source: str, tree: ast.Module, target: str) -> tuple[str, ast.Module] | None:
+    """A method ``target`` written inside a class, as a function (with the module's imports); else ``None``."""
+    lines = source.splitlines()
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for fn in cls.body:
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and fn.name == target:
+                imports = [
+                    "\n".join(lines[n.lineno - 1 : n.end_lineno])
+                    for n in tree.body
+                    if isinstance(n, ast.Import | ast.ImportFrom)
+                ]
+                method = textwrap.dedent("\n".join(lines[fn.lineno - 1 : fn.end_lineno]))
+                lifted = "\n".join([*imports, method])
+                try:
+                    return lifted, ast.parse(lifted)
+                except (SyntaxError, ValueError, RecursionError, MemoryError):
+                    return None
+    return None
+
+
+def _wrap_body(source: str, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[str, ast.Module] | None:
+    """A reply holding only a function body, put under the current function's ``def`` line; else ``None``."""
+    body = textwrap.dedent(source).strip("\n")
+    if not re.search(r"^\s*return\b", body, re.MULTILINE):
+        return None
+    wrapped = f"{_header(fn)}\n{textwrap.indent(body, '    ')}"
+    try:
+        return wrapped, ast.parse(wrapped)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
 
 
 def _calls_any(node: ast.AST, names: set[str]) -> bool:
@@ -337,8 +375,10 @@ def read_code(reply: str, current: str) -> str:
 
     The block defining the current function's name is preferred; prose around the code, example
     calls, decorators and a forgotten import of a standard module are handled (see
-    :func:`_clean_code`). Raises :class:`~feedprop.errors.SuggestionError` when no function parses.
-    The name and parameters are checked afterwards, by the optimizer's validation.
+    :func:`_clean_code`), and so are the function written as a method inside a class, and a
+    fenced body without its ``def`` line (it is put under the current one). Raises
+    :class:`~feedprop.errors.SuggestionError` when no function parses. The name and parameters
+    are checked afterwards, by the optimizer's validation.
 
     Example:
         >>> reply = "Here it is:\\n```python\\ndef f(text):\\n    return re.findall(r'\\\\d+', text)[-1]\\n```\\nDone."
@@ -349,17 +389,25 @@ def read_code(reply: str, current: str) -> str:
     """
     fn = _first_function(current)
     target = fn.name if fn is not None else None
+    fenced = [m.group(1) for m in _FENCED.finditer(reply)]
     fallback: tuple[str, ast.Module] | None = None
-    for source in [*(m.group(1) for m in _FENCED.finditer(reply)), reply]:
+    for source in [*fenced, reply]:
         parsed = _parse_code(source)
         if parsed is None:
             continue
         names = {n.name for n in parsed[1].body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
         if target is None or target in names:
             return _clean_code(*parsed)
+        lifted = _lift_method(*parsed, target)
+        if lifted is not None:
+            return _clean_code(*lifted)
         fallback = fallback or parsed
     if fallback is not None:
         return _clean_code(*fallback)  # the wrong function: validation says which one is expected
+    for source in fenced or [reply]:
+        wrapped = _wrap_body(source, fn) if fn is not None else None
+        if wrapped is not None:
+            return _clean_code(*wrapped)
     raise SuggestionError(
         "the reply holds no Python function that parses; write the whole function in one ```python block"
     )
