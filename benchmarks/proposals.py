@@ -21,7 +21,8 @@ also run on its round's minibatch and counted as **improved** when it raises the
 
 It prints a table and, with ``--out``, writes the rows and every reply as JSON. It runs on the
 default model (:func:`feedprop.llm.default`, the embedded 1.5B model unless ``FEEDPROP_BASE_URL``
-is set), which answers the questions too. Usage::
+is set), which answers the questions too unless ``--student`` names an embedded model for that
+(``qwen2.5-coder-0.5b`` is the demo's student). Usage::
 
     nice -n 19 .venv/bin/python benchmarks/proposals.py --rounds 3 --samples 4 --out proposals.json
 """
@@ -40,7 +41,7 @@ from typing import Any
 from feedprop import llm as llm_module
 from feedprop.demo import CountingSolver
 from feedprop.errors import ExecutionError, ReplyParseError, SuggestionError
-from feedprop.llm import LLM, track_usage
+from feedprop.llm import LLM, LocalModel, track_usage
 from feedprop.node import Feedback, Node
 from feedprop.optim import OptoPrime, Reflect
 from feedprop.optim.optimizer import kind_of, same_value
@@ -159,6 +160,7 @@ def _score_changes(
 def run(
     llm: LLM,
     *,
+    student: LLM | None = None,
     rounds: int,
     batch_size: int,
     samples: int,
@@ -166,10 +168,13 @@ def run(
     systems: Sequence[str] = SYSTEMS,
     score: bool = False,
 ) -> list[Row]:
-    """Measure each system over ``rounds`` minibatches of ``batch_size`` training questions."""
+    """Measure each system over ``rounds`` minibatches of ``batch_size`` training questions.
+
+    ``llm`` proposes; ``student`` (default: ``llm``) answers the questions.
+    """
     items = list(load_bbh(task).train)
     guide = ExactMatch()
-    solver = CountingSolver(llm)
+    solver = CountingSolver(student if student is not None else llm)
     rows = {name: Row(name) for name in systems}
     for r in range(rounds):
         batch = [items[(r * batch_size + i) % len(items)] for i in range(batch_size)]
@@ -232,6 +237,7 @@ def main(argv: Sequence[str] | None = None, *, llm: LLM | None = None) -> list[R
     parser.add_argument("--task", default="object_counting", help="the BBH task (the demo's by default)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from {', '.join(SYSTEMS)}")
     parser.add_argument("--score", action="store_true", help="run each changed candidate on its minibatch")
+    parser.add_argument("--student", help="an embedded model to answer the questions (default: the proposing model)")
     parser.add_argument("--out", type=Path, help="write the rows and every reply here as JSON")
     args = parser.parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -242,17 +248,24 @@ def main(argv: Sequence[str] | None = None, *, llm: LLM | None = None) -> list[R
     print(
         f"proposals on BBH {args.task}: {args.rounds} round(s) of {args.batch_size} questions, "
         f"{args.samples} sample(s) per proposal; model {model.model} "
-        f"(JSON schemas {'enforced' if model.supports_json_schema else 'not enforced'})"
+        f"(JSON schemas {'enforced' if model.supports_json_schema else 'not enforced'}); "
+        f"student {args.student or model.model}"
     )
-    rows = run(
-        model,
-        rounds=args.rounds,
-        batch_size=args.batch_size,
-        samples=args.samples,
-        task=args.task,
-        systems=systems,
-        score=args.score,
-    )
+    student = LocalModel(args.student, n_parallel=2, n_ctx=2048) if args.student else None
+    try:
+        rows = run(
+            model,
+            student=student,
+            rounds=args.rounds,
+            batch_size=args.batch_size,
+            samples=args.samples,
+            task=args.task,
+            systems=systems,
+            score=args.score,
+        )
+    finally:
+        if student is not None:
+            student.close()
     print(table(rows, args.score))
     if args.out is not None:
         args.out.write_text(json.dumps([asdict(row) for row in rows], indent=2, default=repr), encoding="utf-8")
