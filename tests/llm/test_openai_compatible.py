@@ -195,3 +195,15 @@ def test_bad_arguments() -> None:
     llm = OpenAICompatible("http://127.0.0.1:1/v1", model="m")
     with pytest.raises(ConfigurationError, match="cache_salt"):
         llm.complete(ASK, n=3)
+
+
+def test_json_schema_support_is_declared_and_the_schema_passes_through(fake_server: Factory) -> None:
+    assert not OpenAICompatible("http://127.0.0.1:1/v1", model="m").supports_json_schema
+    server = fake_server([ok('{"a": 1}')])
+    llm = client(server, cache=False, json_schema=True)
+    assert llm.supports_json_schema
+    fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": {"type": "object"}}}
+    llm.complete(ASK, response_format=fmt)
+    assert server.requests[0]["response_format"] == fmt
+    with pytest.raises(ConfigurationError, match="json_schema"):
+        OpenAICompatible("http://127.0.0.1:1/v1", model="m", json_schema="yes")  # type: ignore[arg-type]

@@ -153,3 +153,9 @@ def test_bad_arguments_are_refused() -> None:
         EndpointPool([MockLLM("a")], max_failures=0)
     with pytest.raises(ConfigurationError, match="base URL or an LLM"):
         EndpointPool([MockLLM("a"), 3])  # type: ignore[list-item]
+
+
+def test_a_pool_enforces_json_schemas_only_if_every_endpoint_does() -> None:
+    both = [MockLLM("a", json_schema=True), MockLLM("b", json_schema=True)]
+    assert EndpointPool(both, model="m").supports_json_schema
+    assert not EndpointPool([MockLLM("a", json_schema=True), MockLLM("b")], model="m").supports_json_schema

@@ -87,3 +87,13 @@ def test_bad_specs_say_what_to_write() -> None:
         import_object("json:nothing", "thing")
     with pytest.raises(ConfigurationError, match="import path"):
         import_object("json.dumps", "thing")
+
+
+def test_json_schema_support_travels_in_the_spec() -> None:
+    single = from_spec({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "json_schema": True})
+    assert single.supports_json_schema and spec_of(single)["json_schema"] is True
+    urls = ["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"]
+    pool = from_spec({"kind": "openai", "base_url": urls, "model": "m", "json_schema": True})
+    assert isinstance(pool, EndpointPool) and pool.supports_json_schema
+    assert from_spec(spec_of(pool)).supports_json_schema
+    assert "json_schema" not in spec_of(OpenAICompatible("http://127.0.0.1:9/v1", model="m"))

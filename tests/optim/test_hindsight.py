@@ -273,3 +273,19 @@ def test_feedback_keys_and_describe_change() -> None:
     assert describe_change("x", 1, 2) == "x: 1 -> 2"
     long = describe_change("t", "a\n" * 500, "b\n" * 500)
     assert len(long) <= 300
+
+
+def test_the_schema_asks_for_verdict_and_lessons_once_there_is_an_edit_to_judge() -> None:
+    x = Parameter(1.0, name="x")
+    answer = '{"reasoning": "r", "verdict": "better", "lessons": "l", "suggestion": {"x": 2.0}}'
+    llm = MockLLM(answer, json_schema=True)
+    opt = Hindsight([x], llm=llm)
+    (x * 3).backward(Feedback("larger", score=-6.0))
+    opt.step()
+    opt.zero_feedback()
+    (x * 3).backward(Feedback("larger", score=-3.0))
+    opt.step()
+    first, second = (call.params["response_format"]["json_schema"]["schema"] for call in (llm.calls[0], llm.calls[-1]))
+    assert first["required"] == ["reasoning", "suggestion"]
+    assert second["required"] == ["reasoning", "verdict", "lessons", "suggestion"]
+    assert second["properties"]["verdict"]["enum"] == ["better", "worse", "same"]

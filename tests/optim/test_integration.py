@@ -1,4 +1,4 @@
-"""OptoPrime with the real embedded model: fixing code from unit tests, moving a number to a target.
+"""Optimizers with the real embedded model: fixing code from unit tests, moving a number to a target.
 
 Slow (the model runs on this CPU); run with ``pytest -m integration tests/optim``.
 """
@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from feedprop.bundle import bundle
+from feedprop.errors import ExecutionError
 from feedprop.llm import LLM, default, set_cache_enabled
 from feedprop.node import Feedback, Node, Parameter
-from feedprop.optim import Hindsight, OptoPrime
+from feedprop.optim import Hindsight, OptoPrime, Reflect
 
 # Generous: the machine running them may be shared; each test makes at most a handful of short calls.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -87,3 +88,56 @@ def test_moves_a_number_toward_its_target(llm: LLM, optimizer: type[OptoPrime]) 
     final = abs(target - (3.0 * x.data + 1.0))
     assert first_error is not None
     assert final < first_error / 2, f"errors by step: {errors}, final {final}"
+
+
+@bundle(trainable=True)
+def longest_increasing_subsequence(nums: list[int]) -> int:
+    return len(nums)
+
+
+LIS_TESTS = [([10, 9, 2, 5, 3, 7, 101, 18], 4), ([0, 1, 0, 3, 2, 3], 4), ([7, 7, 7, 7], 1)]
+
+
+def lis_passed(backward: bool) -> int:
+    """How many LIS tests pass; with ``backward``, each result (or error) gets its test's feedback."""
+    passed = 0
+    for nums, expected in LIS_TESTS:
+        try:
+            out = longest_increasing_subsequence(Node(nums, name="nums"))
+        except ExecutionError as e:
+            if backward:
+                e.node.backward(Feedback(f"longest_increasing_subsequence({nums}) raised: {e}", score=0.0))
+            continue
+        ok = out.data == expected
+        passed += ok
+        if backward:
+            text = "passed" if ok else f"expected {expected}, got {out.data!r}"
+            out.backward(Feedback(f"longest_increasing_subsequence({nums}): {text}", score=float(ok)))
+    return passed
+
+
+def test_reflect_fixes_the_lis_stub_within_two_steps(llm: LLM) -> None:
+    code = longest_increasing_subsequence.parameter
+    assert code is not None
+    start = code.data
+    opt = Reflect([code], llm=llm, n_candidates=4, max_tokens=400)
+    scores = []
+    try:
+        for _ in range(2):
+            opt.zero_feedback()
+            scores.append(lis_passed(backward=True))
+            if scores[-1] == len(LIS_TESTS):
+                break
+            parent = code.data
+            best, best_passed = parent, scores[-1]
+            for candidate in opt.propose().candidates:  # the tests are the gate: keep the candidate passing most
+                opt.apply(candidate)
+                passed = lis_passed(backward=False)
+                if passed > best_passed:
+                    best, best_passed = code.data, passed
+                code.set(parent)
+            code.set(best)
+        final = lis_passed(backward=False)
+        assert final == len(LIS_TESTS), f"passed by step: {scores}, final {final}/3\ncode:\n{code.data}"
+    finally:
+        code.set(start)

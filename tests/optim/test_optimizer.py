@@ -13,7 +13,7 @@ from feedprop.errors import (
     StateDictError,
     SuggestionError,
 )
-from feedprop.llm import Message, MockLLM, set_default
+from feedprop.llm import Message, MockLLM, ResponseCache, set_default
 from feedprop.node import Parameter
 from feedprop.optim.optimizer import Attempt, Candidate, Optimizer, Proposal
 
@@ -328,3 +328,59 @@ def test_state_must_stay_json(params: Any) -> None:
     opt.state["instruction"]["bad"] = object()
     with pytest.raises(InvalidInputError, match="JSON"):
         opt.state_dict()
+
+
+# --- JSON-schema constrained replies ----------------------------------------------------------------
+
+
+def test_a_model_that_enforces_schemas_gets_one_keyed_by_the_legal_names(params: Any) -> None:
+    llm = MockLLM(reply({"instruction": "Be brief."}), json_schema=True)
+    Echo(list(params), llm=llm).propose()
+    fmt = llm.calls[0].params["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "reply"
+    schema = fmt["json_schema"]["schema"]
+    assert schema["required"] == ["reasoning", "suggestion"]
+    suggestion = schema["properties"]["suggestion"]
+    assert suggestion["additionalProperties"] is False
+    assert suggestion["properties"] == {
+        "instruction": {"type": "string"},
+        "__code0": {"type": "string"},
+        "temperature": {"type": "number"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("llm_schema", "options"),
+    [(False, {}), (True, {"json_schema": False}), (True, {"reply_format": "xml"})],
+)
+def test_no_schema_without_support_or_when_switched_off(params: Any, llm_schema: bool, options: Any) -> None:
+    text = reply({"instruction": "Be brief."})
+    if options.get("reply_format") == "xml":
+        text = '<reasoning>r</reasoning><suggestion name="instruction">Be brief.</suggestion>'
+    llm = MockLLM(text, json_schema=llm_schema)
+    proposal = Echo(list(params), llm=llm, **options).propose()
+    assert "response_format" not in llm.calls[0].params
+    assert proposal.best.updates == {"instruction": "Be brief."}
+
+
+def test_the_tolerant_parser_still_reads_a_reply_the_schema_did_not_shape(params: Any) -> None:
+    # An endpoint may claim support and still answer in prose around a fence: the parser reads it,
+    # and the retry after an unreadable reply keeps the schema.
+    llm = MockLLM(["not JSON at all", "Sure:\n```json\n" + reply({"temperature": 0.2}) + "\n```"], json_schema=True)
+    proposal = Echo(list(params), llm=llm).propose()
+    assert proposal.best.updates == {"temperature": 0.2}
+    assert all(call.params["response_format"]["type"] == "json_schema" for call in llm.calls)
+
+
+def test_the_schema_is_part_of_the_cache_key(params: Any, tmp_path: Any) -> None:
+    store = ResponseCache(tmp_path / "cache.sqlite")
+    text = reply({"instruction": "Be brief."})
+    plain, constrained = MockLLM(text, cache=store), MockLLM(text, cache=store, json_schema=True)
+    Echo(list(params), llm=plain).propose()
+    Echo(list(params), llm=constrained).propose()
+    assert len(plain.calls) == 1 and len(constrained.calls) == 1, "a reply cached without the schema is not reused"
+
+
+def test_bad_json_schema_option(params: Any) -> None:
+    with pytest.raises(ConfigurationError, match="json_schema"):
+        Echo(list(params), llm=MockLLM("{}"), json_schema="yes")

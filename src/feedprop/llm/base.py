@@ -175,6 +175,11 @@ class LLM:
     response cache for this call, and ``cache_salt`` makes otherwise identical requests distinct
     cache entries (use the sample index when drawing several samples of one prompt).
 
+    ``supports_json_schema`` says whether the backend honours
+    ``response_format={"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}``,
+    constraining the reply to the schema (llama.cpp compiles it into a grammar). Optimizers that
+    need JSON pass a schema only to models that say so; to others they send the plain request.
+
     Constructor options shared by every backend:
 
     - ``cache``: ``True`` for the default on-disk cache, ``False``/``None`` for none, or a
@@ -193,6 +198,8 @@ class LLM:
 
     #: A name that identifies the model; part of every cache key.
     model: str = "llm"
+    #: Whether ``response_format`` may carry a JSON schema that the backend enforces.
+    supports_json_schema: bool = False
 
     # Class-level defaults so that a subclass which skips ``super().__init__()`` still works.
     retry: RetryPolicy = RetryPolicy()

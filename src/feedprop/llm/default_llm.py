@@ -4,6 +4,7 @@
 
 - ``FEEDPROP_BASE_URL`` set: :class:`~feedprop.llm.OpenAICompatible` at that address, with
   ``FEEDPROP_MODEL`` (if unset, the server's only model) and ``FEEDPROP_API_KEY``;
+  ``FEEDPROP_JSON_SCHEMA=1`` says the server enforces JSON schemas (llama.cpp, vLLM do);
 - otherwise: the embedded :class:`~feedprop.llm.LocalModel` (``FEEDPROP_LOCAL_MODEL`` picks
   ``qwen2.5-coder-0.5b`` instead of the default 1.5B model).
 
@@ -37,7 +38,10 @@ def _from_environment() -> LLM:
     base_url = os.environ.get("FEEDPROP_BASE_URL")
     if base_url:
         return OpenAICompatible(
-            base_url, model=os.environ.get("FEEDPROP_MODEL") or None, api_key=os.environ.get("FEEDPROP_API_KEY")
+            base_url,
+            model=os.environ.get("FEEDPROP_MODEL") or None,
+            api_key=os.environ.get("FEEDPROP_API_KEY"),
+            json_schema=os.environ.get("FEEDPROP_JSON_SCHEMA", "").strip().lower() in ("1", "true", "yes"),
         )
     return LocalModel()
 

@@ -76,7 +76,8 @@ class LocalModel(OpenAICompatible):
     limit; ``n_ctx`` is the context of *each* slot (the server holds ``n_ctx * n_parallel``
     tokens of cache). ``lora`` is a list of ``(adapter.gguf, scale)`` pairs applied on top of the
     weights; their content is part of the model name, so cached replies never cross adapters.
-    ``base_url`` is where the server listens (``http://127.0.0.1:<port>/v1``).
+    ``base_url`` is where the server listens (``http://127.0.0.1:<port>/v1``). The server
+    enforces JSON schemas in ``response_format`` (``supports_json_schema`` is true).
 
     Example:
         >>> llm = LocalModel("qwen2.5-coder-1.5b", n_parallel=4)                       # doctest: +SKIP
@@ -129,7 +130,13 @@ class LocalModel(OpenAICompatible):
         self._close_lock = threading.Lock()
         address = self._start(host, port)
         super().__init__(
-            f"{address}/v1", model=label, timeout=timeout, cache=cache, retry=retry, max_concurrency=n_parallel
+            f"{address}/v1",
+            model=label,
+            timeout=timeout,
+            cache=cache,
+            retry=retry,
+            max_concurrency=n_parallel,
+            json_schema=True,  # llama.cpp's server turns a response_format schema into a grammar
         )
         # Stops the server when the model is collected, and at interpreter exit (finalize registers
         # with atexit) even if close() is never called.

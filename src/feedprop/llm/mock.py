@@ -65,7 +65,9 @@ class MockLLM(LLM):
     with :func:`estimate_tokens`, so usage accounting is reproducible.
 
     Unlike the real backends, the mock does not cache unless given ``cache=`` (a test's mock
-    must never answer from another test's entries). Retries do not wait.
+    must never answer from another test's entries). Retries do not wait. ``json_schema=True``
+    makes it claim schema support (``supports_json_schema``), so tests can check what a caller
+    sends to such a model; the replies are still whatever the handler returns.
 
     Example:
         >>> llm = MockLLM(["a", "b"], cycle=True)
@@ -83,8 +85,12 @@ class MockLLM(LLM):
         cache: ResponseCache | bool | None = False,
         retry: RetryPolicy | None = None,
         max_concurrency: int | None = None,
+        json_schema: bool = False,
     ) -> None:
         super().__init__(cache=cache, retry=retry or NO_WAIT_RETRY, max_concurrency=max_concurrency)
+        if not isinstance(json_schema, bool):
+            raise ConfigurationError(f"json_schema must be True or False, got {json_schema!r}")
+        self.supports_json_schema = json_schema
         self._handler: Handler | None = None
         self._replies: list[Reply] | None = None
         if isinstance(handler, str | Completion):

@@ -189,11 +189,16 @@ class OpenAICompatible(LLM):
 
     The response cache is on by default (see :mod:`feedprop.llm.cache`); at most
     ``max_concurrency`` calls run at once (default :attr:`default_max_concurrency`).
+    ``json_schema=True`` declares that the server enforces ``response_format`` JSON schemas
+    (llama.cpp, vLLM and OpenAI do; say so only for a server you know does), which optimizers then
+    use to get replies that always parse.
 
     Example:
         >>> llm = OpenAICompatible("http://127.0.0.1:8080/v1", model="m", max_concurrency=2)
-        >>> llm.limit.limit
-        2
+        >>> llm.limit.limit, llm.supports_json_schema
+        (2, False)
+        >>> OpenAICompatible("http://127.0.0.1:8080/v1", model="m", json_schema=True).supports_json_schema
+        True
     """
 
     #: Concurrency limit for endpoints created without ``max_concurrency``; set it to change the default.
@@ -209,7 +214,11 @@ class OpenAICompatible(LLM):
         cache: ResponseCache | bool | None = True,
         retry: RetryPolicy | None = None,
         max_concurrency: int | Literal["default"] | None = "default",
+        json_schema: bool = False,
     ) -> None:
+        if not isinstance(json_schema, bool):
+            raise ConfigurationError(f"json_schema must be True or False, got {json_schema!r}")
+        self.supports_json_schema = json_schema
         super().__init__(
             cache=cache,
             retry=retry,

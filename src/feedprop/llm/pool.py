@@ -69,6 +69,8 @@ class EndpointPool(LLM):
     ``cooldown`` is how long an endpoint that went down stays out of rotation;
     ``max_failures`` how many transient failures in a row take it out (a refused connection
     always does). ``cache``, ``retry`` and ``max_concurrency`` are the pool's, as for any LLM.
+    ``json_schema`` is passed to the endpoints built from URLs; the pool supports JSON schemas
+    (``supports_json_schema``) only when every endpoint does.
 
     Example:
         >>> pool = EndpointPool(["http://10.0.0.1:8080/v1", "http://10.0.0.2:8080/v1"], model="qwen")
@@ -88,6 +90,7 @@ class EndpointPool(LLM):
         cache: ResponseCache | bool | None = True,
         retry: RetryPolicy | None = None,
         max_concurrency: int | Literal["default"] | None = "default",
+        json_schema: bool = False,
     ) -> None:
         if isinstance(endpoints, str | LLM) or not isinstance(endpoints, Sequence) or not endpoints:
             raise ConfigurationError(
@@ -112,7 +115,14 @@ class EndpointPool(LLM):
         for i, e in enumerate(endpoints):
             if isinstance(e, str):
                 llm: LLM = OpenAICompatible(
-                    e, model=model, api_key=api_key, timeout=timeout, cache=False, retry=_NO_RETRY, max_concurrency=None
+                    e,
+                    model=model,
+                    api_key=api_key,
+                    timeout=timeout,
+                    cache=False,
+                    retry=_NO_RETRY,
+                    max_concurrency=None,
+                    json_schema=json_schema,
                 )
                 self._endpoints.append(_Endpoint(llm, llm.base_url if isinstance(llm, OpenAICompatible) else e))
             elif isinstance(e, LLM):
@@ -121,6 +131,8 @@ class EndpointPool(LLM):
             else:
                 raise ConfigurationError(f"an endpoint must be a base URL or an LLM, got {type(e).__name__}")
         self.model = model or self._endpoints[0].llm.model
+        # A call may land on any endpoint: the pool enforces a schema only if every endpoint does.
+        self.supports_json_schema = all(e.llm.supports_json_schema for e in self._endpoints)
         self.cooldown = float(cooldown)
         self.max_failures = max_failures
         self._lock = threading.Lock()

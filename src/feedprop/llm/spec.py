@@ -7,7 +7,8 @@ another machine; a spec can. :func:`from_spec` builds the model a spec describes
 ``{"kind": "openai", "base_url": url or [url, ...], "model": name, ...}``
     an OpenAI-compatible endpoint; several URLs make an :class:`~feedprop.llm.EndpointPool`.
     Optional: ``api_key`` (else the worker's ``FEEDPROP_API_KEY``), ``timeout``, ``cache``,
-    ``max_concurrency``, ``cooldown``, ``max_failures``.
+    ``max_concurrency``, ``cooldown``, ``max_failures``, ``json_schema`` (the server enforces
+    JSON schemas in ``response_format``).
 ``{"kind": "env"}``
     whatever the environment of the process building it configures: ``FEEDPROP_BASE_URL``
     (a comma-separated list makes a pool, with ``FEEDPROP_MODEL``), else the process's
@@ -45,7 +46,7 @@ __all__ = ["KINDS", "check_spec", "from_spec", "import_object", "spec_of"]
 #: The spec kinds :func:`from_spec` understands.
 KINDS = ("openai", "env", "mock", "factory")
 
-_OPENAI_OPTIONS = {"api_key", "timeout", "cache", "max_concurrency", "cooldown", "max_failures"}
+_OPENAI_OPTIONS = {"api_key", "timeout", "cache", "max_concurrency", "cooldown", "max_failures", "json_schema"}
 _MOCK_OPTIONS = {"model", "latency"}
 
 
@@ -165,12 +166,13 @@ def spec_of(llm: LLM) -> dict[str, Any]:
         >>> spec_of(OpenAICompatible("http://127.0.0.1:8080/v1", model="m"))
         {'kind': 'openai', 'base_url': 'http://127.0.0.1:8080/v1', 'model': 'm'}
     """
+    schema = {"json_schema": True} if llm.supports_json_schema else {}
     if isinstance(llm, OpenAICompatible):
-        return {"kind": "openai", "base_url": llm.base_url, "model": llm.model}
+        return {"kind": "openai", "base_url": llm.base_url, "model": llm.model, **schema}
     if isinstance(llm, EndpointPool):
         urls = [s["endpoint"] for s in llm.status()]
         if all(u.startswith(("http://", "https://")) for u in urls):
-            return {"kind": "openai", "base_url": urls, "model": llm.model, "cooldown": llm.cooldown}
+            return {"kind": "openai", "base_url": urls, "model": llm.model, "cooldown": llm.cooldown, **schema}
     raise ConfigurationError(
         f"{llm!r} cannot be described as a spec automatically; pass one yourself, e.g. "
         "{'kind': 'mock', 'handler': 'my_module:handler'} or {'kind': 'factory', 'factory': 'my_module:make_llm'}"

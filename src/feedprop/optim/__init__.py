@@ -8,6 +8,7 @@
 * :class:`Compose` — several optimizers as one, each for its own parameters.
 * :class:`BootstrapDemos` — fills :class:`~feedprop.node.Demos` parameters from well-scored runs
   (and labelled training items); no model call.
+* :class:`Reflect` — for small models: per parameter, one diagnosis, then n plain rewrites.
 
 All share :class:`Optimizer`: ``propose()`` returns a :class:`Proposal` of validated
 :class:`Candidate` updates without touching the parameters, ``apply()`` sets one, ``step()``
@@ -25,13 +26,14 @@ Example:
     3.0
 """
 
-from feedprop.optim.compose import Compose
 from feedprop.optim.bootstrap import BootstrapDemos
+from feedprop.optim.compose import Compose
 from feedprop.optim.hindsight import Hindsight
 from feedprop.optim.keys import KeyMatch, match_key
 from feedprop.optim.opro import OPRO
 from feedprop.optim.optimizer import COMMON_DEFAULTS, Candidate, Optimizer, Proposal, Rejection
 from feedprop.optim.optoprime import OptoPrime
+from feedprop.optim.reflect import Reflect
 from feedprop.optim.replies import Reply, parse_reply
 from feedprop.optim.tgd import TextualGradientDescent
 
@@ -46,6 +48,7 @@ __all__ = [
     "Optimizer",
     "OptoPrime",
     "Proposal",
+    "Reflect",
     "Rejection",
     "Reply",
     "TextualGradientDescent",

@@ -202,6 +202,21 @@ class Hindsight(OptoPrime):
             return super().format_help(names)
         return fill(f"hindsight_format_{self.defaults['reply_format']}", **self._format_fields(names))
 
+    def reply_schema(self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None) -> dict[str, Any]:
+        """OptoPrime's schema, plus ``verdict`` and ``lessons`` once there is an edit to judge (as the prompt asks)."""
+        schema = super().reply_schema(names)
+        if not self.global_state["edits"]:
+            return schema
+        properties = schema["properties"]
+        schema["properties"] = {
+            "reasoning": properties["reasoning"],
+            "verdict": {"type": "string", "enum": ["better", "worse", "same"]},
+            "lessons": {"type": "string"},
+            "suggestion": properties["suggestion"],
+        }
+        schema["required"] = ["reasoning", "verdict", "lessons", "suggestion"]
+        return schema
+
     # -- 1-5: observe, attribute, trust, step size, back-off ------------------------------------------
 
     def _observe(self, values: dict[str, Any], score: float | None) -> dict[str, Any]:

@@ -59,6 +59,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "n_candidates": 1,  # how many candidates propose() samples
     "candidate_temperature": 0.8,  # of the candidates after the first
     "max_prompt_tokens": 3000,  # the prompt's budget: graphs, values and history are summarised to fit
+    "json_schema": True,  # JSON replies: constrain them with a schema when the model enforces one
 }
 
 
@@ -143,6 +144,13 @@ class Attempt:
     errors: list[str] = field(default_factory=list)
 
 
+#: Per kind: the JSON schema of a suggested value (code and text are strings; a JSON value is anything).
+_VALUE_SCHEMA: dict[str, dict[str, Any]] = {
+    "number": {"type": "number"},
+    "code": {"type": "string"},
+    "text": {"type": "string"},
+}
+
 #: Per kind: the placeholder for a value in a JSON example, and in an XML example.
 _PLACEHOLDER = {
     "number": ("<new number>", "new number"),
@@ -222,6 +230,8 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise ConfigurationError(f"reply_format must be one of {REPLY_FORMATS}, got {fmt!r}")
     for key, low in (("max_retries", 0), ("max_tokens", 1), ("n_candidates", 1), ("max_prompt_tokens", 200)):
         check_int_option(options, key, low)
+    if not isinstance(options.get("json_schema"), bool):
+        raise ConfigurationError(f"json_schema must be True or False, got {options.get('json_schema')!r}")
     for key in ("temperature", "candidate_temperature"):
         value = options.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
@@ -535,6 +545,62 @@ class Optimizer:
             example = "{" + pairs + (", ..." if len(chosen) > 3 else "") + "}"
         return {"suggestion": example, "legal": ", ".join(chosen)}
 
+    def reply_schema(self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None) -> dict[str, Any]:
+        """The JSON schema of a reply: ``reasoning`` then ``suggestion``, keyed by the legal ``names`` only.
+
+        ``names`` are the names the model saw (a map of them to the parameters when they differ
+        from this optimizer's names); by default, every owned parameter.
+
+        Sent as ``response_format`` to models that enforce schemas (see :meth:`response_format`),
+        so a small model can neither break the JSON nor invent a key. Subclasses asking for more
+        fields extend it.
+
+        Example:
+            >>> from feedprop.node import Parameter
+            >>> from feedprop.llm import MockLLM
+            >>> from feedprop.optim import OptoPrime
+            >>> opt = OptoPrime([Parameter(1.0, name="x")], llm=MockLLM("{}"))
+            >>> opt.reply_schema()["properties"]["suggestion"]["properties"]
+            {'x': {'type': 'number'}}
+        """
+        params: Mapping[str, Parameter[Any]] = names if isinstance(names, Mapping) else self._names
+        chosen = list(self._names if names is None else names)
+        values = {n: dict(_VALUE_SCHEMA.get(kind_of(params[n]), {})) if n in params else {} for n in chosen}
+        return {
+            "type": "object",
+            "properties": {
+                "reasoning": {"type": "string"},
+                "suggestion": {"type": "object", "properties": values, "additionalProperties": False},
+            },
+            "required": ["reasoning", "suggestion"],
+            "additionalProperties": False,
+        }
+
+    def response_format(
+        self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None
+    ) -> dict[str, Any] | None:
+        """The ``response_format`` to send with a JSON request, or ``None`` to send none.
+
+        A schema (:meth:`reply_schema`) goes only to a model whose ``supports_json_schema`` is
+        true, with ``reply_format="json"`` and the ``json_schema`` option on; the tolerant reply
+        parser reads the reply either way.
+
+        Example:
+            >>> from feedprop.node import Parameter
+            >>> from feedprop.llm import MockLLM
+            >>> from feedprop.optim import OptoPrime
+            >>> x = Parameter(1.0, name="x")
+            >>> OptoPrime([x], llm=MockLLM("{}")).response_format() is None
+            True
+            >>> OptoPrime([x], llm=MockLLM("{}", json_schema=True)).response_format()["type"]
+            'json_schema'
+        """
+        if self.defaults["reply_format"] != "json" or not self.defaults["json_schema"]:
+            return None
+        if not self.llm.supports_json_schema:
+            return None
+        return {"type": "json_schema", "json_schema": {"name": "reply", "schema": self.reply_schema(names)}}
+
     def check_prompt(self, messages: list[Message]) -> int:
         """The prompt's estimated tokens; :class:`ConfigurationError` if it exceeds ``max_prompt_tokens``."""
         used = estimate_prompt_tokens(messages)
@@ -559,7 +625,9 @@ class Optimizer:
         An unreadable reply is retried (up to ``max_retries`` times) with the parse error shown
         to the model; so is a reply whose every suggestion was refused or repeated the current
         value, with the reasons. Sample 0 uses ``temperature``, later samples and retries
-        ``candidate_temperature`` (later samples also a distinct cache salt).
+        ``candidate_temperature`` (later samples also a distinct cache salt). A model that
+        enforces JSON schemas gets :meth:`response_format` (a sampling parameter, so it is part
+        of the cache key).
         """
         opts = self.defaults
         temperature = opts["temperature"] if sample == 0 else opts["candidate_temperature"]
@@ -571,6 +639,9 @@ class Optimizer:
         out = Attempt()
         others = list(others)
         legal_names = list(shown) if shown is not None else None
+        response_format = self.response_format(shown)
+        if response_format is not None:
+            params["response_format"] = response_format
         for attempt in range(int(opts["max_retries"]) + 1):
             if attempt:  # a retry at temperature 0 tends to repeat the refused answer word for word
                 params["temperature"] = max(float(params["temperature"]), float(opts["candidate_temperature"]))

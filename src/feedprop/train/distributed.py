@@ -175,6 +175,7 @@ class _Budgeted(LLM):
         super().__init__()
         self.inner = inner
         self.model = inner.model
+        self.supports_json_schema = inner.supports_json_schema
         self.ledger = ledger
         self.batch = batch
 
