@@ -51,6 +51,7 @@ from feedprop.node import (
     Op,
     demos_problem,
 )
+from feedprop.propagate import toposort
 
 __all__ = [
     "LLM_CALL",
@@ -290,18 +291,4 @@ def llm_calls(output: Node[Any]) -> list[MessageNode[Any]]:
         >>> [(n.info["response"], n.info["messages"][0]["content"]) for n in llm_calls(out)]
         [(' 4 ', 'Be brief.')]
     """
-    order: list[MessageNode[Any]] = []
-    seen: set[int] = set()
-    stack: list[tuple[Node[Any], bool]] = [(output, False)]
-    while stack:  # iterative post-order: deep chains must not hit the recursion limit
-        node, expanded = stack.pop()
-        if expanded:
-            if isinstance(node, MessageNode) and node.op is LLM_CALL:
-                order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((parent, False) for parent in reversed(node.parents))
-    return order
+    return [n for n in toposort(output) if isinstance(n, MessageNode) and n.op is LLM_CALL]

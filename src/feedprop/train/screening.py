@@ -45,8 +45,7 @@ from typing import Any
 from feedprop.errors import InvalidInputError
 from feedprop.llm import RecordedCall, replay, track_usage
 from feedprop.node import MessageNode, Node
-from feedprop.ops import LLM_CALL
-from feedprop.propagate import toposort
+from feedprop.ops import llm_calls
 from feedprop.train.data import Item, as_items
 from feedprop.train.evaluation import GuideFn, ItemExecutor, Outcome, resolve_executor
 
@@ -76,10 +75,6 @@ class Screening:
     def to_dict(self) -> dict[str, Any]:
         """The figures as JSON-ready data (for logs and reports); the outcomes are left out."""
         return {"score": self.score, "scores": list(self.scores), "calls": self.calls, "saved": self.saved}
-
-
-def _llm_calls(root: Node[Any]) -> list[MessageNode[Any]]:
-    return [n for n in toposort(root) if isinstance(n, MessageNode) and n.op is LLM_CALL]
 
 
 def _record(node: MessageNode[Any]) -> RecordedCall:
@@ -118,7 +113,7 @@ def recorded_calls(outcomes: Iterable[Outcome]) -> list[RecordedCall]:
         if root is None and outcome.error is not None:
             root = outcome.error.node
         if root is not None:
-            calls.extend(_record(node) for node in _llm_calls(root))
+            calls.extend(_record(node) for node in llm_calls(root))
     return calls
 
 
