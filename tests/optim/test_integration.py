@@ -13,7 +13,7 @@ from feedprop.bundle import bundle
 from feedprop.errors import ExecutionError
 from feedprop.llm import LLM, default, set_cache_enabled
 from feedprop.node import Feedback, Node, Parameter
-from feedprop.optim import Hindsight, OptoPrime, Reflect
+from feedprop.optim import Hindsight, OptoPrime, recommended
 
 # Generous: the machine running them may be shared; each test makes at most a handful of short calls.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -116,11 +116,11 @@ def lis_passed(backward: bool) -> int:
     return passed
 
 
-def test_reflect_fixes_the_lis_stub_within_two_steps(llm: LLM) -> None:
+def test_recommended_fixes_the_lis_stub_within_two_steps(llm: LLM) -> None:
     code = longest_increasing_subsequence.parameter
     assert code is not None
     start = code.data
-    opt = Reflect([code], llm=llm, n_candidates=4, max_tokens=400)
+    opt = recommended([code], llm=llm, n_candidates=4, max_tokens=400)
     scores = []
     try:
         for _ in range(2):

@@ -6,6 +6,7 @@
 * :class:`TextualGradientDescent` — TextGrad-style, one call per parameter, with momentum.
 * :class:`OPRO` — a scored history of values, no graph.
 * :class:`Compose` — several optimizers as one, each for its own parameters.
+* :func:`recommended` — the default: demonstrations, rewrites and structured values, each to its own.
 * :class:`BootstrapDemos` — fills :class:`~feedprop.node.Demos` parameters from well-scored runs
   (and labelled training items); no model call.
 * :class:`Reflect` — for small models: per parameter, one diagnosis, then n plain rewrites.
@@ -33,6 +34,7 @@ from feedprop.optim.keys import KeyMatch, match_key
 from feedprop.optim.opro import OPRO
 from feedprop.optim.optimizer import COMMON_DEFAULTS, Candidate, Optimizer, Proposal, Rejection
 from feedprop.optim.optoprime import OptoPrime
+from feedprop.optim.recommended import recommended
 from feedprop.optim.reflect import Reflect
 from feedprop.optim.replies import Reply, parse_reply
 from feedprop.optim.tgd import TextualGradientDescent
@@ -54,4 +56,5 @@ __all__ = [
     "TextualGradientDescent",
     "match_key",
     "parse_reply",
+    "recommended",
 ]
