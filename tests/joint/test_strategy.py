@@ -8,6 +8,8 @@ once an adapter is loaded, so the effect of a phase is visible in the scores.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +295,54 @@ def test_progress_shows_scoring_and_a_line_per_phase(capsys: pytest.CaptureFixtu
     text = captured.out + captured.err
     assert "scoring validation set" in text and "scoring test set" in text
     assert "joint phase 1:p (prompts): val 1.000, test 1.000, kept" in text
+
+
+@pytest.mark.parametrize(("test_workers", "most_at_once"), [(1, 1), (None, 4)])
+def test_the_test_set_is_scored_one_request_at_a_time_by_default(test_workers: int | None, most_at_once: int) -> None:
+    lock, running, peak = threading.Lock(), [0], {"test": 0, "other": 0}
+    test_questions = {f"t{i}" for i in range(8)}
+
+    def answer(messages: Any, **params: Any) -> str:
+        question = messages[-1]["content"]
+        which = "test" if question in test_questions else "other"
+        with lock:
+            running[0] += 1
+            peak[which] = max(peak[which], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return question
+
+    class Echo(Module):
+        def __init__(self) -> None:
+            self.instruction = Parameter("Repeat.", name="instruction")
+
+        def forward(self, x: str) -> Node[Any]:
+            return ops.llm_call(self.instruction, x, llm=MockLLM(answer), temperature=0)
+
+    val = [(f"v{i}", f"v{i}") for i in range(8)]
+    test = [(q, q) for q in sorted(test_questions)]
+    reply = json.dumps({"reasoning": "", "suggestion": {"instruction": "Repeat it."}})
+    result = alternate(
+        Echo(),
+        val,
+        exact,
+        "p",
+        val_set=val,
+        test_set=test,
+        optimizer=lambda params: OptoPrime(params, llm=MockLLM(reply)),
+        prompt={"max_steps": 1},
+        max_workers=4,
+        test_workers=test_workers,
+        progress=False,
+    )
+    assert result.test_before == 1.0
+    assert peak["test"] == most_at_once
+    assert peak["other"] == 4  # validation still runs in parallel
+
+
+def test_test_workers_is_checked() -> None:
+    with pytest.raises(ConfigurationError, match="test_workers"):
+        alternate(Module(), [("a", "a")], exact, "p", val_set=[("a", "a")], test_workers=0)
+    with pytest.raises(InvalidInputError, match="test_workers"):
+        alternate(Module(), [("a", "a")], exact, "p", val_set=[("a", "a")], test_workers=True)

@@ -63,7 +63,7 @@ PHASE_NAMES = {"p": "prompts", "w": "weights"}
 _STATE_FILE = "joint.json"
 _FORMAT = "feedprop.joint/1"
 # train() options a prompt phase may set; the rest are managed by alternate().
-_PROMPT_OPTIONS = ("epochs", "batch_size", "max_steps", "beam_width", "prefer_shorter", "max_workers")
+_PROMPT_OPTIONS = ("epochs", "batch_size", "max_steps", "beam_width", "prefer_shorter", "max_workers", "search")
 
 OptimizerSpec = Optimizer | Callable[[list[Parameter[Any]]], Optimizer] | None
 
@@ -326,6 +326,7 @@ class _JointRun:
         seed: int,
         progress: bool,
         max_workers: int | None,
+        test_workers: int | None = 1,
     ) -> None:
         self.model = model
         self.phases_todo = phases
@@ -341,6 +342,7 @@ class _JointRun:
         self.seed = seed
         self.progress = progress
         self.max_workers = max_workers
+        self.test_workers = max_workers if test_workers is None else test_workers
         self.usage = RunUsage()
         self.results: list[PhaseResult] = []
         self.val_before: float | None = None
@@ -425,7 +427,7 @@ class _JointRun:
                     self.model,
                     items,
                     self.guide,
-                    max_workers=self.max_workers,
+                    max_workers=self.test_workers if phase == "test" else self.max_workers,
                     on_done=(lambda _outcome: bar.update(1)) if bar is not None else None,
                 )
         finally:
@@ -672,6 +674,7 @@ def alternate(
     seed: int = 0,
     progress: bool = True,
     max_workers: int | None = None,
+    test_workers: int | None = 1,
 ) -> JointResult:
     """Optimize ``model``'s prompts and its student's weights in the order ``strategy`` names.
 
@@ -686,13 +689,16 @@ def alternate(
             ``params -> Optimizer`` (called afresh for each prompt phase), or ``None`` for
             :class:`~feedprop.optim.OptoPrime` on the default model.
         prompt: options for prompt phases, passed to :func:`feedprop.train` (``max_steps``
-            default 4, ``batch_size`` default 4, ``epochs``, ``beam_width``, ``prefer_shorter``,
-            ``max_workers``).
+            default 4, ``batch_size`` default 4, ``epochs``, ``search``, ``beam_width``,
+            ``prefer_shorter``, ``max_workers``).
         weights: :class:`WeightOptions` for weight phases.
         budget: :class:`~feedprop.Budget` for the whole run (see the module docs).
         checkpoint, resume: a directory for the run's files, and whether to continue it.
         seed: seeds every phase. progress: show progress bars and a line per phase.
         max_workers: parallel evaluation threads.
+        test_workers: parallel threads scoring the test set; the default, one request at a time,
+            makes the scores repeat exactly (llama.cpp's parallel slots are not batch-invariant).
+            ``None`` uses ``max_workers``.
 
     Returns:
         :class:`JointResult`; the model holds the best program found.
@@ -741,6 +747,10 @@ def alternate(
         raise InvalidInputError(f"budget must be a fp.Budget(...), got {budget!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInputError(f"seed must be an int, got {seed!r}")
+    if test_workers is not None and (isinstance(test_workers, bool) or not isinstance(test_workers, int)):
+        raise InvalidInputError(f"test_workers must be an int or None, got {test_workers!r}")
+    if test_workers is not None and test_workers < 1:
+        raise ConfigurationError(f"test_workers must be >= 1 (1 scores one request at a time), got {test_workers}")
     if resume and checkpoint is None:
         raise ConfigurationError("resume=True needs checkpoint=<directory of the run to resume>")
     directory = None
@@ -766,5 +776,6 @@ def alternate(
         seed=seed,
         progress=progress,
         max_workers=max_workers,
+        test_workers=test_workers,
     )
     return run.run(resume)
