@@ -169,4 +169,4 @@ def test_run_directory_holds_report_plot_log_and_best_parameters(tmp_path: Path)
 
 
 def result_optimizer_state(directory: Path) -> Any:
-    return json.loads((directory / "checkpoint.json").read_text())["beam"][0]["opt"]
+    return json.loads((directory / "checkpoint.json").read_text())["search"]["beam"][0]["opt"]

@@ -69,7 +69,8 @@ def render_report(run: Any) -> str:
         out.append(
             f"- data: {config.get('train_size')} train, {config.get('val_size')} validation, "
             f"{config.get('test_size')} test; batch size {config.get('batch_size')}, "
-            f"epochs {config.get('epochs')}, seed {config.get('seed')}, beam width {config.get('beam_width')}"
+            f"epochs {config.get('epochs')}, seed {config.get('seed')}, "
+            f"search {config.get('search', 'greedy')}, beam width {config.get('beam_width')}"
         )
         budget = config.get("budget") or {}
         limits = [f"{k}={budget[k]}" for k in ("calls", "tokens", "seconds") if budget.get(k) is not None]
