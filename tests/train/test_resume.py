@@ -32,10 +32,10 @@ def _checkpoint_step(directory: Path) -> int:
         return -1
 
 
-def _start_worker(directory: Path, out: Path) -> subprocess.Popen[bytes]:
+def _start_worker(directory: Path, out: Path, script: str = "resume_worker.py") -> subprocess.Popen[bytes]:
     env = {**os.environ, "FEEDPROP_CACHE": "0"}
     return subprocess.Popen(
-        [sys.executable, str(HERE / "resume_worker.py"), str(directory), str(out)],
+        [sys.executable, str(HERE / script), str(directory), str(out)],
         cwd=HERE,
         env=env,
         stdout=subprocess.PIPE,

@@ -21,7 +21,7 @@ import copy
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -32,19 +32,25 @@ from feedprop.optim import Candidate, Optimizer, Proposal
 from feedprop.train.budget import RunMeter
 from feedprop.train.config import TrainConfig
 from feedprop.train.data import Item
-from feedprop.train.evaluation import Outcome
+from feedprop.train.evaluation import ItemExecutor, Outcome
 
 __all__ = [
     "BeamSearch",
     "Expansion",
     "Member",
+    "Merge",
+    "ParetoSearch",
+    "Program",
     "SearchRun",
     "SearchStrategy",
     "apply_candidate",
     "backward",
+    "dominates",
     "expand",
+    "gate_scores",
     "make_strategy",
     "parameter_size",
+    "pareto_front",
     "same_state",
     "with_target",
 ]
@@ -118,6 +124,9 @@ class SearchRun(Protocol):
     rng: random.Random
     step: int
     meter: RunMeter
+    cfg: TrainConfig
+    guide: Callable[..., Any]
+    executor: ItemExecutor
 
     def minibatch(self, items: Sequence[Item]) -> list[Outcome]:
         """Run and score ``items`` with the model as it is, in training mode (counted as evaluation)."""
@@ -240,7 +249,7 @@ class SearchStrategy:
 
     Example:
         >>> sorted(SearchStrategy.by_name)
-        ['beam', 'greedy']
+        ['beam', 'greedy', 'pareto']
     """
 
     name: ClassVar[str] = ""
@@ -441,6 +450,367 @@ def no_update(refused: Sequence[dict[str, Any]]) -> str:
     reasons = list(dict.fromkeys(str(r.get("reason")) for r in refused))
     more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
     return f"the optimizer proposed no valid update: {len(refused)} suggestion(s) refused, {reasons[0]}{more}"
+
+
+def gate_scores(run: SearchRun, items: Sequence[Item], parent_outcomes: Sequence[Outcome]) -> list[float]:
+    """Per-item minibatch scores of the model as it is now: what a candidate must win to be validated.
+
+    ``parent_outcomes`` is the parent's run on the same ``items``; a screening run may answer
+    the calls the candidate repeats from it. Counted as evaluation, in training mode.
+    """
+    with run.meter.phase("evaluation"):
+        run.model.train(True)
+        outcomes = run.executor.run_items(
+            run.model, items, run.guide, max_workers=run.cfg.max_workers, check=run.meter.check_time
+        )
+    return [o.score for o in outcomes]
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether scores ``a`` are at least ``b`` on every item and above it on one.
+
+    Example:
+        >>> dominates([1, 1], [1, 0]), dominates([1, 0], [0, 1]), dominates([1, 1], [1, 1])
+        (True, False, False)
+    """
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+
+def pareto_front(scores: Sequence[Sequence[float]]) -> dict[int, int]:
+    """The per-item Pareto front of a pool of candidates, each given by its per-item scores.
+
+    A candidate is on the front if it is best (ties included) on at least one item and no other
+    candidate dominates it. Returns ``{candidate index: number of items it is best on}``, the
+    weight with which a parent is drawn. Scores are compared rounded to 9 decimals.
+
+    Example:
+        >>> pareto_front([[1, 0, 0], [0, 1, 1], [0, 1, 0], [1, 1, 1]])
+        {3: 3}
+        >>> pareto_front([[1, 0, 1], [0, 1, 1], [0, 0, 0]])
+        {0: 2, 1: 2}
+    """
+    rounded = [[round(float(x), 9) for x in row] for row in scores]
+    if len({len(row) for row in rounded}) > 1:
+        raise ConfigurationError("every candidate needs a score for every item; the score table is ragged")
+    wins = [0] * len(rounded)
+    for k in range(len(rounded[0]) if rounded else 0):
+        best = max(row[k] for row in rounded)
+        for i, row in enumerate(rounded):
+            wins[i] += row[k] == best
+    return {
+        i: wins[i]
+        for i, row in enumerate(rounded)
+        if wins[i] and not any(dominates(other, row) for j, other in enumerate(rounded) if j != i)
+    }
+
+
+@dataclass
+class Program:
+    """A candidate in the Pareto pool: its parameters, per-validation-item scores and lineage.
+
+    ``parents`` are pool ids (none for the start, one for a mutation, two for a merge);
+    ``step`` is the training step that made it; ``origin`` is ``"start"``, ``"mutation"`` or
+    ``"merge"``.
+    """
+
+    id: int
+    params: dict[str, Any]
+    scores: list[float]
+    val: float | None
+    size: int
+    parents: list[int]
+    step: int
+    origin: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "params": self.params,
+            "scores": self.scores,
+            "val": self.val,
+            "size": self.size,
+            "parents": self.parents,
+            "step": self.step,
+            "origin": self.origin,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Program:
+        return cls(
+            int(data["id"]),
+            dict(data["params"]),
+            [float(x) for x in data["scores"]],
+            None if data["val"] is None else float(data["val"]),
+            int(data["size"]),
+            [int(i) for i in data["parents"]],
+            int(data["step"]),
+            str(data["origin"]),
+        )
+
+
+@dataclass
+class Merge:
+    """Two pool members from different lineages and the state that takes each one's changes."""
+
+    a: Program
+    b: Program
+    ancestor: Program
+    from_a: list[str]
+    from_b: list[str]
+    params: dict[str, Any]
+
+
+class ParetoSearch(SearchStrategy):
+    """A pool of programs; parents drawn from the per-validation-item Pareto front (GEPA-style).
+
+    Each step draws a parent from :func:`pareto_front` of the pool (weighted by the number of
+    validation items it is best on, with the run's seeded RNG), runs the minibatch with it,
+    sends the feedback backward and lets the optimizer propose. A candidate is admitted only if
+    its minibatch score sum beats the parent's; an admitted candidate is scored on the whole
+    validation set and joins the pool. Every ``merge_every`` steps (0: never), when two front
+    members from different lineages changed different parameters since their latest common
+    ancestor, the step instead tries their merge (each parameter from the member that changed
+    it); it is admitted if its minibatch sum is at least its better parent's. The best program
+    (mean validation score; ties to the shorter parameters with ``prefer_shorter``, then to the
+    newer) is what the model holds.
+
+    Example:
+        >>> pool = ParetoSearch()
+        >>> pool.start(Member({"p": "x"}, {}, 0.5, 1), [1.0, 0.0])
+        >>> pool.best().params, pool.state_dict()["pool"][0]["scores"]
+        ({'p': 'x'}, [1.0, 0.0])
+    """
+
+    name = "pareto"
+
+    def __init__(self, *, merge_every: int = 3, prefer_shorter: bool = True) -> None:
+        self.merge_every = merge_every
+        self.prefer_shorter = prefer_shorter
+        self.pool: list[Program] = []
+        self.opt_state: dict[str, Any] = {}
+        self.tried_merges: list[list[int]] = []
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> ParetoSearch:
+        return cls(merge_every=config.merge_every, prefer_shorter=config.prefer_shorter)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def start(self, initial: Member, scores: list[float] | None) -> None:
+        self.pool = [Program(0, initial.params, list(scores or []), initial.val, initial.size, [], 0, "start")]
+        self.opt_state = initial.opt
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "pool": [p.to_dict() for p in self.pool],
+            "optimizer": self.opt_state,
+            "tried_merges": self.tried_merges,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pool = [Program.from_dict(p) for p in state["pool"]]
+        if not pool or [p.id for p in pool] != list(range(len(pool))):
+            raise ValueError("the pool is empty or its ids are not 0, 1, 2, ...")
+        self.pool = pool
+        self.opt_state = dict(state["optimizer"])
+        self.tried_merges = [[int(i) for i in pair] for pair in state["tried_merges"]]
+
+    def best_program(self) -> Program:
+        def rank(p: Program) -> tuple[float, int, int]:
+            val = round(p.val, 9) if p.val is not None else -math.inf
+            return (val, -p.size if self.prefer_shorter else 0, p.id)
+
+        return max(self.pool, key=rank)
+
+    def best(self) -> Member:
+        top = self.best_program()
+        return Member(top.params, self.opt_state, top.val, top.size)
+
+    def front(self) -> dict[int, int]:
+        """The pool's Pareto front: ``{pool id: validation items it is best on}``."""
+        if not self.pool or any(len(p.scores) != len(self.pool[0].scores) for p in self.pool):
+            return {}
+        return pareto_front([p.scores for p in self.pool])
+
+    def sample_parent(self, rng: random.Random) -> Program:
+        """A front member drawn with weight = items it is best on (the best program if there is no front)."""
+        front = self.front()
+        if not front:
+            return self.best_program()
+        ids = sorted(front)
+        return self.pool[rng.choices(ids, weights=[front[i] for i in ids])[0]]
+
+    # -- merging -----------------------------------------------------------------------------
+
+    def ancestors(self, pid: int) -> set[int]:
+        seen: set[int] = set()
+        todo = list(self.pool[pid].parents)
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.pool[current].parents)
+        return seen
+
+    def merge_of(self, a: Program, b: Program) -> Merge | None:
+        """The merge of ``a`` and ``b``, if they are of different lineages and changed different parameters."""
+        up_a, up_b = self.ancestors(a.id), self.ancestors(b.id)
+        common = up_a & up_b
+        if a.id in up_b or b.id in up_a or not common:
+            return None
+        ancestor = self.pool[max(common)]  # the latest common ancestor
+        from_a = sorted(n for n in a.params if state_key({n: a.params[n]}) != state_key({n: ancestor.params.get(n)}))
+        from_b = sorted(n for n in b.params if state_key({n: b.params[n]}) != state_key({n: ancestor.params.get(n)}))
+        if not from_a or not from_b or set(from_a) & set(from_b):
+            return None
+        params = {**ancestor.params, **{n: a.params[n] for n in from_a}, **{n: b.params[n] for n in from_b}}
+        if any(same_state(params, p.params) for p in self.pool):
+            return None
+        return Merge(a, b, ancestor, from_a, from_b, copy.deepcopy(params))
+
+    def next_merge(self, rng: random.Random) -> Merge | None:
+        """A merge of two front members not tried before, drawn uniformly (``None`` if there is none)."""
+        ids = sorted(self.front())
+        tried = {tuple(pair) for pair in self.tried_merges}
+        merges = []
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                merge = None if (a, b) in tried else self.merge_of(self.pool[a], self.pool[b])
+                if merge is not None:
+                    merges.append(merge)
+        return merges[rng.randrange(len(merges))] if merges else None
+
+    # -- the step ------------------------------------------------------------------------------
+
+    def step(self, run: SearchRun, items: Sequence[Item]) -> dict[str, Any]:
+        number = run.step + 1
+        if self.merge_every and number % self.merge_every == 0:
+            merge = self.next_merge(run.rng)
+            if merge is not None:
+                return self.merge_step(run, items, merge, number)
+        return self.mutation_step(run, items, number)
+
+    def mutation_step(self, run: SearchRun, items: Sequence[Item], number: int) -> dict[str, Any]:
+        before = self.best_program()
+        parent = self.sample_parent(run.rng)
+        run.load_params(parent.params)
+        expansion = expand(run, items)
+        parent_scores = [o.score for o in expansion.outcomes]
+        new: list[Program] = []
+        log: list[dict[str, Any]] = []
+        proposal = expansion.proposal
+        for c_index, candidate in enumerate(proposal.candidates if proposal is not None else []):
+            entry: dict[str, Any] = {"index": c_index, "updates": jsonable(candidate.updates)}
+            entry["reasoning"] = candidate.reasoning
+            log.append(entry)
+            params = apply_candidate(run, candidate, parent.params, entry)
+            if params is not None:
+                lineage = Program(len(self.pool) + len(new), params, [], None, entry["size"], [parent.id], number, "")
+                self.admit(run, items, expansion.outcomes, sum(parent_scores), lineage, entry, new, strict=True)
+            run.load_params(parent.params)
+        self.pool.extend(new)
+        self.opt_state = expansion.opt_state
+        record = self.record(before, parent_scores, log, new, expansion.notes)
+        record["parent"] = parent.id
+        record["rejected_suggestions"] = [jsonable(r) for r in proposal.rejected] if proposal is not None else []
+        record["workflow_errors"] = expansion.errors
+        if not log:
+            record["reason"] = "; ".join(expansion.notes) or no_update(record["rejected_suggestions"])
+        return record
+
+    def merge_step(self, run: SearchRun, items: Sequence[Item], merge: Merge, number: int) -> dict[str, Any]:
+        before = self.best_program()
+        run.load_params(merge.a.params)
+        outcomes = run.minibatch(items)
+        run.load_params(merge.b.params)
+        reference = max(sum(o.score for o in outcomes), sum(gate_scores(run, items, outcomes)))
+        run.load_params(merge.params)
+        entry: dict[str, Any] = {
+            "index": 0,
+            "merge": {"parents": [merge.a.id, merge.b.id], "ancestor": merge.ancestor.id},
+            "updates": {n: merge.params[n] for n in merge.from_a + merge.from_b},
+            "reasoning": f"#{merge.a.id} changed {merge.from_a}, #{merge.b.id} changed {merge.from_b} "
+            f"since their common ancestor #{merge.ancestor.id}",
+            "size": parameter_size(merge.params),
+        }
+        new: list[Program] = []
+        child = Program(len(self.pool), merge.params, [], None, entry["size"], [merge.a.id, merge.b.id], number, "")
+        self.admit(run, items, outcomes, reference, child, entry, new, strict=False)
+        self.pool.extend(new)
+        self.tried_merges.append([merge.a.id, merge.b.id])
+        record = self.record(before, [o.score for o in outcomes], [entry], new, [])
+        record["parent"] = [merge.a.id, merge.b.id]
+        record["rejected_suggestions"] = []
+        record["workflow_errors"] = sum(o.error is not None for o in outcomes)
+        return record
+
+    def admit(
+        self,
+        run: SearchRun,
+        items: Sequence[Item],
+        parent_outcomes: Sequence[Outcome],
+        reference: float,
+        child: Program,
+        entry: dict[str, Any],
+        new: list[Program],
+        *,
+        strict: bool,
+    ) -> None:
+        """Gate ``child`` (the model holds it) on the minibatch; if it passes, validate it and add it to ``new``."""
+        twin = next((p for p in [*self.pool, *new] if same_state(p.params, child.params)), None)
+        if twin is not None:
+            entry["error"] = f"the same parameters as pool member #{twin.id}"
+            return
+        run.meter.check_time()
+        score = sum(gate_scores(run, items, parent_outcomes))
+        entry["minibatch"] = {"parent": reference, "child": score}
+        versus = "the parent's" if strict else "its better parent's"
+        passed = round(score, 9) > round(reference, 9) if strict else round(score, 9) >= round(reference, 9)
+        entry["admitted"] = passed
+        if not passed:
+            entry["reason"] = (
+                f"minibatch score {score:g} does not {'beat' if strict else 'reach'} {versus} {reference:g}"
+            )
+            return
+        run.meter.check_time()
+        child.scores = run.val_scores()
+        child.val = mean(child.scores)
+        child.origin = "mutation" if strict else "merge"
+        entry.update(id=child.id, val_score=child.val)
+        entry["reason"] = f"minibatch score {score:g} {'beats' if strict else 'reaches'} {versus} {reference:g}"
+        new.append(child)
+
+    def record(
+        self,
+        before: Program,
+        parent_scores: list[float],
+        log: list[dict[str, Any]],
+        new: list[Program],
+        notes: list[str],
+    ) -> dict[str, Any]:
+        """The step's history record; the pool already holds the step's admitted programs."""
+        after = self.best_program()
+        accepted = after.id != before.id
+        if accepted:
+            old = Member(before.params, {}, before.val, before.size)
+            reason = verdict(old, Member(after.params, {}, after.val, after.size), True, self.prefer_shorter)
+            reason += f" (pool member #{after.id})"
+        elif new:
+            reason = f"admitted {len(new)} candidate(s) to the pool; the best stays #{after.id}"
+        else:
+            why = list(dict.fromkeys(str(e.get("reason") or e.get("error")) for e in log))
+            reason = "no candidate admitted: " + "; ".join(why + notes)
+        return {
+            "train_score": mean(parent_scores),
+            "val_score": after.val,
+            "val_previous": before.val,
+            "accepted": accepted,
+            "reason": reason,
+            "candidates": log,
+            "pool_size": len(self.pool),
+            "best": after.id,
+            "front": [[i, w] for i, w in sorted(self.front().items())],
+        }
 
 
 def make_strategy(config: TrainConfig) -> SearchStrategy:
