@@ -15,10 +15,11 @@ from test_resume import _kill_after, _start_worker
 from train_toys import Suffix, data, exact, per_sample, scripted_llm, suggest
 
 from feedprop.errors import ConfigurationError
+from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import Optimizer, OptoPrime, Proposal
-from feedprop.train import train
+from feedprop.train import Budget, train
 from feedprop.train.data import Item
 from feedprop.train.events import read_events
 from feedprop.train.search import Member, ParetoSearch, Program, pareto_front, with_target
@@ -159,6 +160,32 @@ def test_pareto_search_improves_a_toy_task() -> None:
     assert [c["updates"] for c in admitted] == [{"suffix": "!"}]
     for h in result.history:
         assert isinstance(h["parent"], int) and h["reason"] and {"minibatch", "admitted"} <= set(h["candidates"][0])
+
+
+def test_a_budget_running_out_mid_step_leaves_the_pool_as_it_was(tmp_path: Path) -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
+    model = Suffix("?", llm=workflow)
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    # 2 calls score the start; step 1 makes 2 (minibatch) + 1 (optimizer) + 2 (gate), then validation is cut.
+    result = train(
+        model,
+        data(4),
+        exact,
+        opt,
+        val_set=data(2),
+        batch_size=2,
+        search="pareto",
+        budget=Budget(calls=8),
+        max_workers=1,
+        checkpoint=tmp_path,
+        progress=False,
+    )
+    assert result.stop_reason.startswith("budget: calls") and result.history == []
+    assert result.usage["total"]["calls"] == 8 and len(workflow.calls) == 7
+    assert model.suffix.data == "?" and result.best_state == {"suffix": "?"}
+    assert opt.state_dict()["global_state"].get("step", 0) == 0, "the optimizer is back before the dropped step"
+    pool = json.loads((tmp_path / "checkpoint.json").read_text())["search"]["pool"]
+    assert [p["id"] for p in pool] == [0]
 
 
 def test_search_options_are_checked() -> None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from feedprop.train.summary import render_report
+from feedprop.train.checkpoint import RunDirectory
+from feedprop.train.summary import plot_curve, render_report
 
 __all__ = ["TrainResult"]
 
@@ -63,3 +64,13 @@ class TrainResult:
     def report(self) -> str:
         """The markdown report (the same text as ``report.md``)."""
         return render_report(self)
+
+    def write_files(self, run_dir: RunDirectory, *, plot: bool = True) -> None:
+        """Write ``report.md`` (and ``curve.png`` with ``plot``) into ``run_dir``; the ``*_path`` fields point there."""
+        self.checkpoint_path = run_dir.file(RunDirectory.CHECKPOINT)
+        self.parameters_path = run_dir.file(RunDirectory.BEST)
+        self.log_path = run_dir.file(RunDirectory.EVENTS)
+        self.report_path = run_dir.file(RunDirectory.REPORT)
+        self.report_path.write_text(render_report(self), encoding="utf-8")
+        if plot:
+            self.plot_path = plot_curve(self, run_dir.file(RunDirectory.PLOT))

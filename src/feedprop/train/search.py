@@ -9,6 +9,10 @@ holds only its own state and decisions.
 
 - :class:`BeamSearch` (``search="greedy"``, ``"beam"``): keeps the ``width`` best states by
   validation score; with width 1 and an optimizer offering several candidates it is best-of-n.
+- :class:`ParetoSearch` (``search="pareto"``): a pool of programs with their per-validation-item
+  scores and lineage; parents are drawn from the per-item Pareto front (:func:`pareto_front`),
+  a child must beat its parent on the minibatch (:func:`gate_scores`) before it is validated,
+  and two lineages that changed different parameters are merged.
 
 Example:
     >>> make_strategy(TrainConfig()).width

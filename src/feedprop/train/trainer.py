@@ -20,22 +20,17 @@ run from its last completed step. Budgets (:class:`~feedprop.train.budget.Budget
 run cleanly, keeping its best state.
 
 Example:
-    >>> from feedprop.llm import MockLLM
-    >>> from feedprop.module import Module
-    >>> from feedprop.node import Parameter
-    >>> from feedprop.optim import OptoPrime
-    >>> from feedprop.train import train
-    >>> class Echo(Module):
+    >>> import feedprop as fp
+    >>> class Echo(fp.Module):
     ...     def __init__(self):
-    ...         self.suffix = Parameter("?", name="suffix")
+    ...         self.suffix = fp.Parameter("?", name="suffix")
     ...     def forward(self, x):
     ...         return x + self.suffix
     >>> model = Echo()
     >>> reply = '{"reasoning": "targets end with !", "suggestion": {"suffix": "!"}}'
-    >>> opt = OptoPrime(model.parameters(), llm=MockLLM(reply))
-    >>> guide = lambda out, target: float(out == target)
+    >>> opt = fp.optim.OptoPrime(model.parameters(), llm=fp.llm.MockLLM(reply))
     >>> data = [("hi", "hi!"), ("yo", "yo!")]
-    >>> result = train(model, data, guide, opt, val_set=data, batch_size=2, progress=False)
+    >>> result = train(model, data, lambda out, target: out == target, opt, val_set=data, progress=False)
     >>> result.val_before, result.val_after, model.suffix.data
     (0.0, 1.0, '!')
 """
@@ -63,7 +58,6 @@ from feedprop.train.evaluation import ItemExecutor, Outcome, resolve_executor
 from feedprop.train.events import EventLog
 from feedprop.train.result import TrainResult
 from feedprop.train.search import Member, make_strategy, mean, parameter_size, same_state
-from feedprop.train.summary import plot_curve, render_report
 
 __all__ = ["TrainResult", "train"]
 
@@ -455,13 +449,7 @@ class _Run:
             events=list(self.log.events),
         )
         if self.dir is not None:
-            result.checkpoint_path = self.dir.file(RunDirectory.CHECKPOINT)
-            result.parameters_path = self.dir.file(RunDirectory.BEST)
-            result.log_path = self.dir.file(RunDirectory.EVENTS)
-            result.report_path = self.dir.file(RunDirectory.REPORT)
-            result.report_path.write_text(render_report(result), encoding="utf-8")
-            if self.cfg.plot:
-                result.plot_path = plot_curve(result, self.dir.file(RunDirectory.PLOT))
+            result.write_files(self.dir, plot=self.cfg.plot)
         return result
 
 
@@ -516,8 +504,18 @@ def train(
         resume: continue the run in ``checkpoint`` from its last completed step (a finished run
             just returns its result; no checkpoint yet starts a new run). Resuming with a
             different model, optimizer, data or options raises :class:`~feedprop.errors.CheckpointError`.
-        seed: seeds the shuffling of the training set.
-        beam_width: how many parameter states to keep and expand each step (1: greedy best-of-n).
+        seed: seeds the shuffling of the training set (and the Pareto search's parent draws).
+        search: how candidates are searched (:mod:`feedprop.train.search`): ``"greedy"``
+            (default: keep the best candidate if validation does not drop), ``"beam"``, or
+            ``"pareto"`` (a pool of programs; parents drawn from the per-validation-item Pareto
+            front, weighted by the items each wins; a child is validated only if it beats its
+            parent on the minibatch; needs a ``val_set``). Each Pareto step's history record
+            names its ``parent``, every candidate's ``minibatch`` scores (parent vs child) and
+            whether it was ``admitted`` and why, the ``pool_size`` and the ``best`` program.
+        beam_width: how many parameter states to keep and expand each step (1: greedy best-of-n;
+            more than 1 means beam search).
+        merge_every: with ``search="pareto"``, every this many steps try to merge two programs of
+            different lineages that changed different parameters (0: never).
         prefer_shorter: on a validation tie, keep the shorter parameters.
         max_workers: threads evaluating items in parallel (default 8; a model's own
             concurrency limit still caps its calls in flight).
@@ -544,6 +542,16 @@ def train(
         >>> r = train(m, [("", "yes")], lambda out, t: out == t, opt, val_set=[("", "yes")], progress=False)
         >>> r.val_after, m.word.data
         (1.0, 'yes')
+
+        The Pareto search records which program each step grew from and the minibatch gate:
+
+        >>> m = M()
+        >>> opt = OptoPrime(m.parameters(), llm=MockLLM('{"reasoning": "", "suggestion": {"word": "yes"}}'))
+        >>> data = [("", "yes")]
+        >>> r = train(m, data, lambda out, t: out == t, opt, val_set=data, search="pareto", progress=False)
+        >>> step = r.history[0]
+        >>> step["parent"], step["candidates"][0]["minibatch"], step["candidates"][0]["admitted"], m.word.data
+        (0, {'parent': 0.0, 'child': 1.0}, True, 'yes')
     """
     _check_model(model, optimizer)
     if not callable(guide):
