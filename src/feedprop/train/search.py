@@ -576,7 +576,8 @@ class ParetoSearch(SearchStrategy):
     ancestor, the step instead tries their merge (each parameter from the member that changed
     it); it is admitted if its minibatch sum is at least its better parent's. The best program
     (mean validation score; ties to the shorter parameters with ``prefer_shorter``, then to the
-    newer) is what the model holds.
+    newer) is what the model holds. The optimizer keeps one state for the whole pool (it has
+    seen every step's minibatch), where each beam member carries its own.
 
     Example:
         >>> pool = ParetoSearch()

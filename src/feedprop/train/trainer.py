@@ -54,7 +54,7 @@ from feedprop.train.budget import Budget, RunMeter, RunUsage
 from feedprop.train.checkpoint import RunDirectory, check_fingerprint, rng_from_json, rng_to_json
 from feedprop.train.config import TrainConfig
 from feedprop.train.data import Item, as_items, fingerprint_items
-from feedprop.train.evaluation import ItemExecutor, Outcome, resolve_executor
+from feedprop.train.evaluation import ItemExecutor, Outcome, RunScorer, resolve_executor
 from feedprop.train.events import EventLog
 from feedprop.train.result import TrainResult
 from feedprop.train.search import Member, make_strategy, mean, parameter_size, same_state
@@ -103,6 +103,9 @@ class _Run:
         self.meter = RunMeter(config.budget)
         self.dir = run_dir
         self.executor = executor
+        self.scorer = RunScorer(
+            model, guide, executor, self.meter, max_workers=config.max_workers, progress=config.progress
+        )
         self.log = EventLog(run_dir.file(RunDirectory.EVENTS) if run_dir else None)
         self.search = make_strategy(config)
         # Run state (all of it goes into the checkpoint).
@@ -159,53 +162,23 @@ class _Run:
 
     # -- evaluation ----------------------------------------------------------------------
 
-    def outcomes(
-        self, items: Sequence[Item], check: bool = True, training: bool = False, desc: str | None = None
-    ) -> list[Outcome]:
-        """Run and score ``items``: minibatches in training mode, validation and test in eval mode.
-
-        With ``desc`` and progress on, a transient per-item bar shows the scoring as it goes.
-        """
-        self.model.train(training)
-        bar = tqdm(total=len(items), desc=desc, unit="item", leave=False) if self.cfg.progress and desc else None
-        try:
-            return self.executor.run_items(
-                self.model,
-                items,
-                self.guide,
-                max_workers=self.cfg.max_workers,
-                check=self.meter.check_time if check else None,
-                on_done=None if bar is None else (lambda _outcome: bar.update(1)),
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def scores(self, items: Sequence[Item], phase: str) -> list[float] | None:
-        """Per-item guide scores on ``items`` (``None`` without items); test scoring ignores the time budget."""
-        if not items:
-            return None
-        with self.meter.phase(phase):
-            desc = "scoring test set" if phase == "test" else "scoring validation set"
-            return [o.score for o in self.outcomes(items, check=phase != "test", desc=desc)]
-
-    def score(self, items: Sequence[Item], phase: str) -> float | None:
-        """Mean guide score on ``items`` (``None`` without items)."""
-        scores = self.scores(items, phase)
+    def test_score(self) -> float | None:
+        """Mean score on the test set (``None`` without one), outside any budget."""
+        scores = self.scorer.scores(self.test_items, "test")
         return None if scores is None else mean(scores)
 
     # -- what the search strategy uses (SearchRun) ------------------------------------------
 
     def minibatch(self, items: Sequence[Item]) -> list[Outcome]:
         with self.meter.phase("evaluation"):
-            return self.outcomes(items, training=True)
+            return self.scorer.run(items, training=True)
 
     def propose(self) -> Proposal:
         with self.meter.phase("optimizer"):
             return self.opt.propose()
 
     def val_scores(self) -> list[float]:
-        return self.scores(self.val_items, "evaluation") or []
+        return self.scorer.scores(self.val_items, "evaluation") or []
 
     def load(self, member: Member) -> None:
         self.model.load_state_dict(copy.deepcopy(member.params))
@@ -292,11 +265,11 @@ class _Run:
         self.order = list(range(len(self.train_items)))
         self.rng.shuffle(self.order)
         self.log.emit("start", config=self.config(), parameters=self.initial_state)
-        self.test_before = self.score(self.test_items, "test")
+        self.test_before = self.test_score()
         val_scores: list[float] | None = None
         try:
             self.meter.check_time()
-            val_scores = self.scores(self.val_items, "evaluation")
+            val_scores = self.scorer.scores(self.val_items, "evaluation")
         except BudgetExhausted as exc:
             self.stop_reason = self.meter.exhausted() or _reason(exc)
         self.val_before = None if val_scores is None else mean(val_scores)
@@ -416,7 +389,7 @@ class _Run:
         if self.test_before is not None and same_state(best.params, self.initial_state):
             self.test_after = self.test_before  # nothing was learned: the same program, already scored
         else:
-            self.test_after = self.score(self.test_items, "test")
+            self.test_after = self.test_score()
         self.finished = True
         # From here on the run's clock is frozen: a finished run resumed later reports the same time.
         self.meter.restart(self.meter.elapsed())
