@@ -124,6 +124,14 @@ def test_training_merges_two_lineages_into_the_best_program() -> None:
     assert merged["minibatch"] == {"parent": 1.0, "child": 2.0} and merged["admitted"] and merged["id"] == 3
     assert second["accepted"] and second["val_score"] == 1.0 and second["best"] == 3
     assert (model.a.data, model.b.data) == ("!", "?") and result.val_after == 1.0
+    assert [(p["id"], p["parents"], p["origin"]) for p in result.pool] == [
+        (0, [], "start"),
+        (1, [0], "mutation"),
+        (2, [0], "mutation"),
+        (3, [1, 2], "merge"),
+    ]
+    assert result.pool[3]["scores"] == [1.0, 1.0, 1.0]
+    assert "| #3 (best) | #1, #2 | 2 | merge | 1.0000 | 2 |" in result.report()
 
 
 def test_the_minibatch_gate_refuses_a_child_that_does_not_beat_its_parent() -> None:

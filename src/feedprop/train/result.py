@@ -25,7 +25,9 @@ class TrainResult:
     ``history`` has one entry per step (scores, candidates, accepted or not and why, usage);
     ``val_before``/``val_after`` and ``test_before``/``test_after`` are mean guide scores
     (``None`` without that set); ``usage`` is the LLM usage by phase; the ``*_path`` fields
-    point into the checkpoint directory (``None`` when training ran without one).
+    point into the checkpoint directory (``None`` when training ran without one); ``pool``
+    lists the programs a ``search="pareto"`` run kept (id, parents, step, origin, validation
+    score and per-item scores, size, parameters; empty for the other searches).
 
     Example:
         >>> r = TrainResult(history=[], best_state={"p": "x"}, initial_state={"p": "x"})
@@ -51,6 +53,7 @@ class TrainResult:
     parameters_path: Path | None = None
     checkpoint_path: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    pool: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def steps(self) -> int:

@@ -291,6 +291,10 @@ class SearchStrategy:
         """The state the model holds between steps and at the end of the run."""
         raise NotImplementedError(f"{type(self).__name__} must implement best()")
 
+    def summary(self) -> list[dict[str, Any]]:
+        """The states the search holds, for :attr:`TrainResult.pool` and the report (none by default)."""
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         """The strategy's state as JSON, for the checkpoint."""
         raise NotImplementedError(f"{type(self).__name__} must implement state_dict()")
@@ -619,6 +623,9 @@ class ParetoSearch(SearchStrategy):
         self.pool = pool
         self.opt_state = dict(state["optimizer"])
         self.tried_merges = [[int(i) for i in pair] for pair in state["tried_merges"]]
+
+    def summary(self) -> list[dict[str, Any]]:
+        return copy.deepcopy([p.to_dict() for p in self.pool])
 
     def best_program(self) -> Program:
         def rank(p: Program) -> tuple[float, int, int]:

@@ -420,6 +420,7 @@ class _Run:
             elapsed_seconds=self.meter.elapsed_before,
             config=self.config(),
             events=list(self.log.events),
+            pool=self.search.summary(),
         )
         if self.dir is not None:
             result.write_files(self.dir, plot=self.cfg.plot)
