@@ -717,8 +717,10 @@ class ParetoSearch(SearchStrategy):
             log.append(entry)
             params = apply_candidate(run, candidate, parent.params, entry)
             if params is not None:
-                lineage = Program(len(self.pool) + len(new), params, [], None, entry["size"], [parent.id], number, "")
-                self.admit(run, items, expansion.outcomes, sum(parent_scores), lineage, entry, new, strict=True)
+                child = Program(
+                    len(self.pool) + len(new), params, [], None, entry["size"], [parent.id], number, "mutation"
+                )
+                self.admit(run, items, expansion.outcomes, sum(parent_scores), child, entry, new)
             run.load_params(parent.params)
         self.pool.extend(new)
         self.opt_state = expansion.opt_state
@@ -746,8 +748,9 @@ class ParetoSearch(SearchStrategy):
             "size": parameter_size(merge.params),
         }
         new: list[Program] = []
-        child = Program(len(self.pool), merge.params, [], None, entry["size"], [merge.a.id, merge.b.id], number, "")
-        self.admit(run, items, outcomes, reference, child, entry, new, strict=False)
+        parents = [merge.a.id, merge.b.id]
+        child = Program(len(self.pool), merge.params, [], None, entry["size"], parents, number, "merge")
+        self.admit(run, items, outcomes, reference, child, entry, new)
         self.pool.extend(new)
         self.tried_merges.append([merge.a.id, merge.b.id])
         record = self.record(before, [o.score for o in outcomes], [entry], new, [])
@@ -765,10 +768,10 @@ class ParetoSearch(SearchStrategy):
         child: Program,
         entry: dict[str, Any],
         new: list[Program],
-        *,
-        strict: bool,
     ) -> None:
         """Gate ``child`` (the model holds it) on the minibatch; if it passes, validate it and add it to ``new``."""
+        # A mutation must beat its parent; a merge must reach the better of its two parents.
+        strict = child.origin != "merge"
         twin = next((p for p in [*self.pool, *new] if same_state(p.params, child.params)), None)
         if twin is not None:
             entry["error"] = f"the same parameters as pool member #{twin.id}"
@@ -787,7 +790,6 @@ class ParetoSearch(SearchStrategy):
         run.meter.check_time()
         child.scores = run.val_scores()
         child.val = mean(child.scores)
-        child.origin = "mutation" if strict else "merge"
         entry.update(id=child.id, val_score=child.val)
         entry["reason"] = f"minibatch score {score:g} {'beats' if strict else 'reaches'} {versus} {reference:g}"
         new.append(child)
