@@ -14,6 +14,8 @@ import pytest
 from test_resume import _kill_after, _start_worker
 from train_toys import Suffix, data, exact, per_sample, scripted_llm, suggest
 
+from feedprop import ops
+from feedprop.bundle import bundle
 from feedprop.errors import ConfigurationError
 from feedprop.llm import MockLLM
 from feedprop.module import Module
@@ -121,7 +123,8 @@ def test_training_merges_two_lineages_into_the_best_program() -> None:
     assert second["parent"] == [1, 2] and len(llm.calls) == 2, "step 2 merges; the optimizer is not asked"
     merged = second["candidates"][0]
     assert merged["merge"] == {"parents": [1, 2], "ancestor": 0} and merged["updates"] == {"a": "!", "b": "?"}
-    assert merged["minibatch"] == {"parent": 1.0, "child": 2.0} and merged["admitted"] and merged["id"] == 3
+    assert merged["minibatch"] == {"parent": 1.0, "child": 2.0, "calls": 0, "saved": 0}
+    assert merged["admitted"] and merged["id"] == 3
     assert second["accepted"] and second["val_score"] == 1.0 and second["best"] == 3
     assert (model.a.data, model.b.data) == ("!", "?") and result.val_after == 1.0
     assert [(p["id"], p["parents"], p["origin"]) for p in result.pool] == [
@@ -148,9 +151,9 @@ def test_the_minibatch_gate_refuses_a_child_that_does_not_beat_its_parent() -> N
     val = [("v0", "v0!"), ("v1", "v1!"), ("v2", "v2?")]
     result = train(model, items, counting, opt, val_set=val, batch_size=2, epochs=2, search="pareto", progress=False)
     tie, worse = (h["candidates"][0] for h in result.history)
-    assert tie["minibatch"] == {"parent": 1.0, "child": 1.0} and tie["admitted"] is False
+    assert tie["minibatch"] == {"parent": 1.0, "child": 1.0, "calls": 0, "saved": 0} and tie["admitted"] is False
     assert tie["reason"] == "minibatch score 1 does not beat the parent's 1"
-    assert worse["minibatch"] == {"parent": 1.0, "child": 0.0} and worse["admitted"] is False
+    assert worse["minibatch"] == {"parent": 1.0, "child": 0.0, "calls": 0, "saved": 0} and worse["admitted"] is False
     assert "val_score" not in tie and "val_score" not in worse
     assert len([t for t in scored if t.startswith("v")]) == 3, "validation ran once, for the start only"
     assert all(not h["accepted"] and h["pool_size"] == 1 for h in result.history)
@@ -266,3 +269,34 @@ def test_the_worker_makes_the_same_pool_twice(tmp_path: Path) -> None:
     second = pareto_worker.pool_summary(*pareto_worker.run(tmp_path / "two", latency=0.0))
     assert first["search"] == second["search"] and first["history"] == second["history"]
     assert first["val_after"] > 0.0 == first["history"][0]["val_previous"], "the two-parameter toy improves"
+
+
+def test_the_gate_screens_a_new_extractor_without_any_model_call() -> None:
+    answers = {f"q{i}": f"thinking 1 by 1... so {i + 2}" for i in range(4)}
+    student = MockLLM(lambda messages, **params: answers[messages[-1]["content"]])
+
+    class TwoStage(Module):
+        def __init__(self) -> None:
+            self.instruction = Parameter("Answer.", name="instruction")
+
+        @bundle(trainable=True)
+        def extract(self, response: str) -> str:
+            return response.split()[1]
+
+        def forward(self, x: str) -> Node[Any]:
+            out: Node[Any] = self.extract(ops.llm_call(self.instruction, x, llm=student, temperature=0))
+            return out
+
+    fixed = "def extract(self, response: str) -> str:\n    return response.split()[-1]\n"
+    model = TwoStage()
+    data = [(q, a.split()[-1]) for q, a in answers.items()]
+    opt = OptoPrime(model.parameters(), llm=MockLLM(suggest(extract=fixed)))
+    result = train(model, data, exact, opt, val_set=data, batch_size=4, max_steps=1, search="pareto", progress=False)
+    step = result.history[0]
+    (candidate,) = step["candidates"]
+    assert candidate["admitted"] and candidate["minibatch"]["child"] == 4.0
+    assert (candidate["minibatch"]["calls"], candidate["minibatch"]["saved"]) == (0, 4)
+    assert step["screening"] == {"calls": 0, "saved": 4}
+    assert result.val_after == 1.0
+    # the student answered the minibatch once and each validation pass; screening added no call
+    assert len(student.calls) == 4 + 4 + 4

@@ -37,6 +37,7 @@ from feedprop.train.budget import RunMeter
 from feedprop.train.config import TrainConfig
 from feedprop.train.data import Item
 from feedprop.train.evaluation import ItemExecutor, Outcome
+from feedprop.train.screening import Screening, screen
 
 __all__ = [
     "BeamSearch",
@@ -460,18 +461,24 @@ def no_update(refused: Sequence[dict[str, Any]]) -> str:
     return f"the optimizer proposed no valid update: {len(refused)} suggestion(s) refused, {reasons[0]}{more}"
 
 
-def gate_scores(run: SearchRun, items: Sequence[Item], parent_outcomes: Sequence[Outcome]) -> list[float]:
-    """Per-item minibatch scores of the model as it is now: what a candidate must win to be validated.
+def gate_scores(run: SearchRun, items: Sequence[Item], parent_outcomes: Sequence[Outcome]) -> Screening:
+    """Screen the model as it is now on the minibatch: what a candidate must win to be validated.
 
-    ``parent_outcomes`` is the parent's run on the same ``items``; a screening run may answer
-    the calls the candidate repeats from it. Counted as evaluation, in training mode.
+    ``parent_outcomes`` is the parent's run on the same ``items``: every LLM call the candidate
+    repeats is answered from it (:func:`~feedprop.train.screening.screen`), so a new extractor
+    costs no model call at all. Counted as evaluation, in training mode.
     """
     with run.meter.phase("evaluation"):
         run.model.train(True)
-        outcomes = run.executor.run_items(
-            run.model, items, run.guide, max_workers=run.cfg.max_workers, check=run.meter.check_time
+        return screen(
+            run.model,
+            items,
+            run.guide,
+            parent_outcomes,
+            executor=run.executor,
+            max_workers=run.cfg.max_workers,
+            check=run.meter.check_time,
         )
-    return [o.score for o in outcomes]
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -737,7 +744,7 @@ class ParetoSearch(SearchStrategy):
         run.load_params(merge.a.params)
         outcomes = run.minibatch(items)
         run.load_params(merge.b.params)
-        reference = max(sum(o.score for o in outcomes), sum(gate_scores(run, items, outcomes)))
+        reference = max(sum(o.score for o in outcomes), sum(gate_scores(run, items, outcomes).scores))
         run.load_params(merge.params)
         entry: dict[str, Any] = {
             "index": 0,
@@ -777,8 +784,9 @@ class ParetoSearch(SearchStrategy):
             entry["error"] = f"the same parameters as pool member #{twin.id}"
             return
         run.meter.check_time()
-        score = sum(gate_scores(run, items, parent_outcomes))
-        entry["minibatch"] = {"parent": reference, "child": score}
+        screening = gate_scores(run, items, parent_outcomes)
+        score = sum(screening.scores)
+        entry["minibatch"] = {"parent": reference, "child": score, "calls": screening.calls, "saved": screening.saved}
         versus = "the parent's" if strict else "its better parent's"
         passed = round(score, 9) > round(reference, 9) if strict else round(score, 9) >= round(reference, 9)
         entry["admitted"] = passed
@@ -821,6 +829,11 @@ class ParetoSearch(SearchStrategy):
             "accepted": accepted,
             "reason": reason,
             "candidates": log,
+            # What the minibatch gate cost and what replaying the parent's recorded calls saved.
+            "screening": {
+                "calls": sum(e["minibatch"]["calls"] for e in log if "minibatch" in e),
+                "saved": sum(e["minibatch"]["saved"] for e in log if "minibatch" in e),
+            },
             "pool_size": len(self.pool),
             "best": after.id,
             "front": [[i, w] for i, w in sorted(self.front().items())],
