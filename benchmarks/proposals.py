@@ -42,7 +42,7 @@ from feedprop import llm as llm_module
 from feedprop.demo import CountingSolver
 from feedprop.errors import ExecutionError, ReplyParseError, SuggestionError
 from feedprop.llm import LLM, LocalModel, track_usage
-from feedprop.node import Feedback, Node
+from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OptoPrime, Reflect
 from feedprop.optim.optimizer import kind_of, same_value
 from feedprop.optim.replies import parse_reply
@@ -88,8 +88,13 @@ def _run_batch(solver: CountingSolver, batch: Sequence[Any], guide: ExactMatch, 
     return sum(scores) / len(scores) if scores else 0.0
 
 
+def _edited(solver: CountingSolver) -> list[Parameter[Any]]:
+    """The parameters a proposal edits: the instruction and the extractor (demonstrations are selected, not written)."""
+    return [p for p in solver.parameters() if kind_of(p) in ("text", "code")]
+
+
 def _optoprime(solver: CountingSolver, llm: LLM, samples: int, schema: bool, row: Row) -> list[dict[str, Any]]:
-    opt = OptoPrime(solver.parameters(), llm=llm, n_candidates=samples, max_retries=0, json_schema=schema)
+    opt = OptoPrime(_edited(solver), llm=llm, n_candidates=samples, max_retries=0, json_schema=schema)
     proposal = opt.propose()
     params = opt.named_parameters()
     changes = []
@@ -111,7 +116,7 @@ def _optoprime(solver: CountingSolver, llm: LLM, samples: int, schema: bool, row
 
 
 def _reflect(solver: CountingSolver, llm: LLM, samples: int, row: Row) -> list[dict[str, Any]]:
-    opt = Reflect(solver.parameters(), llm=llm, n_candidates=samples, params_per_step=None)
+    opt = Reflect(_edited(solver), llm=llm, n_candidates=samples, params_per_step=None)
     params = opt.named_parameters()
     changes = []
     for name in opt.failing():

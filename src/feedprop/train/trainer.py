@@ -525,7 +525,7 @@ def train(
         >>> r = train(m, data, lambda out, t: out == t, opt, val_set=data, search="pareto", progress=False)
         >>> step = r.history[0]
         >>> step["parent"], step["candidates"][0]["minibatch"], step["candidates"][0]["admitted"], m.word.data
-        (0, {'parent': 0.0, 'child': 1.0}, True, 'yes')
+        (0, {'parent': 0.0, 'child': 1.0, 'calls': 0, 'saved': 0}, True, 'yes')
     """
     _check_model(model, optimizer)
     if not callable(guide):
