@@ -15,12 +15,13 @@ invalid moves (off the board, repeated, malformed) and ships sunk. ``fp.train`` 
 on training seeds and the policy is tested on unseen boards.
 
 The optimizer is :func:`feedprop.optim.recommended`, which gives code parameters to ``Reflect``:
-each step, for both functions, one call diagnoses the failing games and ``--n-candidates`` calls
-each write a whole new function. ``fp.train(search="pareto")`` screens every candidate on the
-minibatch's boards first; the policy makes no LLM call, so screening costs no model call at all,
-and only candidates that beat their parent there are played on the validation boards. There is
-no LLM call in the policy, so there are no demonstrations to learn. ``--optimizer optoprime``
-runs the earlier setup (OptoPrime, greedy search), for a before/after comparison.
+each step, for one function (``act`` first, then ``reason``, in turn), one call diagnoses the
+failing games and ``--n-candidates`` calls each write a whole new function.
+``fp.train(search="pareto")`` screens every candidate on the minibatch's boards first; the
+policy makes no LLM call, so screening costs no model call at all (and there are no
+demonstrations to learn), and only candidates that beat their parent there are played on the
+validation boards. ``--optimizer optoprime`` runs the earlier setup (OptoPrime, greedy search),
+for a before/after comparison.
 
 Run it (default model: the embedded one; ``FEEDPROP_BASE_URL`` points it elsewhere)::
 
@@ -249,12 +250,14 @@ OPTIMIZERS = {"recommended": "pareto", "optoprime": "greedy"}
 
 
 def make_optimizer(name: str, policy: Policy, n_candidates: int = 4) -> Optimizer:
-    """``recommended``: fp.optim.recommended, both functions each step; ``optoprime``: the earlier setup."""
+    """``recommended``: fp.optim.recommended, one function a step; ``optoprime``: the earlier setup."""
     if name == "optoprime":
         return OptoPrime(policy.parameters(), max_tokens=700)
     if name == "recommended":
-        # Two functions: each step diagnoses and rewrites both (1 + n_candidates calls each).
-        return recommended(policy.parameters(), n_candidates=n_candidates, max_tokens=700, params_per_step=None)
+        # Reflect rewrites one function per step (1 + n_candidates calls), in this order: act
+        # chooses the shot, so it goes first.
+        functions = dict(policy.named_parameters())
+        return recommended([functions["act"], functions["reason"]], n_candidates=n_candidates, max_tokens=700)
     raise InvalidInputError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
 
 

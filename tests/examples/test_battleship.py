@@ -47,12 +47,22 @@ def test_training_the_act_code_raises_the_score_on_unseen_boards(
     out = capsys.readouterr().out
     assert "ship cells found on unseen boards" in out and "optimizer recommended, pareto search" in out
     step = result.history[0]
-    # both functions were diagnosed; the rewrite of act beat its parent on the minibatch's boards,
-    # screened without any model call (the policy makes none), then won on validation
+    # act was diagnosed first; its rewrite beat its parent on the minibatch's boards, screened
+    # without any model call (the policy makes none), then won on validation
     (candidate,) = step["candidates"]
     assert set(candidate["updates"]) == {"act"} and candidate["admitted"]
     assert candidate["minibatch"]["child"] > candidate["minibatch"]["parent"] and candidate["minibatch"]["calls"] == 0
-    assert {r["parameter"] for r in step["rejected_suggestions"]} == {"reason"}  # its replies held no code
+
+
+def test_reflect_turns_to_reason_on_the_next_step(load_example: Callable[[str], ModuleType], tmp_path: Path) -> None:
+    bs = load_example("battleship")
+    argv = ["--mock", "--n-train", "4", "--n-val", "2", "--n-test", "1", "--steps", "2", "--run-dir", str(tmp_path)]
+    second = bs.main(argv).history[1]
+    # the scripted optimizer has nothing new for reason: each reply is refused with the reason why
+    assert second["candidates"] == [] and not second["accepted"]
+    refused = second["rejected_suggestions"]
+    assert refused and {r["parameter"] for r in refused} == {"reason"}
+    assert all("no Python function" in r["reason"] for r in refused)
 
 
 def test_the_earlier_optimizer_is_still_reachable(
