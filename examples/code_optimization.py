@@ -14,9 +14,10 @@ minibatch and validates only those that beat their parent there. Held-out test p
 scored before and after: the prompt must generalise, not memorise.
 
 ``--mode repair``: one trainable code parameter per problem, starting from a stub; each step runs
-the tests and sends the failure back; ``Reflect`` (via ``recommended``) diagnoses it once, writes
-``--n-candidates`` whole functions, and the one that passes the most tests is kept (the tests
-are the screen: no model call), until the tests pass or the steps run out.
+the tests and sends the failure back; ``Reflect`` (via ``recommended``) diagnoses it once and
+writes ``--n-candidates`` whole functions, which are run against the tests (the screen: no model
+call); the first that passes is kept, else the first rewrite, whose failure the next step then
+diagnoses; until the tests pass or the steps run out.
 
 ``--optimizer optoprime`` runs the earlier setup in either mode (OptoPrime, no demonstrations,
 greedy search; in repair mode OptoPrime's one suggestion per step), for a before/after comparison.
@@ -200,15 +201,20 @@ def repair(
 ) -> bool:
     """Optimize one problem's code parameter from a stub until its tests pass; True if they do.
 
-    With ``recommended`` each step keeps, of the proposed rewrites, the one that passes the most
-    tests (the first on a tie); with ``optoprime`` it applies OptoPrime's suggestion.
+    With ``recommended`` each step keeps, of the proposed rewrites, the first that passes the
+    tests, else the first one; with ``optoprime`` it applies OptoPrime's suggestion.
     """
     entry = str(example.meta["entry_point"])
     prompt = str(example.meta["prompt"])
     indent = "\t" if "\n\t" in prompt else "    "  # MBPP's prompts are tab-indented
     stub = prompt.rstrip() + f"\n{indent}pass\n"
     code = Parameter(
-        stub, name=f"fix_{entry}", kind="code", description=f"Python source defining {entry}, tested by unit tests"
+        stub,
+        name=f"fix_{entry}",
+        # Declared code for Reflect (its code prompts, and replies read as a function); the earlier
+        # setup left it text.
+        kind="code" if optimizer_name == "recommended" else None,
+        description=f"Python source defining {entry}, tested by unit tests",
     )
     optimizer: Optimizer
     if optimizer_name == "optoprime":
@@ -235,17 +241,13 @@ def repair(
 
 
 def _keep_best_rewrite(code: Parameter[Any], optimizer: Optimizer, example: Example, guide: UnitTest) -> None:
-    """Run each proposed rewrite against the tests and keep the best one (the current code if none scores)."""
+    """Run each proposed rewrite against the tests; keep the first that passes, else the first one."""
     proposal = optimizer.propose()
-    current = code.data
-    best: tuple[float, Any] = (-1.0, current)
-    for candidate in proposal.candidates:
-        value = candidate.updates.get(code.name, current)
-        score = guide(value, example.target).score or 0.0
-        if score > best[0]:
-            best = (score, value)
-    code.data = best[1]
-    print(f"    {len(proposal.candidates)} rewrites tried against the tests, the best passes {best[0]:.0%}")
+    rewrites = [c.updates[code.name] for c in proposal.candidates if code.name in c.updates]
+    passing = [value for value in rewrites if guide(value, example.target).score == 1.0]
+    if rewrites:
+        code.data = (passing or rewrites)[0]
+    print(f"    {len(rewrites)} rewrites run against the tests, {len(passing)} pass")
 
 
 def run_repair_mode(args: argparse.Namespace, task_examples: dict[str, list[Example]]) -> float:
