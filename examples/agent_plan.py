@@ -213,7 +213,7 @@ class PlanningAgent(Module):
                 )
             # Demonstrations before the first plan only: a re-plan answers a different request.
             # (A run whose first plan failed and whose re-plan succeeded is well scored too, so its
-            # first plan can be drawn as a demonstration; validation keeps such sets out.)
+            # first plan can be drawn as a demonstration; validation decides whether such a set stays.)
             demos = self.plan_demos if outcome is None else None
             plan = ops.llm_call(self.plan_prompt, request, demos=demos, temperature=0.0, max_tokens=160)
             outcome = self.run_plan(plan)
