@@ -12,23 +12,30 @@ of lengths 3 and 2 placed from a seed. The policy sees the board as text rows (`
 Both functions' *source code* is a trainable parameter. A game's output is the list of moves; the
 guide replays it on the seeded board and feeds back what the environment said: hits, misses,
 invalid moves (off the board, repeated, malformed) and ships sunk. ``fp.train`` trains over games
-on training seeds (OptoPrime rewrites the code, validation seeds gate each update) and the policy
-is tested on unseen boards.
+on training seeds and the policy is tested on unseen boards.
+
+The optimizer is :func:`feedprop.optim.recommended`, which gives code parameters to ``Reflect``:
+each step, for one function (``act`` first, then ``reason``, in turn), one call diagnoses the
+failing games and ``--n-candidates`` calls each write a whole new function.
+``fp.train(search="pareto")`` screens every candidate on the minibatch's boards first; the
+policy makes no LLM call, so screening costs no model call at all (and there are no
+demonstrations to learn), and only candidates that beat their parent there are played on the
+validation boards. ``--optimizer optoprime`` runs the earlier setup (OptoPrime, greedy search),
+for a before/after comparison.
 
 Run it (default model: the embedded one; ``FEEDPROP_BASE_URL`` points it elsewhere)::
 
-    .venv/bin/python examples/battleship.py           # real model, a few minutes
-    .venv/bin/python examples/battleship.py --mock    # scripted model, seconds
+    .venv/bin/python examples/battleship.py                          # real model
+    .venv/bin/python examples/battleship.py --optimizer optoprime    # the earlier optimizer
+    .venv/bin/python examples/battleship.py --mock                   # scripted model, seconds
 
 Expected output: the share of ship cells found on unseen boards before -> after, the moves of
 one test game drawn as a board, and the learned code. With ``--mock`` the scripted optimizer
-rewrites ``act`` to hunt and target (shoot next to hits, else a checkerboard sweep), so the score
-on unseen boards goes up; that is the plumbing, not the model's skill.
+diagnoses the sweep and rewrites ``act`` to hunt and target (shoot next to hits, else a
+checkerboard sweep), so the score on unseen boards goes up; that is the plumbing, not the
+model's skill.
 
-Seen on a 2-core CPU with the embedded model (response cache off, idle machine): 38% -> 38% of
-ship cells found on the 8 unseen boards, validation 20% -> 20%; neither of the two proposed code
-updates was accepted by the validation gate; 6 minutes. The 1.5B optimizer did not improve the
-starting policy (shoot the first unknown cell) in two steps.
+Measured with the new default: not yet re-run on the embedded model.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from feedprop.bundle import bundle
 from feedprop.errors import InvalidInputError
 from feedprop.module import Module
 from feedprop.node import Feedback, Node
-from feedprop.optim import OptoPrime
+from feedprop.optim import Optimizer, OptoPrime, recommended
 from feedprop.train import Budget, Guide, TrainResult, train
 
 
@@ -217,11 +224,41 @@ HUNT_AND_TARGET = """def act(self, board: list[str], analysis: dict[str, Any]) -
 
 
 def scripted_llm() -> llm_module.MockLLM:
-    """A scripted optimizer (plumbing only): it rewrites ``act`` to hunt and target."""
-    reply = json.dumps(
-        {"reasoning": "shoot next to hits, else sweep a checkerboard", "suggestion": {"act": HUNT_AND_TARGET}}
-    )
-    return llm_module.MockLLM(reply)
+    """A scripted optimizer (plumbing only): it rewrites ``act`` to hunt and target.
+
+    To ``Reflect`` it answers with a diagnosis, then the new ``act`` in a python block (and
+    nothing new for ``reason``); to ``OptoPrime`` with the same code in a JSON suggestion.
+    """
+
+    def handler(messages: list[dict[str, Any]], **params: Any) -> str:
+        system, user = messages[0]["content"], messages[-1]["content"]
+        if system.startswith("You are an optimizer"):  # OptoPrime
+            return json.dumps(
+                {"reasoning": "shoot next to hits, else sweep a checkerboard", "suggestion": {"act": HUNT_AND_TARGET}}
+            )
+        if "what rule would fix it" in user:  # Reflect's diagnosis
+            return "act sweeps row by row and ignores hits; after a hit it should shoot the neighbours."
+        if "def act(" in user.split("It fails on these cases:")[0]:  # a rewrite of act
+            return f"```python\n{HUNT_AND_TARGET}```"
+        return "I would keep this function as it is."  # a rewrite of reason: no code, refused
+
+    return llm_module.MockLLM(handler)
+
+
+#: The optimizers ``--optimizer`` chooses from, and the search each uses unless ``--search`` says otherwise.
+OPTIMIZERS = {"recommended": "pareto", "optoprime": "greedy"}
+
+
+def make_optimizer(name: str, policy: Policy, n_candidates: int = 4) -> Optimizer:
+    """``recommended``: fp.optim.recommended, one function a step; ``optoprime``: the earlier setup."""
+    if name == "optoprime":
+        return OptoPrime(policy.parameters(), max_tokens=700)
+    if name == "recommended":
+        # Reflect rewrites one function per step (1 + n_candidates calls), in this order: act
+        # chooses the shot, so it goes first.
+        functions = dict(policy.named_parameters())
+        return recommended([functions["act"], functions["reason"]], n_candidates=n_candidates, max_tokens=700)
+    raise InvalidInputError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
 
 
 def run(args: argparse.Namespace) -> TrainResult:
@@ -233,9 +270,11 @@ def run(args: argparse.Namespace) -> TrainResult:
     if args.mock:
         llm_module.set_default(scripted_llm())
     model = llm_module.default()
+    search = args.search or OPTIMIZERS.get(args.optimizer, "greedy")
     print(
         f"Battleship {rules.size}x{rules.size}, ships {list(rules.ships)}, {rules.shots} shots; "
         f"{len(train_seeds)} train / {len(val_seeds)} val / {len(test_seeds)} unseen test boards; "
+        f"optimizer {args.optimizer}, {search} search; "
         f"model {model.model}{' (SCRIPTED, plumbing only)' if args.mock else ''}"
     )
     policy = Policy(rules)
@@ -243,11 +282,12 @@ def run(args: argparse.Namespace) -> TrainResult:
         policy,
         train_seeds,
         GameReplay(rules),
-        OptoPrime(policy.parameters(), max_tokens=700),
+        make_optimizer(args.optimizer, policy, args.n_candidates),
         val_set=val_seeds,
         test_set=test_seeds,
         batch_size=args.batch_size,
         max_steps=args.steps,
+        search=search,
         budget=Budget(tokens=60_000, scope="optimizer"),
         checkpoint=args.run_dir,
     )
@@ -269,6 +309,14 @@ def _percent(score: float | None) -> str:
 def main(argv: Sequence[str] | None = None) -> TrainResult:
     parser = argparse.ArgumentParser(description="train a Battleship policy's code from game feedback")
     parser.add_argument("--mock", action="store_true", help="scripted model: checks the plumbing in seconds")
+    parser.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        default="recommended",
+        help="recommended (default): diagnose-then-rewrite, Pareto search; optoprime: the earlier setup, greedy search",
+    )
+    parser.add_argument("--search", choices=("pareto", "greedy"), help="default: pareto for recommended, else greedy")
+    parser.add_argument("--n-candidates", type=int, default=4, help="rewrites per function per step")
     parser.add_argument("--size", type=int, default=6)
     parser.add_argument("--shots", type=int, default=14)
     parser.add_argument("--n-train", type=int, default=4)

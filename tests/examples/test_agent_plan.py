@@ -43,11 +43,35 @@ def test_training_the_plan_prompt_solves_unseen_tasks(
     load_example: Callable[[str], ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     agent = load_example("agent_plan")
-    argv = ["--mock", "--n-train", "2", "--n-val", "2", "--n-test", "3", "--steps", "1", "--run-dir", str(tmp_path)]
+    argv = ["--mock", "--n-train", "4", "--n-val", "2", "--n-test", "3", "--steps", "2", "--run-dir", str(tmp_path)]
     result = agent.main(argv)
     assert (result.test_before, result.test_after) == (0.0, 1.0)
     assert result.best_state["plan_prompt"] == agent.SCRIPTED_PROMPT
-    assert "accuracy on unseen tasks: 0% -> 100%" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "accuracy on unseen tasks: 0% -> 100%" in out and "optimizer recommended, pareto search" in out
+    first, second = result.history
+    # step 1: every run failed, so no demonstrations (none are labelled); the diagnosed rewrite wins
+    assert [set(c["updates"]) for c in first["candidates"]] == [{"plan_prompt"}] and first["accepted"]
+    # step 2: the runs now succeed and their plans become candidate demonstrations
+    train_questions = {question for question, _ in agent.make_tasks(1, 4)}
+    demos = [d for c in second["candidates"] for d in c["updates"]["plan_demos"]]
+    assert demos and all(set(c["updates"]) == {"plan_demos"} for c in second["candidates"])
+    for demo in demos:
+        assert demo["input"].removeprefix("Task: ").split("\n")[0] in train_questions
+        assert agent.execute(demo["output"])["answer"] is not None  # a plan that ran to an answer
+    # the scripted planner ignores demonstrations: they tie with the parent and are not validated
+    assert not second["accepted"] and not any(c["admitted"] for c in second["candidates"])
+
+
+def test_the_earlier_optimizer_is_still_reachable(
+    load_example: Callable[[str], ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = load_example("agent_plan")
+    argv = ["--mock", "--optimizer", "optoprime", "--n-train", "2", "--n-val", "2", "--n-test", "3", "--steps", "1"]
+    result = agent.main([*argv, "--run-dir", str(tmp_path)])
+    assert (result.test_before, result.test_after) == (0.0, 1.0)
+    assert result.best_state["plan_prompt"] == agent.SCRIPTED_PROMPT and result.best_state["plan_demos"] == []
+    assert "optimizer optoprime, greedy search" in capsys.readouterr().out
 
 
 def test_a_failed_plan_is_retried_with_its_transcript(load_example: Callable[[str], ModuleType]) -> None:

@@ -44,4 +44,33 @@ def test_training_the_act_code_raises_the_score_on_unseen_boards(
     result = bs.main(argv)
     assert result.test_after > result.test_before
     assert result.best_state["act"].strip() == bs.HUNT_AND_TARGET.strip()
-    assert "ship cells found on unseen boards" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ship cells found on unseen boards" in out and "optimizer recommended, pareto search" in out
+    step = result.history[0]
+    # act was diagnosed first; its rewrite beat its parent on the minibatch's boards, screened
+    # without any model call (the policy makes none), then won on validation
+    (candidate,) = step["candidates"]
+    assert set(candidate["updates"]) == {"act"} and candidate["admitted"]
+    assert candidate["minibatch"]["child"] > candidate["minibatch"]["parent"] and candidate["minibatch"]["calls"] == 0
+
+
+def test_reflect_turns_to_reason_on_the_next_step(load_example: Callable[[str], ModuleType], tmp_path: Path) -> None:
+    bs = load_example("battleship")
+    argv = ["--mock", "--n-train", "4", "--n-val", "2", "--n-test", "1", "--steps", "2", "--run-dir", str(tmp_path)]
+    second = bs.main(argv).history[1]
+    # the scripted optimizer has nothing new for reason: each reply is refused with the reason why
+    assert second["candidates"] == [] and not second["accepted"]
+    refused = second["rejected_suggestions"]
+    assert refused and {r["parameter"] for r in refused} == {"reason"}
+    assert all("no Python function" in r["reason"] for r in refused)
+
+
+def test_the_earlier_optimizer_is_still_reachable(
+    load_example: Callable[[str], ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bs = load_example("battleship")
+    argv = ["--mock", "--optimizer", "optoprime", "--n-train", "2", "--n-val", "2", "--n-test", "3"]
+    result = bs.main([*argv, "--steps", "1", "--run-dir", str(tmp_path)])
+    assert result.test_after > result.test_before
+    assert result.best_state["act"].strip() == bs.HUNT_AND_TARGET.strip()
+    assert "optimizer optoprime, greedy search" in capsys.readouterr().out

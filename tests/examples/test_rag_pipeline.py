@@ -14,7 +14,7 @@ from feedprop.errors import InvalidInputError
 def test_search_finds_the_document_holding_each_answer(load_example: Callable[[str], ModuleType]) -> None:
     rag = load_example("rag_pipeline")
     documents, qa = rag.load_keldmark()
-    assert len(documents) == 30 and len(qa) >= 20
+    assert len(documents) == 30 and len(qa) >= 30
     index = rag.DocumentIndex(documents)
     for question, answer in qa:
         found = " ".join(d["text"] for d in index.search(question))
@@ -49,11 +49,55 @@ def test_training_rewrites_the_answer_prompt_and_lifts_test_accuracy(
         "route_prompt",
         "rewrite_prompt",
         "answer_prompt",
+        "answer_demos",
         "validate_prompt",
         "fallback_prompt",
     }
     out = capsys.readouterr().out
     assert "held-out test accuracy: 0% -> 100%" in out and "SCRIPTED" in out
+    assert "optimizer recommended, pareto search" in out
+
+
+def test_the_default_proposes_demonstrations_and_a_rewrite_and_screens_them(
+    load_example: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    rag = load_example("rag_pipeline")
+    _, qa = rag.load_keldmark()
+    train_answers = {answer for _, answer in rag.split(qa, "multiword")[10:14]}
+    first = rag.main(["--mock", "--run-dir", str(tmp_path / "run")]).history[0]
+    assert first["parent"] == 0 and first["accepted"]
+    demos = [c for c in first["candidates"] if "answer_demos" in c["updates"]]
+    rewrites = [c for c in first["candidates"] if "answer_prompt" in c["updates"]]
+    # every run failed, so the demonstrations are labelled training items: the gold fact as the reply
+    assert demos and all(d["output"] in train_answers for c in demos for d in c["updates"]["answer_demos"])
+    # the scripted model ignores demonstrations: they tie with the parent on the minibatch and are not validated
+    assert not any(c["admitted"] for c in demos) and all("val_score" not in c for c in demos)
+    assert len(rewrites) == 1 and rewrites[0]["admitted"] and rewrites[0]["val_score"] == 1.0
+    # screening answered the calls the change does not touch (route, rewrite) from the parent's record
+    assert first["screening"]["saved"] > 0 and rewrites[0]["minibatch"]["saved"] > 0
+
+
+def test_the_default_split_needs_names_that_one_word_cannot_hold(load_example: Callable[[str], ModuleType]) -> None:
+    rag = load_example("rag_pipeline")
+    _, qa = rag.load_keldmark()
+    ordered = rag.split(qa, "multiword")
+    assert sorted(ordered) == sorted(qa) and rag.split(qa, "original") == qa
+    test, val, train = ordered[:6], ordered[6:10], ordered[10:14]
+    for part in (test, val, train):
+        assert sum(len(answer.split()) > 1 for _, answer in part) >= len(part) // 2
+    assert rag.START_ANSWER_PROMPT == "Answer in one word."
+    with pytest.raises(InvalidInputError, match="unknown split"):
+        rag.split(qa, "easy")
+
+
+def test_the_earlier_optimizer_is_still_reachable(
+    load_example: Callable[[str], ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rag = load_example("rag_pipeline")
+    result = rag.main(["--mock", "--optimizer", "optoprime", "--run-dir", str(tmp_path / "run")])
+    assert (result.test_before, result.test_after) == (0.0, 1.0)
+    assert "context" in result.best_state["answer_prompt"] and result.best_state["answer_demos"] == []
+    assert "optimizer optoprime, greedy search" in capsys.readouterr().out
 
 
 def test_feedback_reaches_every_prompt_on_the_path(load_example: Callable[[str], ModuleType]) -> None:
@@ -64,5 +108,6 @@ def test_feedback_reaches_every_prompt_on_the_path(load_example: Callable[[str],
     out = pipeline(qa[0][0])
     out.backward("Wrong: the answer should state 'Hessing'.")
     reached = {name for name, p in pipeline.named_parameters() if p.feedback}
-    # the first answer is rejected, so the fallback's answer depends on all five prompts
-    assert reached == {"route_prompt", "rewrite_prompt", "answer_prompt", "validate_prompt", "fallback_prompt"}
+    # the first answer is rejected, so the fallback's answer depends on all five prompts and the demonstrations
+    prompts = {"route_prompt", "rewrite_prompt", "answer_prompt", "validate_prompt", "fallback_prompt"}
+    assert reached == prompts | {"answer_demos"}
