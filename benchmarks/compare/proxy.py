@@ -14,8 +14,9 @@ budget is the training phase's tokens of both roles.
 It also applies the protocol's settings the same way to every system:
 
 - a per-role cap on ``max_tokens`` (a request asking for more, or not saying, gets the cap);
-- per-role request parameters (the student's fixed ``seed``), and per-phase ones (in the test
-  phase ``cache_prompt: false``, so llama.cpp computes each reply from scratch);
+- per-role request defaults (the student's fixed ``seed`` where a system sets none), and
+  per-phase settings (in the test phase the seed and ``cache_prompt: false``, so llama.cpp
+  computes each reply from scratch);
 - optionally, a hard budget on the optimizer port: once its calls (started) or tokens reach the
   limit, further optimizer requests are refused with HTTP 400 and a message saying why.
 
@@ -109,8 +110,9 @@ class CountingProxy:
 
     ``upstream`` is the server's base URL including ``/v1``, or a mapping role -> base URL (the
     same path prefix for each). ``caps`` maps a role to its ``max_tokens`` cap; ``params`` a role
-    to request fields set on every one of its requests; ``phase_params`` a phase to a role to
-    fields set in that phase. :meth:`set_limit` arms a hard budget for a role.
+    to request fields set on its requests that do not set them; ``phase_params`` a phase to a role
+    to fields set (overriding the request's) in that phase. :meth:`set_limit` arms a hard budget
+    for a role.
     """
 
     def __init__(
@@ -251,8 +253,9 @@ class CountingProxy:
     def _cap(self, role: str, phase: str, body: bytes) -> bytes:
         """The request with the role's ``max_tokens`` cap and the role's and phase's parameters set."""
         cap = self.caps.get(role)
-        extra = {**self.params.get(role, {}), **self.phase_params.get(phase, {}).get(role, {})}
-        if cap is None and not extra:
+        defaults = self.params.get(role, {})
+        forced = self.phase_params.get(phase, {}).get(role, {})
+        if cap is None and not defaults and not forced:
             return body
         try:
             data = json.loads(body)
@@ -265,7 +268,9 @@ class CountingProxy:
             asked = data.get(key)
             if not isinstance(asked, int) or asked > cap:
                 data[key] = cap
-        data.update(extra)
+        for key, value in defaults.items():
+            data.setdefault(key, value)
+        data.update(forced)
         return json.dumps(data).encode()
 
     def _handler(self, role: str) -> type[BaseHTTPRequestHandler]:

@@ -74,7 +74,8 @@ import feedprop as fp  # noqa: E402
 from feedprop.tasks import load_task  # noqa: E402
 
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+#: The peers' interpreter: $FEEDPROP_BENCH_PYTHON, else .venv-bench in this checkout.
+DEFAULT_BENCH_PYTHON = Path(os.environ.get("FEEDPROP_BENCH_PYTHON") or ROOT / ".venv-bench" / "bin" / "python")
 #: The import each peer system needs in the bench environment.
 PEER_MODULES = {
     "trace-optoprime": "opto",
@@ -286,7 +287,7 @@ def make_proxy(preset: Preset, upstreams: dict[str, str]) -> CountingProxy:
         upstreams,
         caps={"student": preset.student_max_tokens, "optimizer": preset.optimizer_max_tokens},
         params={"student": {"seed": preset.request_seed}},
-        phase_params={"test": {"student": dict(preset.test_params)}},
+        phase_params={"test": {"student": {"seed": preset.request_seed, **preset.test_params}}},
     )
 
 
@@ -621,7 +622,7 @@ def second_seed_systems(results: Path, preset: Preset, task: str, systems: list[
 
 
 def plan(args: argparse.Namespace, results: Path | None = None) -> list[RunSpec]:
-    preset = PRESETS[args.preset]
+    preset = PRESETS[args.preset or ("smoke" if args.smoke else "v2")]
     named_systems, named_tasks = _split(args.systems), _split(args.tasks)
     for s in named_systems:
         if s not in SYSTEMS:
@@ -767,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke and args.matrix:
         raise SystemExit("--smoke and --matrix exclude each other")
     args.preset = args.preset or ("smoke" if args.smoke else "v2")
-    preset = PRESETS[args.preset]
+    preset = PRESETS[args.preset or ("smoke" if args.smoke else "v2")]
     results: Path = args.results or (DEFAULT_RESULTS / args.preset)
     if args.smoke and args.results is None:
         results = Path(tempfile.mkdtemp(prefix="feedprop-compare-smoke-"))
