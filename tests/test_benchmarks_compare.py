@@ -686,3 +686,12 @@ def test_the_test_pass_repeats_bit_for_bit_on_the_embedded_student() -> None:
         (by_index[i["index"]]["output"], by_index[i["index"]]["score"]) for i in first["items"]
     ]
     assert proxy.usage()["phases"]["test"]["student"]["calls"] == 10
+
+
+@pytest.mark.parametrize("name", ["protocol", "proxy", "stats", "loop", "report", "feedprop_system", "common"])
+def test_the_harness_modules_examples_run(name: str) -> None:
+    import doctest
+    import importlib
+
+    failed, attempted = doctest.testmod(importlib.import_module(name))
+    assert attempted > 0 and failed == 0

@@ -355,7 +355,7 @@ def estimate_seconds(preset: Preset, system: str | None, task: str, *, expected:
 
     Example:
         >>> round(estimate_seconds(PRESETS["v2"], None, "bbh/object_counting") / 60, 1)
-        5.2
+        4.4
         >>> estimate_seconds(PRESETS["v2"], "dspy-cot", "gsm8k") > estimate_seconds(PRESETS["v2"], None, "gsm8k")
         True
     """
