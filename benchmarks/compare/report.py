@@ -155,10 +155,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
                 "unchanged": sum(bool(r.get("unchanged")) for r in ok),
                 "minutes": _mean([r["wall_seconds"] / 60 for r in ok]),
                 "train_minutes": _mean([r["train_seconds"] / 60 for r in ok if r.get("train_seconds") is not None]),
-                "over_budget": sum(
-                    not (r.get("budget") or {}).get("respected", True) or bool((r.get("budget") or {}).get("overshoot"))
-                    for r in ok
-                ),
+                "over_budget": sum(not (r.get("budget") or {}).get("respected", True) for r in ok),
                 "test_n": max((len(r.get("test_items_after") or []) for r in ok), default=0),
             }
     return out
@@ -252,9 +249,11 @@ def markdown(runs: list[dict[str, Any]], *, title: str, commands: list[str], not
         "is the task's shared baseline: the starting one-call program, scored once. *Δ [90% CI]* is the change "
         "after − before in points with its paired percentile bootstrap interval over the test items (pooled "
         "across seeds). *Train tokens* are the training phase's tokens, student and optimizer, counted at the "
-        "proxy: the budget; *over* is the overshoot beyond it. *Val@budget* is the validation score of the "
+        "proxy: the budget; *over* is the overshoot beyond it (calls in flight when it was reached, or a system "
+        "that cannot be stopped). *Val@budget* is the validation score of the "
         "last step within the budget (systems that expose steps). = the program ended unchanged (its test pass "
-        "is the baseline's: scoring repeats); † the run went over the budget; ✗ the run failed. The verdict "
+        "is the baseline's: scoring repeats); † calls started after the budget was spent (a system that cannot be "
+        "stopped at it); ✗ the run failed. The verdict "
         "under each table names a best system only where the paired 90% interval of its difference to the "
         "runner-up excludes zero.",
         "",

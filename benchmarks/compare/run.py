@@ -602,11 +602,15 @@ def _split(value: str | None) -> list[str]:
 def second_seed_systems(results: Path, preset: Preset, task: str, systems: list[str], k: int = 2) -> list[str] | None:
     """The ``k`` trainable systems with the best mean test score on ``task`` at the preset's first seeds.
 
-    ``None`` while any of those runs is missing (the choice waits for the whole first round).
+    ``None`` while any of those runs is missing (the choice waits for the whole first round), except
+    runs of feedprop systems this checkout cannot run yet (they are not waited for; once they run,
+    the choice is made again and may add their second seeds).
     """
     means: dict[str, float] = {}
     for system in systems:
         if not SYSTEMS[system].trains:
+            continue
+        if SYSTEMS[system].kind == "feedprop" and unavailable(system):
             continue
         scores = []
         for seed in preset.seeds:
@@ -741,8 +745,12 @@ def _estimate_lines(preset: Preset, todo: list[RunSpec], baselines: list[str], r
     return lines
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGHUP: end the run in progress (its worker too) and leave no result for it."""
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP: end the run in progress (its worker too) and leave no result for it.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` on the way
+    (the run's own error recording included) turns it into a failed run's result file.
+    """
 
 
 def _on_signal(signum: int, frame: Any) -> None:
