@@ -37,8 +37,9 @@ def scripted_model() -> Iterator[fp_llm.MockLLM]:
         user = messages[-1]["content"]
         if user in answers:
             return f"Counting them 1 by 1.\nYou have {answers[user]} items in total."
-        reply = {"reasoning": "take the last number", "suggestion": {"extract_answer": FIXED_EXTRACTION}}
-        return json.dumps(reply)
+        if "what rule would fix it" in user:  # the optimizer's diagnosis
+            return "The extractor takes the first number; the answer is the last number in the reply."
+        return f"```python\n{FIXED_EXTRACTION}```"  # a rewrite: only the code
 
     model = fp_llm.MockLLM(handler)
     fp_llm.set_default(model)
@@ -79,5 +80,6 @@ def test_training_weights_without_a_student_is_a_configuration_error(tmp_path: P
 def test_solver_starts_from_the_documented_parameters() -> None:
     solver = CountingSolver()
     names = dict(solver.named_parameters())
-    assert set(names) == {"instruction", "extract_answer"}
+    assert set(names) == {"instruction", "demos", "extract_answer"}
     assert names["instruction"].data == "Answer the question."
+    assert names["demos"].data == [] and names["demos"].kind == "demos"

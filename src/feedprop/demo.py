@@ -52,8 +52,8 @@ from feedprop.joint import FinetuneConfig, JointResult, LoRAConfig, Student, Wei
 from feedprop.joint.summary import plot_phases, render_joint_report
 from feedprop.llm import LLM
 from feedprop.module import Module
-from feedprop.node import MessageNode, Node, Parameter
-from feedprop.optim import OptoPrime
+from feedprop.node import Demos, MessageNode, Node, Parameter
+from feedprop.optim import recommended
 from feedprop.tasks import load_bbh
 from feedprop.train import Budget, ExactMatch
 from feedprop.train.checkpoint import write_json_atomic
@@ -69,7 +69,7 @@ class CountingSolver(Module):
 
     Example:
         >>> sorted(CountingSolver().state_dict())
-        ['extract_answer', 'instruction']
+        ['demos', 'extract_answer', 'instruction']
     """
 
     def __init__(self, student: LLM | None = None, max_tokens: int = 200) -> None:
@@ -77,6 +77,9 @@ class CountingSolver(Module):
             "Answer the question.",
             name="instruction",
             description="system prompt of the model that answers the question",
+        )
+        self.demos = Demos(
+            name="demos", max_demos=4, description="worked examples shown to the model before the question"
         )
         self.student = student
         self.max_tokens = max_tokens
@@ -90,7 +93,13 @@ class CountingSolver(Module):
 
     def forward(self, question: Any) -> Node[Any]:
         response: MessageNode[str] = ops.llm_call(
-            self.instruction, question, llm=self.student, temperature=0.0, max_tokens=self.max_tokens
+            self.instruction,
+            question,
+            demos=self.demos,
+            llm=self.student,
+            temperature=0.0,
+            seed=0,
+            max_tokens=self.max_tokens,
         )
         out: Node[Any] = self.extract_answer(response)
         return out
@@ -114,8 +123,9 @@ class DemoConfig:
     n_test: int = 40
     strategy: str = "p -> w"
     batch_size: int = 4
-    steps: int = 2
-    n_candidates: int = 1
+    steps: int = 3
+    n_candidates: int = 4
+    search: str = "pareto"
     temperature: float = 0.7
     samples: int = 2
     teacher: bool = True
@@ -179,7 +189,10 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True) -> Demo
     test_set = list(task.test[: cfg.n_test])
 
     print(f"feedprop demo: BBH {cfg.task}, {len(train_set)} train / {len(val_set)} val / {len(test_set)} test")
-    print(f"strategy {cfg.strategy!r}: p = instruction and extractor (OptoPrime), w = the student's LoRA weights")
+    print(
+        f"strategy {cfg.strategy!r}: p = demonstrations, instruction and extractor (fp.optim.recommended, "
+        f"{cfg.search} search), w = the student's LoRA weights"
+    )
     started = time.monotonic()
     optimizer_llm = llm_module.default()
     student = Student(cfg.student, n_parallel=2, n_ctx=2048) if cfg.student is not None else None
@@ -202,14 +215,10 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True) -> Demo
             cfg.strategy,
             val_set=val_set,
             test_set=test_set,
-            optimizer=lambda params: OptoPrime(
-                params,
-                llm=optimizer_llm,
-                n_candidates=cfg.n_candidates,
-                temperature=cfg.temperature if cfg.n_candidates > 1 else 0.0,
-                candidate_temperature=cfg.temperature,
+            optimizer=lambda params: recommended(
+                params, llm=optimizer_llm, n_candidates=cfg.n_candidates, candidate_temperature=cfg.temperature
             ),
-            prompt={"max_steps": cfg.steps, "batch_size": cfg.batch_size},
+            prompt={"max_steps": cfg.steps, "batch_size": cfg.batch_size, "search": cfg.search},
             weights=weights if student is not None else None,
             budget=Budget(tokens=cfg.optimizer_tokens, seconds=60 * cfg.minutes, scope="optimizer"),
             checkpoint=run_dir,

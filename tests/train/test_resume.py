@@ -32,10 +32,10 @@ def _checkpoint_step(directory: Path) -> int:
         return -1
 
 
-def _start_worker(directory: Path, out: Path) -> subprocess.Popen[bytes]:
+def _start_worker(directory: Path, out: Path, script: str = "resume_worker.py") -> subprocess.Popen[bytes]:
     env = {**os.environ, "FEEDPROP_CACHE": "0"}
     return subprocess.Popen(
-        [sys.executable, str(HERE / "resume_worker.py"), str(directory), str(out)],
+        [sys.executable, str(HERE / script), str(directory), str(out)],
         cwd=HERE,
         env=env,
         stdout=subprocess.PIPE,
@@ -169,4 +169,4 @@ def test_run_directory_holds_report_plot_log_and_best_parameters(tmp_path: Path)
 
 
 def result_optimizer_state(directory: Path) -> Any:
-    return json.loads((directory / "checkpoint.json").read_text())["beam"][0]["opt"]
+    return json.loads((directory / "checkpoint.json").read_text())["search"]["beam"][0]["opt"]

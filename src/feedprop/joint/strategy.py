@@ -63,7 +63,16 @@ PHASE_NAMES = {"p": "prompts", "w": "weights"}
 _STATE_FILE = "joint.json"
 _FORMAT = "feedprop.joint/1"
 # train() options a prompt phase may set; the rest are managed by alternate().
-_PROMPT_OPTIONS = ("epochs", "batch_size", "max_steps", "beam_width", "prefer_shorter", "max_workers", "search")
+_PROMPT_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "max_steps",
+    "search",
+    "beam_width",
+    "merge_every",
+    "prefer_shorter",
+    "max_workers",
+)
 
 OptimizerSpec = Optimizer | Callable[[list[Parameter[Any]]], Optimizer] | None
 
@@ -690,7 +699,7 @@ def alternate(
             :class:`~feedprop.optim.OptoPrime` on the default model.
         prompt: options for prompt phases, passed to :func:`feedprop.train` (``max_steps``
             default 4, ``batch_size`` default 4, ``epochs``, ``search``, ``beam_width``,
-            ``prefer_shorter``, ``max_workers``).
+            ``merge_every``, ``prefer_shorter``, ``max_workers``).
         weights: :class:`WeightOptions` for weight phases.
         budget: :class:`~feedprop.Budget` for the whole run (see the module docs).
         checkpoint, resume: a directory for the run's files, and whether to continue it.

@@ -9,6 +9,7 @@ Example:
 """
 
 from feedprop.train.budget import Budget, RunUsage
+from feedprop.train.config import TrainConfig
 from feedprop.train.distributed import RayExecutor
 from feedprop.train.evaluation import Evaluation, ItemExecutor, LocalExecutor, evaluate
 from feedprop.train.guide import ExactMatch, Guide, LLMJudge, MultipleChoice, Numeric, UnitTest
@@ -28,6 +29,7 @@ __all__ = [
     "RayExecutor",
     "RunUsage",
     "Screening",
+    "TrainConfig",
     "TrainResult",
     "UnitTest",
     "evaluate",

@@ -23,12 +23,16 @@ Example:
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from feedprop.errors import ConfigurationError, InvalidInputError
+from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError
+from feedprop.llm import track_usage
 
-__all__ = ["Budget", "RunUsage"]
+__all__ = ["Budget", "RunMeter", "RunUsage"]
 
 Scope = Literal["all", "optimizer"]
 _SCOPES = ("all", "optimizer")
@@ -163,3 +167,62 @@ class RunUsage:
                 value = data.get(phase, {}).get(counter, 0)
                 usage.phases[phase][counter] = int(value) if counter != "seconds" else float(value)
         return usage
+
+
+class RunMeter:
+    """What a run has spent against its :class:`Budget`: LLM usage by phase and wall-clock time.
+
+    The clock sums the time of every session of a resumed run (:meth:`restart` sets the time
+    spent before this session); :meth:`phase` counts the LLM usage inside a block and lets no
+    call start beyond the budget's remaining calls and tokens.
+
+    Example:
+        >>> meter = RunMeter(Budget(calls=3))
+        >>> with meter.phase("optimizer"):
+        ...     pass
+        >>> meter.exhausted(), meter.usage.total("calls")
+        (None, 0)
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.usage = RunUsage()
+        self.elapsed_before = 0.0
+        self.session_start = time.monotonic()
+
+    def elapsed(self) -> float:
+        """Seconds the run has taken, over all its sessions."""
+        return self.elapsed_before + (time.monotonic() - self.session_start)
+
+    def restart(self, elapsed_before: float) -> None:
+        """Continue the clock from ``elapsed_before`` seconds (a resumed or finished run)."""
+        self.elapsed_before = elapsed_before
+        self.session_start = time.monotonic()
+
+    def exhausted(self) -> str | None:
+        """Why no more work may start (e.g. ``"budget: calls (100/100)"``), or ``None``."""
+        return self.budget.exhausted(self.usage, self.elapsed())
+
+    def check_time(self) -> None:
+        """Raise ``BudgetExhausted`` when the seconds budget is spent (run before each unit of work)."""
+        if self.budget.seconds is not None and self.elapsed() >= self.budget.seconds:
+            raise BudgetExhausted(f"budget: seconds ({self.elapsed():.1f}/{self.budget.seconds:g})")
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Count LLM usage inside the block as ``name``, with the budget's remaining limits if it counts."""
+        counted = self.budget.counts(name)
+        max_calls = self.budget.remaining_calls(self.usage) if counted else None
+        max_tokens = self.budget.remaining_tokens(self.usage) if counted else None
+        with track_usage(max_calls=max_calls, max_tokens=max_tokens) as meter:
+            try:
+                yield
+            finally:
+                self.usage.add(
+                    name,
+                    calls=meter.calls,
+                    cache_hits=meter.cache_hits,
+                    prompt_tokens=meter.prompt_tokens,
+                    completion_tokens=meter.completion_tokens,
+                    seconds=meter.seconds,
+                )

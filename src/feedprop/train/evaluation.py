@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from feedprop.errors import BudgetExhausted, ConfigurationError, ExecutionError, InvalidInputError, LLMError
 from feedprop.llm import ContextThreadPoolExecutor, track_usage
 from feedprop.node import Feedback, Node
+from feedprop.train.budget import RunMeter
 from feedprop.train.data import Item, as_items
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "ItemExecutor",
     "LocalExecutor",
     "Outcome",
+    "RunScorer",
     "evaluate",
     "resolve_executor",
     "run_items",
@@ -339,6 +341,68 @@ def resolve_executor(executor: str | ItemExecutor | None) -> tuple[ItemExecutor,
     raise InvalidInputError(
         f"executor must be a name such as 'local' or 'ray', or an ItemExecutor, got {type(executor).__name__}"
     )
+
+
+class RunScorer:
+    """Runs and scores items for a training run: counted by the run's meter, on its executor.
+
+    Minibatches run in training mode, validation and test sets in eval mode; with ``progress``
+    a transient per-item bar shows a set's scoring as it goes.
+
+    Example:
+        >>> from feedprop.module import Module
+        >>> class Upper(Module):
+        ...     def forward(self, x):
+        ...         return x.upper()
+        >>> from feedprop.train.budget import Budget
+        >>> scorer = RunScorer(Upper(), lambda out, t: out == t, LocalExecutor(), RunMeter(Budget()))
+        >>> scorer.scores([Item("a", "A"), Item("b", "c")], "evaluation")
+        [1.0, 0.0]
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        guide: GuideFn,
+        executor: ItemExecutor,
+        meter: RunMeter,
+        *,
+        max_workers: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.model = model
+        self.guide = guide
+        self.executor = executor
+        self.meter = meter
+        self.max_workers = max_workers
+        self.progress = progress
+
+    def run(
+        self, items: Sequence[Item], *, training: bool = False, check: bool = True, desc: str | None = None
+    ) -> list[Outcome]:
+        """Run and score ``items`` (``check``: stop when the run's time is up; ``desc``: the bar's label)."""
+        self.model.train(training)
+        bar = tqdm(total=len(items), desc=desc, unit="item", leave=False) if self.progress and desc else None
+        try:
+            return self.executor.run_items(
+                self.model,
+                items,
+                self.guide,
+                max_workers=self.max_workers,
+                check=self.meter.check_time if check else None,
+                on_done=None if bar is None else (lambda _outcome: bar.update(1)),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def scores(self, items: Sequence[Item], phase: str) -> list[float] | None:
+        """Per-item scores in eval mode, counted as ``phase`` (``None`` without items); a test set ignores the time."""
+        if not items:
+            return None
+        with self.meter.phase(phase):
+            desc = "scoring test set" if phase == "test" else "scoring validation set"
+            return [o.score for o in self.run(items, check=phase != "test", desc=desc)]
 
 
 def evaluate(

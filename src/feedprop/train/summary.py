@@ -25,7 +25,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["new_figure", "parameter_diff", "parameter_sections", "plot_curve", "render_report", "save_png"]
+__all__ = [
+    "new_figure",
+    "parameter_diff",
+    "parameter_sections",
+    "plot_curve",
+    "pool_section",
+    "render_report",
+    "save_png",
+]
 
 
 def _is_demos(value: Any) -> bool:
@@ -97,7 +105,8 @@ def render_report(run: Any) -> str:
         out.append(
             f"- data: {config.get('train_size')} train, {config.get('val_size')} validation, "
             f"{config.get('test_size')} test; batch size {config.get('batch_size')}, "
-            f"epochs {config.get('epochs')}, seed {config.get('seed')}, beam width {config.get('beam_width')}"
+            f"epochs {config.get('epochs')}, seed {config.get('seed')}, "
+            f"search {config.get('search', 'greedy')}, beam width {config.get('beam_width')}"
         )
         budget = config.get("budget") or {}
         limits = [f"{k}={budget[k]}" for k in ("calls", "tokens", "seconds") if budget.get(k) is not None]
@@ -137,9 +146,31 @@ def render_report(run: Any) -> str:
             )
     else:
         out.append("No step was completed.")
+    out += pool_section(getattr(run, "pool", None) or [], run.best_state)
     out += ["", "## Parameters", ""]
     out += parameter_sections(run.initial_state, run.best_state)
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def pool_section(pool: list[dict[str, Any]], best: Any) -> list[str]:
+    """Markdown lines: the programs of a Pareto search's pool, with lineage and validation score.
+
+    Example:
+        >>> pool_section([{"id": 0, "parents": [], "step": 0, "origin": "start", "val": 0.5, "size": 3,
+        ...                "params": {"p": "abc"}}], {"p": "abc"})[-1]
+        '| #0 (best) | – | 0 | start | 0.5000 | 3 |'
+    """
+    if not pool:
+        return []
+    out = ["", "## Pool", "", "| program | parents | step | origin | val | size |", "|---|---|---|---|---|---|"]
+    for p in pool:
+        mark = " (best)" if p.get("params") == best else ""
+        parents = ", ".join(f"#{i}" for i in p.get("parents", [])) or "–"
+        out.append(
+            f"| #{p.get('id')}{mark} | {parents} | {p.get('step')} | {p.get('origin')} | {_fmt(p.get('val'))} | "
+            f"{p.get('size')} |"
+        )
+    return out
 
 
 def parameter_sections(initial: Any, best: Any) -> list[str]:

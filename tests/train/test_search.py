@@ -1,0 +1,302 @@
+"""Candidate search strategies: the Pareto front, parent sampling, merges, the minibatch gate, resume."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pareto_worker
+import pytest
+from test_resume import _kill_after, _start_worker
+from train_toys import Suffix, data, exact, per_sample, scripted_llm, suggest
+
+from feedprop import ops
+from feedprop.bundle import bundle
+from feedprop.errors import ConfigurationError
+from feedprop.llm import MockLLM
+from feedprop.module import Module
+from feedprop.node import Feedback, Node, Parameter
+from feedprop.optim import Optimizer, OptoPrime, Proposal
+from feedprop.train import Budget, train
+from feedprop.train.data import Item
+from feedprop.train.events import read_events
+from feedprop.train.search import Member, ParetoSearch, Program, pareto_front, with_target
+
+
+def oracle_front(table: list[list[float]]) -> dict[int, int]:
+    """The per-item Pareto front by its definition, candidate by candidate and item by item."""
+    front = {}
+    for i, row in enumerate(table):
+        wins = sum(all(row[k] >= other[k] for other in table) for k in range(len(row)))
+        dominated = any(other != row and all(o >= r for o, r in zip(other, row, strict=True)) for other in table)
+        if wins and not dominated:
+            front[i] = wins
+    return front
+
+
+@pytest.mark.parametrize("seed", range(400))
+def test_the_pareto_front_matches_a_brute_force_oracle(seed: int) -> None:
+    rng = random.Random(seed)
+    candidates, items = rng.randint(1, 7), rng.randint(1, 6)
+    levels = [0.0, 0.5, 1.0] if seed % 2 else [round(rng.random(), 1) for _ in range(4)]  # many ties, or few
+    table = [[rng.choice(levels) for _ in range(items)] for _ in range(candidates)]
+    front = pareto_front(table)
+    assert front == oracle_front(table), table
+    for k in range(items):  # every item's best score is held by some member of the front
+        assert max(row[k] for row in table) in {table[i][k] for i in front}, (table, k)
+
+
+def test_a_ragged_score_table_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="ragged"):
+        pareto_front([[1.0, 0.0], [1.0]])
+
+
+def _pool(*rows: tuple[dict[str, Any], list[float], list[int]]) -> ParetoSearch:
+    search = ParetoSearch()
+    params, scores, _ = rows[0]
+    search.start(Member(params, {}, sum(scores) / len(scores), 1), scores)
+    for i, (params, scores, parents) in enumerate(rows[1:], start=1):
+        search.pool.append(Program(i, params, scores, sum(scores) / len(scores), 1, parents, i, "mutation"))
+    return search
+
+
+def test_parents_are_drawn_from_the_front_by_the_number_of_items_they_win() -> None:
+    search = _pool(
+        ({"p": "a"}, [1.0, 1.0, 1.0, 0.0], []),
+        ({"p": "b"}, [0.0, 0.0, 0.0, 1.0], [0]),
+        ({"p": "c"}, [0.0, 0.0, 0.0, 0.0], [0]),  # dominated by both
+    )
+    assert search.front() == {0: 3, 1: 1}
+    draws = Counter(search.sample_parent(random.Random(5 + i)).id for i in range(4000))
+    assert set(draws) == {0, 1}, "a dominated program is never a parent"
+    assert 0.72 < draws[0] / 4000 < 0.78, draws
+    first, second = random.Random(9), random.Random(9)
+    assert [search.sample_parent(first).id for _ in range(50)] == [search.sample_parent(second).id for _ in range(50)]
+
+
+def test_a_merge_takes_each_parameter_from_the_lineage_that_changed_it() -> None:
+    search = _pool(
+        ({"a": "x", "b": "y"}, [0.0, 0.0], []),
+        ({"a": "X", "b": "y"}, [1.0, 0.0], [0]),
+        ({"a": "x", "b": "Y"}, [0.0, 1.0], [0]),
+        ({"a": "X", "b": "Z"}, [1.0, 0.0], [1]),  # a descendant of 1
+        ({"a": "Q", "b": "y"}, [1.0, 0.0], [0]),  # changed the same parameter as 1
+    )
+    merge = search.merge_of(search.pool[1], search.pool[2])
+    assert merge is not None
+    assert merge.params == {"a": "X", "b": "Y"} and merge.ancestor.id == 0
+    assert (merge.from_a, merge.from_b) == (["a"], ["b"])
+    assert search.merge_of(search.pool[1], search.pool[3]) is None, "one lineage"
+    assert search.merge_of(search.pool[1], search.pool[4]) is None, "both changed a"
+    assert search.merge_of(search.pool[4], search.pool[2]) is not None
+    search.pool.append(Program(5, {"a": "X", "b": "Y"}, [1.0, 1.0], 1.0, 1, [3], 5, "mutation"))
+    assert search.merge_of(search.pool[1], search.pool[2]) is None, "the merged state is already in the pool"
+
+
+class TwoEnds(Module):
+    """Appends ``a`` to inputs starting with "a" and ``b`` to the others."""
+
+    def __init__(self) -> None:
+        self.a = Parameter(".", name="a")
+        self.b = Parameter(".", name="b")
+
+    def forward(self, x: str) -> Node[Any]:
+        return x + (self.a if x.startswith("a") else self.b)
+
+
+def test_training_merges_two_lineages_into_the_best_program() -> None:
+    model = TwoEnds()
+    llm = per_sample([suggest(a="!"), suggest(b="?")])
+    opt = OptoPrime(model.parameters(), llm=llm, n_candidates=2)
+    items = [("a1", "a1!"), ("b1", "b1?")]
+    val = [("a2", "a2!"), ("a3", "a3!"), ("b2", "b2?")]
+    result = train(
+        model, items, exact, opt, val_set=val, batch_size=2, epochs=2, search="pareto", merge_every=2, progress=False
+    )
+    first, second = result.history
+    assert first["parent"] == 0 and [c["admitted"] for c in first["candidates"]] == [True, True]
+    assert sorted(c["val_score"] for c in first["candidates"]) == pytest.approx([1 / 3, 2 / 3])
+    assert second["parent"] == [1, 2] and len(llm.calls) == 2, "step 2 merges; the optimizer is not asked"
+    merged = second["candidates"][0]
+    assert merged["merge"] == {"parents": [1, 2], "ancestor": 0} and merged["updates"] == {"a": "!", "b": "?"}
+    assert merged["minibatch"] == {"parent": 1.0, "child": 2.0, "calls": 0, "saved": 0}
+    assert merged["admitted"] and merged["id"] == 3
+    assert second["accepted"] and second["val_score"] == 1.0 and second["best"] == 3
+    assert (model.a.data, model.b.data) == ("!", "?") and result.val_after == 1.0
+    assert [(p["id"], p["parents"], p["origin"]) for p in result.pool] == [
+        (0, [], "start"),
+        (1, [0], "mutation"),
+        (2, [0], "mutation"),
+        (3, [1, 2], "merge"),
+    ]
+    assert result.pool[3]["scores"] == [1.0, 1.0, 1.0]
+    assert "| #3 (best) | #1, #2 | 2 | merge | 1.0000 | 2 |" in result.report()
+
+
+def test_the_minibatch_gate_refuses_a_child_that_does_not_beat_its_parent() -> None:
+    scored: list[str] = []
+
+    def counting(output: Any, target: Any) -> Feedback:
+        scored.append(str(target))
+        return exact(output, target)
+
+    model = Suffix("!")
+    llm = scripted_llm([suggest(suffix="?"), suggest(suffix=".")])
+    opt = OptoPrime(model.parameters(), llm=llm)
+    items = [("q0", "q0!"), ("q1", "q1?")]  # "!" and "?" both score 1 of 2; "." scores 0
+    val = [("v0", "v0!"), ("v1", "v1!"), ("v2", "v2?")]
+    result = train(model, items, counting, opt, val_set=val, batch_size=2, epochs=2, search="pareto", progress=False)
+    tie, worse = (h["candidates"][0] for h in result.history)
+    assert tie["minibatch"] == {"parent": 1.0, "child": 1.0, "calls": 0, "saved": 0} and tie["admitted"] is False
+    assert tie["reason"] == "minibatch score 1 does not beat the parent's 1"
+    assert worse["minibatch"] == {"parent": 1.0, "child": 0.0, "calls": 0, "saved": 0} and worse["admitted"] is False
+    assert "val_score" not in tie and "val_score" not in worse
+    assert len([t for t in scored if t.startswith("v")]) == 3, "validation ran once, for the start only"
+    assert all(not h["accepted"] and h["pool_size"] == 1 for h in result.history)
+    assert model.suffix.data == "!"
+
+
+def test_pareto_search_improves_a_toy_task() -> None:
+    model = Suffix("?")
+    replies = [suggest(suffix=s) for s in (".", "!!", "!", "?!")]
+    opt = OptoPrime(model.parameters(), llm=scripted_llm(replies))
+    result = train(model, data(8), exact, opt, val_set=data(4), batch_size=2, search="pareto", progress=False)
+    assert (result.val_before, result.val_after) == (0.0, 1.0) and model.suffix.data == "!"
+    assert result.accepted == 1 and result.config["search"] == "pareto"
+    admitted = [c for h in result.history for c in h["candidates"] if c.get("admitted")]
+    assert [c["updates"] for c in admitted] == [{"suffix": "!"}]
+    for h in result.history:
+        assert isinstance(h["parent"], int) and h["reason"] and {"minibatch", "admitted"} <= set(h["candidates"][0])
+
+
+def test_a_budget_running_out_mid_step_leaves_the_pool_as_it_was(tmp_path: Path) -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
+    model = Suffix("?", llm=workflow)
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    # 2 calls score the start; step 1 makes 2 (minibatch) + 1 (optimizer) + 2 (gate), then validation is cut.
+    result = train(
+        model,
+        data(4),
+        exact,
+        opt,
+        val_set=data(2),
+        batch_size=2,
+        search="pareto",
+        budget=Budget(calls=8),
+        max_workers=1,
+        checkpoint=tmp_path,
+        progress=False,
+    )
+    assert result.stop_reason.startswith("budget: calls") and result.history == []
+    assert result.usage["total"]["calls"] == 8 and len(workflow.calls) == 7
+    assert model.suffix.data == "?" and result.best_state == {"suffix": "?"}
+    assert opt.state_dict()["global_state"].get("step", 0) == 0, "the optimizer is back before the dropped step"
+    pool = json.loads((tmp_path / "checkpoint.json").read_text())["search"]["pool"]
+    assert [p["id"] for p in pool] == [0]
+
+
+def test_search_options_are_checked() -> None:
+    model = Suffix("?")
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    with pytest.raises(ConfigurationError, match="'beam', 'greedy', 'pareto'"):
+        train(model, data(2), exact, opt, val_set=data(2), search="anneal", progress=False)
+    with pytest.raises(ConfigurationError, match="search='pareto' ranks states by validation score; pass a val_set"):
+        train(model, data(2), exact, opt, search="pareto", progress=False)
+
+
+class Recorder(Optimizer):
+    """Records the extras of the feedback that reached its parameters, and proposes nothing."""
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params)
+        self.seen: list[dict[str, Any]] = []
+
+    def _propose(self) -> Proposal:
+        self.seen.extend(dict(f.extras) for f in self.observed_feedback())
+        return Proposal()
+
+
+def test_the_feedback_sent_backward_carries_the_items_target() -> None:
+    def guide(output: Any, target: Any) -> Feedback:
+        return Feedback("Wrong.", score=0.0, extras={"guide": 1})
+
+    model = Suffix("?")
+    opt = Recorder(model.parameters())
+    opaque = object()
+    train(model, [("a", "A"), ("b", {"x": [1, 2]}), ("c", opaque)], guide, opt, batch_size=3, progress=False)
+    expected = [{"guide": 1, "target": "A"}, {"guide": 1, "target": {"x": [1, 2]}}, {"guide": 1}]
+    assert sorted(map(json.dumps, opt.seen)) == sorted(map(json.dumps, expected)), "in batch order (shuffled)"
+    assert with_target(Feedback("x"), Item("q", float("nan"))).extras == {}, "NaN is not JSON"
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_continues_the_pool_exactly(tmp_path: Path) -> None:
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    first_k, second_k = rng.randint(1, 4), rng.randint(6, 9)
+    where = f"(random seed {seed}: kills after checkpoints {first_k} and {second_k})"
+    run_dir, out = tmp_path / "killed", tmp_path / "killed.json"
+
+    proc = _start_worker(run_dir, out, "pareto_worker.py")
+    seen = _kill_after(proc, run_dir, first_k, rng.uniform(0.0, 0.05))
+    assert proc.returncode == -signal.SIGKILL and not out.exists(), where
+    proc = _start_worker(run_dir, out, "pareto_worker.py")
+    _kill_after(proc, run_dir, max(second_k, seen + 1), rng.uniform(0.0, 0.05))
+    assert proc.returncode == -signal.SIGKILL, where
+    proc = _start_worker(run_dir, out, "pareto_worker.py")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    resumed = json.loads(out.read_text())
+
+    result, opt_state = pareto_worker.run(tmp_path / "straight")
+    straight = json.loads(json.dumps(pareto_worker.pool_summary(result, opt_state), sort_keys=True))
+    assert len(straight["history"]) == 12
+    origins = Counter(p["origin"] for p in straight["search"]["pool"])
+    assert origins["merge"] >= 1 and origins["mutation"] >= 2, "the run exercises mutations and a merge"
+    for key in ("best_state", "val_after", "optimizer", "usage", "stop_reason", "search", "rng"):
+        assert resumed[key] == straight[key], f"{key} differs {where}"
+    assert resumed["history"] == straight["history"], where
+    events = [e["event"] for e in read_events(run_dir / "events.jsonl")]
+    assert events.count("resume") == 2 and events[-1] == "finish", where
+
+
+def test_the_worker_makes_the_same_pool_twice(tmp_path: Path) -> None:
+    first = pareto_worker.pool_summary(*pareto_worker.run(tmp_path / "one", latency=0.0))
+    second = pareto_worker.pool_summary(*pareto_worker.run(tmp_path / "two", latency=0.0))
+    assert first["search"] == second["search"] and first["history"] == second["history"]
+    assert first["val_after"] > 0.0 == first["history"][0]["val_previous"], "the two-parameter toy improves"
+
+
+def test_the_gate_screens_a_new_extractor_without_any_model_call() -> None:
+    answers = {f"q{i}": f"thinking 1 by 1... so {i + 2}" for i in range(4)}
+    student = MockLLM(lambda messages, **params: answers[messages[-1]["content"]])
+
+    class TwoStage(Module):
+        def __init__(self) -> None:
+            self.instruction = Parameter("Answer.", name="instruction")
+
+        @bundle(trainable=True)
+        def extract(self, response: str) -> str:
+            return response.split()[1]
+
+        def forward(self, x: str) -> Node[Any]:
+            out: Node[Any] = self.extract(ops.llm_call(self.instruction, x, llm=student, temperature=0))
+            return out
+
+    fixed = "def extract(self, response: str) -> str:\n    return response.split()[-1]\n"
+    model = TwoStage()
+    data = [(q, a.split()[-1]) for q, a in answers.items()]
+    opt = OptoPrime(model.parameters(), llm=MockLLM(suggest(extract=fixed)))
+    result = train(model, data, exact, opt, val_set=data, batch_size=4, max_steps=1, search="pareto", progress=False)
+    step = result.history[0]
+    (candidate,) = step["candidates"]
+    assert candidate["admitted"] and candidate["minibatch"]["child"] == 4.0
+    assert (candidate["minibatch"]["calls"], candidate["minibatch"]["saved"]) == (0, 4)
+    assert step["screening"] == {"calls": 0, "saved": 4}
+    assert result.val_after == 1.0
+    # the student answered the minibatch once and each validation pass; screening added no call
+    assert len(student.calls) == 4 + 4 + 4
