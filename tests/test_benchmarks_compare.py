@@ -26,7 +26,7 @@ sys.path.insert(0, str(COMPARE))
 import report  # noqa: E402  (benchmarks/compare is not a package: its directory goes on the path first)
 import run  # noqa: E402
 from common import train_tokens  # noqa: E402
-from fake_endpoint import GOOD_PROMPT, FakeEndpoint  # noqa: E402
+from fake_endpoint import GOOD_PROMPT, MAGIC, FakeEndpoint  # noqa: E402
 from loop import gated_loop  # noqa: E402
 from protocol import PRESETS, SYSTEMS, TASKS, Preset, RunSpec, copro_shape, estimate_seconds, subsample  # noqa: E402
 from proxy import CountingProxy, Limit, fetch_usage, set_phase  # noqa: E402
@@ -347,9 +347,12 @@ def test_smoke_run_of_the_feedprop_systems_then_resume_and_report(tmp_path: Path
     for system in FEEDPROP_SYSTEMS:
         result = _result(tmp_path, system)
         assert result["status"] == "ok", result.get("traceback")
-        # The scripted student is right only with the optimizer's proposed prompt: it must have been adopted.
+        # The scripted student is right only with the optimizer's proposed prompt: it must have been adopted
+        # (OptoPrime and Hindsight read the scripted JSON suggestion; the default's Reflect takes a plain reply).
         assert result["test_before"] == 0.0 and result["test_after"] == 1.0
-        assert result["final_prompt"] == GOOD_PROMPT
+        assert result["final_prompt"] == GOOD_PROMPT or (
+            system == "feedprop-recommended" and MAGIC in result["final_prompt"]
+        )
         train = result["usage"]["train"]
         assert train["optimizer"]["calls"] >= 1 and train["optimizer"]["tokens"] > 0 and train["student"]["calls"] > 0
         # The test pass is counted apart from training, and makes no optimizer call.
@@ -393,7 +396,7 @@ def test_the_feedprop_default_trains_the_one_call_program_with_demonstrations(mo
 
     from feedprop.tasks import load_task
 
-    if feedprop_system.unavailable("feedprop-recommended"):  # until fp.train takes search=: the rest of it
+    if feedprop_system.unavailable("feedprop-recommended"):  # a checkout whose fp.train lacks search=: the rest
         monkeypatch.setitem(feedprop_system.TRAIN_OPTIONS, "feedprop-recommended", {})
         monkeypatch.setattr(feedprop_system, "unavailable", lambda system: None)
     task = load_task(run.SMOKE_TASK)
