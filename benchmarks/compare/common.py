@@ -22,15 +22,53 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from protocol import PRESETS, Preset, RunSpec, item_records, truncate
-from proxy import fetch_usage
+from protocol import PRESETS, Preset, RunSpec
+from proxy import fetch_usage, set_phase
 
 from feedprop.tasks import Example, Task, load_task
+from feedprop.train.events import ItemOutcome, item_outcome
 
-__all__ = ["RunData", "budget_reason", "evaluate_items", "feedback_for", "is_budget_refusal", "load_run_data"]
+__all__ = [
+    "RunData",
+    "budget_reason",
+    "evaluate_items",
+    "feedback_for",
+    "is_budget_refusal",
+    "item_records",
+    "load_run_data",
+    "score_test_set",
+    "train_tokens",
+    "truncate",
+]
 
-#: Parallel requests during evaluation (the model server's slots).
+#: Parallel requests during training-time evaluation (the model server's slots). The test pass
+#: uses the preset's ``test_workers`` (1: one request at a time, so scores repeat).
 WORKERS = 4
+
+
+def truncate(text: Any, limit: int = 400) -> str:
+    """``text`` as a string of at most ``limit`` characters (the middle elided), for result files."""
+    s = text if isinstance(text, str) else repr(text)
+    if len(s) <= limit:
+        return s
+    half = (limit - 5) // 2
+    return s[:half] + " ... " + s[-half:]
+
+
+def item_records(
+    indices: Sequence[int],
+    outputs: Sequence[Any],
+    scores: Sequence[float],
+    errors: Sequence[str | None],
+    feedback: Sequence[str | None] | None = None,
+) -> list[ItemOutcome]:
+    """Per-item outcomes of an evaluation, in the schema the trainer's event log uses."""
+    texts = list(feedback) if feedback is not None else [None] * len(scores)
+    return [
+        item_outcome(i, s, o, error=e, feedback=f)
+        for i, o, s, e, f in zip(indices, outputs, scores, errors, texts, strict=True)
+    ]
+
 
 _ = PRESETS  # re-exported for the doctest above
 
@@ -87,16 +125,19 @@ def evaluate_items(
     """
     started = time.monotonic()
 
-    def one(example: Example) -> tuple[Any, float, str | None]:
+    def one(example: Example) -> tuple[Any, float, str | None, str | None]:
         try:
             output = answer(example.input)
         except Exception as exc:  # the system failed on this item: it scores 0, the run goes on
-            return "", 0.0, f"{type(exc).__name__}: {truncate(str(exc), 300)}"
-        score, _text = feedback_for(guide, output, example)
-        return output, score, None
+            return "", 0.0, f"{type(exc).__name__}: {truncate(str(exc), 300)}", None
+        score, text = feedback_for(guide, output, example)
+        return output, score, None, text
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(one, examples))
+    if workers <= 1:  # one request at a time, in item order
+        results = [one(example) for example in examples]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, examples))
     outputs = [r[0] for r in results]
     scores = [r[1] for r in results]
     errors = [r[2] for r in results]
@@ -106,23 +147,41 @@ def evaluate_items(
         "n": len(scores),
         "errors": sum(e is not None for e in errors),
         "seconds": round(time.monotonic() - started, 3),
-        "items": item_records(idx, outputs, scores, errors),
+        "items": item_records(idx, outputs, scores, errors, [r[3] for r in results]),
     }
 
 
-def budget_reason(usage_url: str, preset: Preset) -> Callable[[], str | None]:
-    """A check, for loops in another process, of the optimizer budget as the proxy counts it.
+def score_test_set(
+    answer: Callable[[Any], Any], data: RunData, preset: Preset, usage_url: str | None
+) -> dict[str, Any]:
+    """The held-out pass after training: the proxy counts it as the test phase; requests as the preset says.
 
-    No new step starts once the optimizer's calls or tokens reach the budget (tokens are known
-    only after a call, so the last step may end above the token budget, as in ``feedprop.train``).
+    With ``usage_url`` (a worker in another process) the proxy is told the phase over HTTP; the
+    harness's in-process systems set it on the proxy themselves and pass ``None``.
+    """
+    if usage_url is not None:
+        set_phase(usage_url, "test")
+    return evaluate_items(answer, data.test, data.guide, indices=data.indices["test"], workers=preset.test_workers)
+
+
+def train_tokens(usage: dict[str, Any]) -> int:
+    """Tokens of the training phase, student and optimizer, from a proxy's usage (the budget's measure)."""
+    phase = (usage.get("phases") or {}).get("train") or {}
+    return int(sum(phase.get(role, {}).get("tokens", 0) for role in ("student", "optimizer")))
+
+
+def budget_reason(usage_url: str, preset: Preset) -> Callable[[], str | None]:
+    """A check, for loops in another process, of the training budget as the proxy counts it.
+
+    No new step (and no validation of a step) starts once the training phase's tokens, student
+    and optimizer, reach ``preset.train_tokens`` (tokens are known only after a call, so the last
+    step may end above the budget, as in ``feedprop.train``; the overshoot is recorded).
     """
 
     def reason() -> str | None:
-        used = fetch_usage(usage_url)["optimizer"]
-        if used["started"] >= preset.optimizer_calls:
-            return f"budget: calls ({used['started']}/{preset.optimizer_calls})"
-        if used["tokens"] >= preset.optimizer_tokens:
-            return f"budget: tokens ({used['tokens']}/{preset.optimizer_tokens})"
+        used = train_tokens(fetch_usage(usage_url))
+        if used >= preset.train_tokens:
+            return f"budget: tokens ({used}/{preset.train_tokens})"
         return None
 
     return reason

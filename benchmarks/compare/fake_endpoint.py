@@ -6,7 +6,8 @@ loops, scoring and result files. What it answers is scripted from the request al
 
 - an optimizer request gets a well-formed reply in the format that optimizer asked for (an
   OptoPrime JSON suggestion for every variable it lists, a textgrad ``<IMPROVED_VARIABLE>``, a
-  DSPy field-marker reply, or a sentence of textual gradient), each proposing :data:`GOOD_PROMPT`;
+  DSPy field-marker or JSON-object reply (GEPA's reflection asks for one), or a sentence of
+  textual gradient), each proposing :data:`GOOD_PROMPT`;
 - a student request whose question is one of the known ``answers`` is answered correctly when
   the system prompt contains :data:`MAGIC` (which :data:`GOOD_PROMPT` does), and wrongly otherwise.
 
@@ -37,6 +38,7 @@ GOOD_PROMPT = "Work through the question carefully, then finish with: The answer
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _VARIABLE = re.compile(r"^\((\w+)\)\s*([\w:.\[\]-]+)\s*=", re.MULTILINE)
 _LEGAL = re.compile(r"You may change only these variables: (.+)")
+_JSON_FIELDS = re.compile(r'"(\w+)": "\{\1\}"')
 
 
 def _text(messages: list[dict[str, Any]], role: str) -> str:
@@ -108,6 +110,9 @@ class FakeEndpoint:
         """The scripted reply to a chat request."""
         system, user = _text(messages, "system"), _last_user(messages)
         everything = system + "\n" + _text(messages, "user")
+        if "Outputs will be a JSON object with the following fields" in system:
+            fields = _JSON_FIELDS.findall(system.split("Outputs will be a JSON object", 1)[1])
+            return json.dumps({name: GOOD_PROMPT if "instruction" in name else "ok" for name in fields or ["answer"]})
         if "[[ ## completed ## ]]" in everything:
             return self._dspy(system, user)
         if "<IMPROVED_VARIABLE>" in everything:

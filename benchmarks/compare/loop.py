@@ -5,7 +5,10 @@ the optimizers and not the loops: shuffled minibatches for a number of epochs (s
 optimizer step per minibatch, and validation gating — an update is kept only if the validation
 score does not drop, and on a tie only if the prompt does not get longer. A step that fails
 (for instance because the proxy refused a call over budget) is dropped whole and the
-parameters go back to their state before it. The budget is checked before every step.
+parameters go back to their state before it. The budget is checked before every step and
+again before the step's validation (a step the budget cuts off is dropped, as ``feedprop.train``
+drops it). With ``tokens_used``, each step records the cumulative training tokens and the loop
+returns the validation curve (``curve``: validation score against tokens, step 0 the start).
 
 Example:
     >>> state = {"p": "a"}
@@ -18,6 +21,8 @@ Example:
     ... )
     >>> state["p"], log["stop_reason"], [s["accepted"] for s in log["steps"]]
     ('abb', 'completed 1 epoch(s)', [True, True])
+    >>> [point["val_score"] for point in log["curve"]]
+    [0.1, 0.2, 0.3]
 """
 
 from __future__ import annotations
@@ -45,20 +50,25 @@ def gated_loop(
     validate: Callable[[], float],
     budget_reason: Callable[[], str | None],
     is_budget_error: Callable[[BaseException], bool] = lambda exc: False,
+    tokens_used: Callable[[], int] | None = None,
 ) -> dict[str, Any]:
-    """Train with validation gating; returns ``{"steps", "stop_reason", "val_before", "val_after"}``.
+    """Train with validation gating; returns ``{"steps", "stop_reason", "val_before", "val_after", "curve"}``.
 
     ``step(batch)`` runs the workflow on the batch, sends the feedback back and lets the
     optimizer update the parameter; ``get_state``/``set_state`` read and restore the parameter;
     ``validate()`` scores the current parameter on the validation set; ``budget_reason()`` says
     why no further step may start (``None`` while budget remains); ``is_budget_error(exc)`` tells
-    a refused-over-budget failure from others.
+    a refused-over-budget failure from others; ``tokens_used()`` reads the training tokens spent
+    so far (for the curve).
     """
     rng = random.Random(seed)
     steps: list[dict[str, Any]] = []
     best = get_state()
     best_val = validate()
     val_before = best_val
+    curve: list[dict[str, Any]] = [
+        {"step": 0, "tokens": tokens_used() if tokens_used else None, "val_score": best_val, "accepted": True}
+    ]
     failures = 0
     stop_reason = f"completed {epochs} epoch(s)"
     done = False
@@ -97,6 +107,10 @@ def gated_loop(
             record["proposal"] = new
             if new == best:
                 record.update(accepted=False, reason="the update left the prompt unchanged")
+            elif budget_reason():
+                set_state(best)
+                stop_reason, done = budget_reason() or "budget", True
+                record.update(accepted=False, reason=f"dropped unvalidated: {stop_reason}")
             else:
                 val = validate()
                 record["val_score"] = val
@@ -110,8 +124,20 @@ def gated_loop(
                 else:
                     set_state(best)
             record["seconds"] = round(time.monotonic() - started, 3)
+            if tokens_used is not None:
+                record["tokens"] = tokens_used()
             steps.append(record)
+            curve.append(
+                {
+                    "step": record["step"],
+                    "tokens": record.get("tokens"),
+                    "val_score": best_val,
+                    "accepted": bool(record.get("accepted")),
+                }
+            )
+            if done:
+                break
         if done:
             break
     set_state(best)
-    return {"steps": steps, "stop_reason": stop_reason, "val_before": val_before, "val_after": best_val}
+    return {"steps": steps, "stop_reason": stop_reason, "val_before": val_before, "val_after": best_val, "curve": curve}

@@ -18,7 +18,7 @@ from importlib import metadata
 from typing import Any
 
 import textgrad as tg
-from common import RunData, budget_reason, evaluate_items, feedback_for, is_budget_refusal
+from common import RunData, budget_reason, evaluate_items, feedback_for, is_budget_refusal, score_test_set, train_tokens
 from loop import gated_loop
 from openai import OpenAI
 from protocol import PROMPT_DESCRIPTION, RunSpec
@@ -40,14 +40,15 @@ class UncachedClient(ChatExternalClient):  # type: ignore[misc]
 
 def run_textgrad(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, Any]:
     preset = spec.preset
-    model = job["model"]
+    models = job.get("models") or {"student": job["model"], "optimizer": job["model"]}
+    model = models["student"]
     urls = job["urls"]
     timeout = preset.max_run_seconds
     student_engine = UncachedClient(
         client=OpenAI(base_url=urls["student"], api_key="none", timeout=timeout), model_string=model
     )
     optimizer_engine = UncachedClient(
-        client=OpenAI(base_url=urls["optimizer"], api_key="none", timeout=timeout), model_string=model
+        client=OpenAI(base_url=urls["optimizer"], api_key="none", timeout=timeout), model_string=models["optimizer"]
     )
     tg.set_backward_engine(optimizer_engine, override=True)
     system_prompt = tg.Variable(spec.start_prompt, requires_grad=True, role_description=PROMPT_DESCRIPTION)
@@ -61,10 +62,7 @@ def run_textgrad(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str,
         )
 
     usage_url = job["usage_url"]
-    marks: dict[str, Any] = {"start": fetch_usage(usage_url)}
     started = time.monotonic()
-    before = evaluate_items(ask, data.test, data.guide, indices=data.indices["test"])
-    marks["after_test_before"] = fetch_usage(usage_url)
 
     def step(batch: list[Any]) -> None:
         optimizer.zero_grad()
@@ -101,14 +99,15 @@ def run_textgrad(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str,
         validate=validate,
         budget_reason=budget_reason(usage_url, preset),
         is_budget_error=is_budget_refusal,
+        tokens_used=lambda: train_tokens(fetch_usage(usage_url)),
     )
     train_seconds = time.monotonic() - train_started
-    marks["after_train"] = fetch_usage(usage_url)
-    after = evaluate_items(ask, data.test, data.guide, indices=data.indices["test"])
-    marks["end"] = fetch_usage(usage_url)
+    unchanged = system_prompt.value == spec.start_prompt
+    after = None if unchanged else score_test_set(ask, data, preset, usage_url)
     return {
-        "test_before": before,
         "test_after": after,
+        "unchanged": unchanged,
+        "curve": log["curve"],
         "val_before": log["val_before"],
         "val_after": log["val_after"],
         "final_prompt": system_prompt.value,
@@ -117,7 +116,6 @@ def run_textgrad(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str,
         "accepted_steps": sum(bool(s.get("accepted")) for s in log["steps"]),
         "train_seconds": round(train_seconds, 3),
         "run_seconds": round(time.monotonic() - started, 3),
-        "marks": marks,
         "config": {
             "optimizer": "textgrad.TGD (defaults), backward engine = optimizer engine",
             "engines": "textgrad ChatExternalClient(OpenAI(base_url=proxy port)), response cache off",

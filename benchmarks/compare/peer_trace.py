@@ -20,7 +20,7 @@ from typing import Any
 
 import litellm  # type: ignore[import-not-found, unused-ignore]
 import openai
-from common import RunData, budget_reason, evaluate_items, feedback_for, is_budget_refusal
+from common import RunData, budget_reason, evaluate_items, feedback_for, is_budget_refusal, score_test_set, train_tokens
 from loop import gated_loop
 from opto import trace
 from opto.optimizers import OptoPrime
@@ -33,7 +33,8 @@ __all__ = ["run_trace"]
 
 def run_trace(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, Any]:
     preset = spec.preset
-    model = job["model"]
+    models = job.get("models") or {"student": job["model"], "optimizer": job["model"]}
+    model = models["student"]
     if os.environ.get("OPENAI_API_BASE") != job["urls"]["optimizer"]:
         raise RuntimeError("OPENAI_API_BASE must point at the proxy's optimizer port (the harness sets it)")
     client = openai.OpenAI(base_url=job["urls"]["student"], api_key="none", timeout=preset.max_run_seconds)
@@ -56,12 +57,9 @@ def run_trace(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, An
 
     # A loaded machine can take many minutes per call: a client timeout would only make it ask again.
     litellm.request_timeout = preset.max_run_seconds
-    optimizer = OptoPrime([instruction], llm=LiteLLM(model=f"openai/{model}"))
+    optimizer = OptoPrime([instruction], llm=LiteLLM(model=f"openai/{models['optimizer']}"))
     usage_url = job["usage_url"]
-    marks: dict[str, Any] = {"start": fetch_usage(usage_url)}
     started = time.monotonic()
-    before = evaluate_items(lambda q: ask(instruction.data, q), data.test, data.guide, indices=data.indices["test"])
-    marks["after_test_before"] = fetch_usage(usage_url)
 
     @trace.bundle()  # type: ignore[untyped-decorator]
     def batchify(*items: str) -> str:
@@ -101,14 +99,15 @@ def run_trace(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, An
         validate=validate,
         budget_reason=budget_reason(usage_url, preset),
         is_budget_error=is_budget_refusal,
+        tokens_used=lambda: train_tokens(fetch_usage(usage_url)),
     )
     train_seconds = time.monotonic() - train_started
-    marks["after_train"] = fetch_usage(usage_url)
-    after = evaluate_items(lambda q: ask(instruction.data, q), data.test, data.guide, indices=data.indices["test"])
-    marks["end"] = fetch_usage(usage_url)
+    unchanged = instruction.data == spec.start_prompt
+    after = None if unchanged else score_test_set(lambda q: ask(instruction.data, q), data, preset, usage_url)
     return {
-        "test_before": before,
         "test_after": after,
+        "unchanged": unchanged,
+        "curve": log["curve"],
         "val_before": log["val_before"],
         "val_after": log["val_after"],
         "final_prompt": instruction.data,
@@ -117,10 +116,9 @@ def run_trace(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, An
         "accepted_steps": sum(bool(s.get("accepted")) for s in log["steps"]),
         "train_seconds": round(train_seconds, 3),
         "run_seconds": round(time.monotonic() - started, 3),
-        "marks": marks,
         "config": {
             "optimizer": "opto.optimizers.OptoPrime (defaults)",
-            "llm": f"opto.utils.llm.LiteLLM(model='openai/{model}') via OPENAI_API_BASE",
+            "llm": f"opto.utils.llm.LiteLLM(model='openai/{models['optimizer']}') via OPENAI_API_BASE",
             "loop": "harness gated loop (loop.py): shuffled minibatches, validation-gated like feedprop.train",
             "student": {"temperature": 0.0, "max_tokens": preset.student_max_tokens},
         },

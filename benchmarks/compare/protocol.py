@@ -8,12 +8,19 @@ splits, the same subsamples of them, the same starting prompt, the same budget o
 calls and tokens, and is scored by the same guide. A run writes one JSON file,
 ``<results>/runs/<system>/<task>/seed<seed>.json``, atomically.
 
+Every task also has a *baseline*: the starting one-call program scored once on the test items,
+one request at a time (``<results>/baselines/<task>.json``; the test items do not depend on the
+seed, so one baseline serves every seed). Every system's "before" is that baseline, and its
+per-item outcomes are copied into every run file.
+
 Example:
     >>> spec = RunSpec("feedprop-optoprime", "bbh/object_counting", 0, PRESETS["pilot"])
     >>> spec.result_path(Path("out")).as_posix()
     'out/runs/feedprop-optoprime/bbh__object_counting/seed0.json'
     >>> len(spec.indices("test", 100)), spec.indices("test", 100) == spec.indices("test", 100)
     (10, True)
+    >>> spec.baseline_path(Path("out")).as_posix()
+    'out/baselines/bbh__object_counting.json'
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import platform
 import random
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,7 @@ __all__ = [
     "TaskSpec",
     "atomic_write_json",
     "copro_shape",
+    "estimate_seconds",
     "machine_info",
     "read_json",
     "source_revision",
@@ -50,7 +58,7 @@ __all__ = [
 ]
 
 #: Version of the result file layout.
-SCHEMA = "feedprop-compare/1"
+SCHEMA = "feedprop-compare/2"
 
 #: The test subsample is drawn with this seed, whatever the run's seed: every system and every
 #: seed is scored on the same held-out items.
@@ -76,6 +84,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("bbh/object_counting", "Answer the question."),
         TaskSpec("bbh/word_sorting", "Answer the question."),
         TaskSpec("bbh/date_understanding", "Answer the question."),
+        TaskSpec("bbh/navigate", "Answer the question."),
         TaskSpec("gsm8k", "Answer the question."),
         TaskSpec("mbpp", "Write the Python function described below.", "MBPP, published id-based split"),
     )
@@ -84,64 +93,128 @@ TASKS: dict[str, TaskSpec] = {
 
 @dataclass(frozen=True)
 class SystemSpec:
-    """One system under comparison: which environment runs it and what it is."""
+    """One system under comparison: which environment runs it and what it is.
+
+    ``trains`` is false for a program reported as it is (no optimizer: only a test pass).
+    """
 
     name: str
     kind: str  # "feedprop" (in the harness process) or "peer" (a worker in the bench environment)
     package: str  # the distribution whose version is recorded
     description: str
+    trains: bool = True
 
 
 SYSTEMS: dict[str, SystemSpec] = {
     spec.name: spec
     for spec in (
-        SystemSpec("feedprop-optoprime", "feedprop", "feedprop", "feedprop OptoPrime, fp.train with validation gating"),
+        SystemSpec(
+            "feedprop-recommended",
+            "feedprop",
+            "feedprop",
+            "feedprop default: fp.optim.recommended(params), fp.train(search='pareto')",
+        ),
         SystemSpec("feedprop-hindsight", "feedprop", "feedprop", "feedprop Hindsight, fp.train with validation gating"),
+        SystemSpec("feedprop-optoprime", "feedprop", "feedprop", "feedprop OptoPrime, fp.train with validation gating"),
         SystemSpec("trace-optoprime", "peer", "trace-opt", "trace-opt OptoPrime on a bundled LLM call, gated loop"),
         SystemSpec("textgrad-tgd", "peer", "textgrad", "textgrad TGD on a BlackboxLLM system prompt, gated loop"),
-        SystemSpec("dspy-copro", "peer", "dspy", "dspy COPRO on ChainOfThought"),
-        SystemSpec("dspy-miprov2-light", "peer", "dspy", "dspy MIPROv2 auto='light' on ChainOfThought"),
-        SystemSpec("dspy-bootstrap", "peer", "dspy", "dspy BootstrapFewShot on ChainOfThought"),
+        SystemSpec(
+            "dspy-gepa", "peer", "dspy", "dspy GEPA, reflection model = the optimizer's, on the one-call program"
+        ),
+        SystemSpec("dspy-miprov2-light", "peer", "dspy", "dspy MIPROv2 auto='light' on the one-call program"),
+        SystemSpec("dspy-bootstrap", "peer", "dspy", "dspy BootstrapFewShot on the one-call program"),
+        SystemSpec("dspy-copro", "peer", "dspy", "dspy COPRO on the one-call program"),
+        SystemSpec(
+            "dspy-cot",
+            "peer",
+            "dspy",
+            "dspy ChainOfThought('question -> answer') with the starting instruction, unoptimized (a program choice)",
+            trains=False,
+        ),
     )
 }
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Sizes and budget of one run.
+    """Sizes, budget and field of one matrix.
 
     ``train``/``val``/``test`` are how many items are drawn from the published splits (the whole
-    split when it is smaller); ``optimizer_calls``/``optimizer_tokens`` is the budget, counted at
-    the endpoint on the optimizer's traffic only; the ``*_max_tokens`` caps are applied by the
-    counting proxy to every request of that role, for every system alike; ``batch_size`` and
-    ``epochs`` shape the loops the harness drives (feedprop, trace-opt, textgrad);
-    ``max_run_seconds`` is a safety limit that ends a run which hangs.
+    split when it is smaller). ``train_tokens`` is **the** budget: every token of the training
+    phase, student and optimizer, counted at the proxy, the same for every system (a system that
+    cannot be stopped at it is recorded with its overshoot). ``optimizer_calls`` and
+    ``optimizer_tokens`` only shape COPRO (:func:`copro_shape`). The ``*_max_tokens`` caps are
+    applied by the proxy to every request of that role, for every system alike; ``request_seed``
+    is set on every student request; ``test_params`` are added to every student request of the test
+    pass (``cache_prompt: false`` makes llama.cpp compute each reply from scratch, so what came
+    before cannot change it). ``test_workers`` is how many test requests run at once (1: scores
+    repeat bit for bit). ``batch_size`` and ``epochs`` shape the loops the harness drives;
+    ``max_run_seconds`` ends a run which hangs. ``systems``/``tasks``/``seeds`` are the matrix
+    (empty: every known one), ``second_seed`` the seeds run again for the two best systems of each
+    task. ``student_model``/``optimizer_model`` name the embedded models the two roles use.
     """
 
     name: str
     train: int
     val: int
     test: int
-    optimizer_calls: int
-    optimizer_tokens: int
+    train_tokens: int
+    optimizer_calls: int = 16
+    optimizer_tokens: int = 8_000
     batch_size: int = 3
     epochs: int = 3
     student_max_tokens: int = 512
     optimizer_max_tokens: int = 1024
     max_run_seconds: float = 3600.0
     seeds: tuple[int, ...] = (0,)
+    second_seed: tuple[int, ...] = ()
+    systems: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    request_seed: int = 0
+    test_workers: int = 1
+    test_params: dict[str, Any] = field(default_factory=dict)
+    student_model: str = "qwen2.5-coder-1.5b"
+    optimizer_model: str = "qwen2.5-coder-1.5b"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["seeds"] = list(self.seeds)
+        for key in ("seeds", "second_seed", "systems", "tasks"):
+            out[key] = list(getattr(self, key))
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preset:
         values = dict(data)
-        values["seeds"] = tuple(values.get("seeds", (0,)))
-        return cls(**values)
+        for key in ("seeds", "second_seed", "systems", "tasks"):
+            if key in values:
+                values[key] = tuple(values[key])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
+    @property
+    def field_systems(self) -> list[str]:
+        return list(self.systems) or list(SYSTEMS)
+
+    @property
+    def field_tasks(self) -> list[str]:
+        return list(self.tasks) or list(TASKS)
+
+
+#: The v2 field: every peer the issue names, the feedprop default and Hindsight, and dspy's
+#: ChainOfThought as an unoptimized row. textgrad and feedprop OptoPrime are added with --systems.
+V2_SYSTEMS = (
+    "feedprop-recommended",
+    "feedprop-hindsight",
+    "trace-optoprime",
+    "dspy-gepa",
+    "dspy-miprov2-light",
+    "dspy-bootstrap",
+    "dspy-cot",
+)
+#: Three BBH answer kinds (a number, an option letter, a Yes/No label) and GSM8K (worked arithmetic).
+#: word_sorting (a line of words) is the fourth kind but its replies are the longest of BBH (about
+#: 290 tokens a test item): add it with --tasks when there is time.
+V2_TASKS = ("bbh/object_counting", "bbh/date_understanding", "bbh/navigate", "gsm8k")
 
 PRESETS: dict[str, Preset] = {
     # Seconds, against the scripted fake endpoint: keeps the harness from rotting.
@@ -150,43 +223,159 @@ PRESETS: dict[str, Preset] = {
         train=4,
         val=2,
         test=3,
+        train_tokens=20_000,
         optimizer_calls=8,
         optimizer_tokens=100_000,
         batch_size=2,
         epochs=1,
         max_run_seconds=300.0,
+        test_params={"cache_prompt": False},
     ),
-    # One tiny real run per system to check each adapter end to end: about three OptoPrime calls'
-    # worth of tokens, and enough calls for one textgrad step (2 gradients per item + 1 update).
+    # One tiny real run per system to check each adapter end to end.
     "pilot": Preset(
         "pilot",
         train=6,
         val=4,
         test=10,
+        train_tokens=12_000,
         optimizer_calls=8,
         optimizer_tokens=6_000,
         batch_size=2,
         epochs=1,
         max_run_seconds=14_400.0,
+        test_params={"cache_prompt": False},
+        student_model="qwen2.5-coder-0.5b",
     ),
-    # The matrix: 35 runs sized for about four hours on two idle cores (~6-7 min a run at the model's
-    # nominal 55 prompt / 19 completion tokens per second); measured, the 35 runs took 15.4
-    # hours (student traffic dominates: test passes, candidate scoring; benchmarks/results/matrix).
-    # Tokens are the binding limit for most systems; the call limit leaves room for textgrad's many
-    # short calls.
+    # The comparison v2 (issue: paired statistics, deterministic scoring, one budget): 100 test
+    # items a task (the whole BBH test split), the embedded 0.5B student with the 1.5B optimizer,
+    # one budget of 16k training tokens (student + optimizer) per run. `run.py --dry-run` prints
+    # the time estimate (about 11 hours; see estimate_seconds).
+    "v2": Preset(
+        "v2",
+        train=15,
+        val=8,
+        test=100,
+        train_tokens=16_000,
+        optimizer_calls=16,
+        optimizer_tokens=8_000,
+        batch_size=3,
+        epochs=2,
+        max_run_seconds=5_400.0,
+        seeds=(0,),
+        second_seed=(1,),
+        systems=V2_SYSTEMS,
+        tasks=V2_TASKS,
+        test_params={"cache_prompt": False},
+        student_model="qwen2.5-coder-0.5b",
+        optimizer_model="qwen2.5-coder-1.5b",
+    ),
+    # The first matrix (benchmarks/results/matrix, 35 runs, 15.4 hours), kept so its files read back.
     "matrix": Preset(
         "matrix",
         train=10,
         val=5,
         test=20,
+        train_tokens=30_000,
         optimizer_calls=16,
         optimizer_tokens=8_000,
         batch_size=3,
         epochs=2,
         max_run_seconds=14_400.0,
-        seeds=(0,),
+        systems=(
+            "feedprop-optoprime",
+            "feedprop-hindsight",
+            "trace-optoprime",
+            "textgrad-tgd",
+            "dspy-copro",
+            "dspy-miprov2-light",
+            "dspy-bootstrap",
+        ),
+        tasks=("bbh/object_counting", "bbh/word_sorting", "bbh/date_understanding", "gsm8k", "mbpp"),
     ),
 }
+
+
+# -- the time estimate ---------------------------------------------------------------------------
+
+#: Nominal single-request rates on this 2-core machine (DESIGN.md section 4): (prompt, completion)
+#: tokens per second.
+MODEL_RATES: dict[str, tuple[float, float]] = {
+    "qwen2.5-coder-1.5b": (55.0, 19.0),
+    "qwen2.5-coder-0.5b": (120.0, 33.0),
+}
+#: Measured / nominal time. In the first matrix (benchmarks/results/matrix, the one-call systems'
+#: test passes on 4 parallel slots) long replies (GSM8K, word sorting: ~300 tokens) took what one
+#: slot's nominal rate predicts, 0.95-1.05x with no parallel gain, and short ones (object counting)
+#: 0.7-0.9x of it (the slots' gain). The nominal rates were measured one request at a time, as the
+#: test pass now runs; 1.1 adds the harness's and the peers' own load.
+SLOWDOWN = 1.1
+#: Share of runs that ended with the starting program in the first matrix (the gate kept it), which
+#: then skip their test pass: trace-opt and textgrad 5 of 5, Hindsight 5 of 5, OptoPrime 4 of 5.
+UNCHANGED_RATE = {"trace-optoprime": 1.0, "textgrad-tgd": 1.0, "feedprop-hindsight": 1.0, "feedprop-optoprime": 0.8}
+#: Student tokens of one test item with the one-call program, (prompt, completion), means over the
+#: first matrix's one-call systems (feedprop, trace-opt, textgrad; 1.5B student). The 0.5B student
+#: is assumed to write replies of the same length.
+TEST_ITEM_TOKENS: dict[str, tuple[float, float]] = {
+    "bbh/object_counting": (62.0, 62.0),
+    "bbh/word_sorting": (52.0, 291.0),
+    "bbh/date_understanding": (136.0, 205.0),
+    "bbh/navigate": (90.0, 160.0),  # not in the first matrix: a guess between object counting and dates
+    "gsm8k": (72.0, 308.0),
+    "mbpp": (147.0, 350.0),
+}
+#: Share of completion tokens in training traffic, per role (the first matrix: the student's
+#: minibatches and validation are mostly replies, the optimizer's calls mostly prompt).
+COMPLETION_SHARE = {"student": 0.6, "optimizer": 0.2}
+#: Share of the training budget spent by each role (the first matrix's feedprop runs: about half each).
+STUDENT_SHARE = 0.5
+#: Systems that cannot be stopped at the budget spend about this multiple of it (the first
+#: matrix: MIPROv2 light used 2-5x the others' training tokens).
+OVERSHOOT = {"dspy-miprov2-light": 2.5, "dspy-copro": 3.0}
+#: Fixed cost of a run (peer imports, model warm-up), seconds.
+RUN_OVERHEAD = 60.0
+#: Runs that leave the program unchanged skip their test pass (the baseline is reused); the
+#: estimate does not count on it.
+
+
+def _seconds(model: str, prompt: float, completion: float, parallel: float = 1.0) -> float:
+    p_rate, c_rate = MODEL_RATES.get(model, MODEL_RATES["qwen2.5-coder-1.5b"])
+    return SLOWDOWN * (prompt / p_rate + completion / (c_rate * parallel))
+
+
+def estimate_seconds(preset: Preset, system: str | None, task: str, *, expected: bool = False) -> float:
+    """Estimated machine seconds of one run (``system=None``: the task's baseline test pass).
+
+    ``expected=True`` discounts the test pass by the share of the first matrix's runs of the
+    system that left the program unchanged (:data:`UNCHANGED_RATE`); the default assumes every
+    trained program changes (the worst case).
+
+    A test pass is ``preset.test`` sequential student requests of the task's measured size; a
+    training phase spends ``preset.train_tokens`` (times the overshoot of systems that cannot be
+    stopped), split between the student (0.5B, 4 slots) and the optimizer (1.5B, one at a time).
+
+    Example:
+        >>> round(estimate_seconds(PRESETS["v2"], None, "bbh/object_counting") / 60, 1)
+        4.4
+        >>> estimate_seconds(PRESETS["v2"], "dspy-cot", "gsm8k") > estimate_seconds(PRESETS["v2"], None, "gsm8k")
+        True
+    """
+    prompt, completion = TEST_ITEM_TOKENS.get(task, (100.0, 250.0))
+    test_pass = preset.test * _seconds(preset.student_model, prompt, completion)
+    if system is None:
+        return test_pass
+    spec = SYSTEMS[system]
+    if not spec.trains:
+        # A different program (ChainOfThought writes a reasoning field, then the answer): about
+        # twice the reply, and dspy's field markers in the prompt.
+        return RUN_OVERHEAD + preset.test * _seconds(preset.student_model, prompt + 150, 2 * completion)
+    tokens = preset.train_tokens * OVERSHOOT.get(system, 1.0)
+    student = tokens * STUDENT_SHARE
+    optimizer = tokens - student
+    c_student, c_opt = COMPLETION_SHARE["student"], COMPLETION_SHARE["optimizer"]
+    train = _seconds(preset.student_model, student * (1 - c_student), student * c_student, parallel=1.7)
+    train += _seconds(preset.optimizer_model, optimizer * (1 - c_opt), optimizer * c_opt)
+    unchanged = UNCHANGED_RATE.get(system, 0.0) if expected else 0.0
+    return RUN_OVERHEAD + train + (1 - unchanged) * test_pass
 
 
 #: What one COPRO proposal call costs, roughly (prompt and reply), to turn the token budget into calls.
@@ -253,6 +442,14 @@ class RunSpec:
 
     def result_path(self, results: Path) -> Path:
         return results / "runs" / self.system / self.task.replace("/", "__") / f"seed{self.seed}.json"
+
+    def baseline_path(self, results: Path) -> Path:
+        """Where the task's shared baseline (the starting program's test pass) is stored.
+
+        The test items and the starting program do not depend on the seed, and the test pass is
+        deterministic, so one baseline serves every seed of the task.
+        """
+        return results / "baselines" / f"{self.task.replace('/', '__')}.json"
 
     @property
     def start_prompt(self) -> str:
@@ -339,22 +536,3 @@ def source_revision() -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": commit, "local_changes": bool(changed)}
-
-
-def truncate(text: Any, limit: int = 400) -> str:
-    """``text`` as a string of at most ``limit`` characters (the middle elided), for result files."""
-    s = text if isinstance(text, str) else repr(text)
-    if len(s) <= limit:
-        return s
-    half = (limit - 5) // 2
-    return s[:half] + " ... " + s[-half:]
-
-
-def item_records(
-    indices: Sequence[int], outputs: Sequence[Any], scores: Sequence[float], errors: Sequence[str | None]
-) -> list[dict[str, Any]]:
-    """Per-item records of an evaluation, for the result file."""
-    return [
-        {"index": i, "score": s, "output": truncate(o), **({"error": e} if e else {})}
-        for i, o, s, e in zip(indices, outputs, scores, errors, strict=True)
-    ]

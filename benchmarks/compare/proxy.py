@@ -6,9 +6,17 @@ Every system under comparison reaches the model through this proxy, on one of tw
 demonstrations). The proxy counts calls and the prompt and completion tokens the server reports
 for each port, so every system is measured by the same counter, whatever its own bookkeeping.
 
-It also applies the protocol's limits the same way to every system:
+Each role may have its own upstream server (the 0.5B student and the 1.5B optimizer are two
+servers). The proxy keeps a *phase* (``"train"`` or ``"test"``, set by the harness or, from a
+worker, with ``POST /_bench/phase``) and counts every call under the phase it was made in: the
+budget is the training phase's tokens of both roles.
+
+It also applies the protocol's settings the same way to every system:
 
 - a per-role cap on ``max_tokens`` (a request asking for more, or not saying, gets the cap);
+- per-role request defaults (the student's fixed ``seed`` where a system sets none), and
+  per-phase settings (in the test phase the seed and ``cache_prompt: false``, so llama.cpp
+  computes each reply from scratch);
 - optionally, a hard budget on the optimizer port: once its calls (started) or tokens reach the
   limit, further optimizer requests are refused with HTTP 400 and a message saying why.
 
@@ -20,8 +28,8 @@ Example:
     >>> proxy.start()
     >>> proxy.url("student").startswith("http://127.0.0.1:")
     True
-    >>> proxy.usage()["optimizer"]["calls"]
-    0
+    >>> proxy.usage()["optimizer"]["calls"], proxy.phase
+    (0, 'train')
     >>> proxy.close()
 """
 
@@ -35,10 +43,12 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["ROLES", "CountingProxy", "Limit", "fetch_usage"]
+__all__ = ["PHASES", "ROLES", "CountingProxy", "Limit", "fetch_usage", "set_phase"]
 
 ROLES = ("student", "optimizer")
+PHASES = ("train", "test")
 USAGE_PATH = "/_bench/usage"
+PHASE_PATH = "/_bench/phase"
 _COUNTERS = ("calls", "failed", "refused", "prompt_tokens", "completion_tokens", "seconds", "estimated")
 
 
@@ -98,19 +108,44 @@ def _usage_of(body: bytes) -> tuple[int, int, bool]:
 class CountingProxy:
     """Two loopback ports (student, optimizer) forwarding to ``upstream`` and counting usage.
 
-    ``upstream`` is the server's base URL including ``/v1``. ``caps`` maps a role to its
-    ``max_tokens`` cap. :meth:`set_limit` arms the optimizer budget.
+    ``upstream`` is the server's base URL including ``/v1``, or a mapping role -> base URL (the
+    same path prefix for each). ``caps`` maps a role to its ``max_tokens`` cap; ``params`` a role
+    to request fields set on its requests that do not set them; ``phase_params`` a phase to a role
+    to fields set (overriding the request's) in that phase. :meth:`set_limit` arms a hard budget
+    for a role.
     """
 
-    def __init__(self, upstream: str, *, caps: dict[str, int] | None = None, timeout: float = 3600.0) -> None:
-        parsed = urllib.parse.urlsplit(upstream.rstrip("/"))
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ValueError(f"upstream must be an http:// base URL such as http://127.0.0.1:8080/v1, got {upstream!r}")
-        self.upstream = upstream.rstrip("/")
-        self._host = parsed.hostname
-        self._port = parsed.port or 80
-        self._prefix = parsed.path  # e.g. "/v1"
+    def __init__(
+        self,
+        upstream: str | dict[str, str],
+        *,
+        caps: dict[str, int] | None = None,
+        params: dict[str, dict[str, Any]] | None = None,
+        phase_params: dict[str, dict[str, dict[str, Any]]] | None = None,
+        timeout: float = 3600.0,
+    ) -> None:
+        upstreams = dict.fromkeys(ROLES, upstream) if isinstance(upstream, str) else dict(upstream)
+        self._targets: dict[str, tuple[str, int]] = {}
+        prefixes = set()
+        for role in ROLES:
+            url = upstreams[role].rstrip("/")
+            parsed = urllib.parse.urlsplit(url)
+            if parsed.scheme != "http" or not parsed.hostname:
+                raise ValueError(f"upstream must be an http:// base URL such as http://127.0.0.1:8080/v1, got {url!r}")
+            self._targets[role] = (parsed.hostname, parsed.port or 80)
+            prefixes.add(parsed.path)
+        if len(prefixes) != 1:
+            raise ValueError(f"the upstreams must share one path prefix (such as /v1), got {sorted(prefixes)}")
+        self.upstream = upstreams["student"].rstrip("/")
+        self.upstreams = {role: upstreams[role].rstrip("/") for role in ROLES}
+        self._prefix = prefixes.pop()  # e.g. "/v1"
         self.caps = dict(caps or {})
+        self.params = {role: dict(v) for role, v in (params or {}).items()}
+        self.phase_params = {
+            phase: {r: dict(v) for r, v in roles.items()} for phase, roles in (phase_params or {}).items()
+        }
+        self.phase = "train"
+        self._by_phase: dict[str, dict[str, _Counter]] = {}
         self.timeout = timeout
         self.limits: dict[str, Limit] = {}
         self._lock = threading.Lock()
@@ -152,9 +187,22 @@ class CountingProxy:
     def usage_url(self) -> str:
         return f"http://127.0.0.1:{self._servers['optimizer'].server_port}{USAGE_PATH}"
 
-    def usage(self) -> dict[str, dict[str, Any]]:
+    def usage(self) -> dict[str, Any]:
+        """Counters per role over the whole run, and under ``"phases"`` per phase and role."""
         with self._lock:
-            return {role: counter.snapshot() for role, counter in self._counters.items()}
+            out: dict[str, Any] = {role: counter.snapshot() for role, counter in self._counters.items()}
+            out["phases"] = {
+                phase: {role: counters[role].snapshot() for role in ROLES} for phase, counters in self._by_phase.items()
+            }
+            out["phase"] = self.phase
+            return out
+
+    def set_phase(self, phase: str) -> None:
+        """Count the calls from now on under ``phase`` (one of :data:`PHASES`)."""
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        with self._lock:
+            self.phase = phase
 
     def set_limit(self, role: str, limit: Limit | None) -> None:
         with self._lock:
@@ -177,25 +225,37 @@ class CountingProxy:
             counter.started += 1
             return None
 
-    def _record(self, role: str, status: int, body: bytes, seconds: float) -> None:
+    def _record(self, role: str, phase: str, status: int, body: bytes, seconds: float) -> None:
         with self._lock:
-            counter = self._counters[role]
-            entry: dict[str, Any] = {"role": role, "status": status, "seconds": round(seconds, 3), "t": time.time()}
+            by_phase = self._by_phase.setdefault(phase, {r: _Counter() for r in ROLES})[role]
+            by_phase.started += 1
+            entry: dict[str, Any] = {
+                "role": role,
+                "phase": phase,
+                "status": status,
+                "seconds": round(seconds, 3),
+                "t": time.time(),
+            }
+            prompt, completion, estimated = _usage_of(body) if status == 200 else (0, 0, False)
             if status == 200:
-                prompt, completion, estimated = _usage_of(body)
-                counter.values["calls"] += 1
-                counter.values["prompt_tokens"] += prompt
-                counter.values["completion_tokens"] += completion
-                counter.values["estimated"] += int(estimated)
                 entry.update(prompt_tokens=prompt, completion_tokens=completion)
-            else:
-                counter.values["failed"] += 1
-            counter.values["seconds"] += seconds
+            for counter in (self._counters[role], by_phase):
+                if status == 200:
+                    counter.values["calls"] += 1
+                    counter.values["prompt_tokens"] += prompt
+                    counter.values["completion_tokens"] += completion
+                    counter.values["estimated"] += int(estimated)
+                else:
+                    counter.values["failed"] += 1
+                counter.values["seconds"] += seconds
             self.log.append(entry)
 
-    def _cap(self, role: str, body: bytes) -> bytes:
+    def _cap(self, role: str, phase: str, body: bytes) -> bytes:
+        """The request with the role's ``max_tokens`` cap and the role's and phase's parameters set."""
         cap = self.caps.get(role)
-        if cap is None:
+        defaults = self.params.get(role, {})
+        forced = self.phase_params.get(phase, {}).get(role, {})
+        if cap is None and not defaults and not forced:
             return body
         try:
             data = json.loads(body)
@@ -203,10 +263,14 @@ class CountingProxy:
             return body
         if not isinstance(data, dict):
             return body
-        key = "max_completion_tokens" if "max_completion_tokens" in data else "max_tokens"
-        asked = data.get(key)
-        if not isinstance(asked, int) or asked > cap:
-            data[key] = cap
+        if cap is not None:
+            key = "max_completion_tokens" if "max_completion_tokens" in data else "max_tokens"
+            asked = data.get(key)
+            if not isinstance(asked, int) or asked > cap:
+                data[key] = cap
+        for key, value in defaults.items():
+            data.setdefault(key, value)
+        data.update(forced)
         return json.dumps(data).encode()
 
     def _handler(self, role: str) -> type[BaseHTTPRequestHandler]:
@@ -240,6 +304,14 @@ class CountingProxy:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if self.path == PHASE_PATH:
+                    try:
+                        proxy.set_phase(str(json.loads(body)["phase"]))
+                    except (ValueError, KeyError, TypeError) as exc:
+                        self._error(400, f'POST {PHASE_PATH} takes {{"phase": one of {PHASES}}}: {exc}', "invalid")
+                        return
+                    self._reply(200, json.dumps({"phase": proxy.phase}).encode())
+                    return
                 counted = self.path.rstrip("/").endswith("/completions")
                 if counted:
                     try:
@@ -257,10 +329,13 @@ class CountingProxy:
                     if reason:
                         self._error(400, reason, "budget_exhausted")
                         return
-                    body = proxy._cap(role, body)
-                self._forward(body, counted=counted)
+                    phase = proxy.phase
+                    body = proxy._cap(role, phase, body)
+                    self._forward(body, counted=True, phase=phase)
+                    return
+                self._forward(body, counted=False)
 
-            def _forward(self, body: bytes, *, counted: bool) -> None:
+            def _forward(self, body: bytes, *, counted: bool, phase: str = "train") -> None:
                 path = self.path
                 if not path.startswith(proxy._prefix):
                     path = proxy._prefix + path
@@ -270,8 +345,9 @@ class CountingProxy:
                     headers["Authorization"] = auth
                 started = time.perf_counter()
                 status, data, content_type = 502, b"", "application/json"
+                host, port = proxy._targets[role]
                 try:
-                    conn = http.client.HTTPConnection(proxy._host, proxy._port, timeout=proxy.timeout)
+                    conn = http.client.HTTPConnection(host, port, timeout=proxy.timeout)
                     try:
                         conn.request(self.command, path, body=body or None, headers=headers)
                         response = conn.getresponse()
@@ -282,7 +358,7 @@ class CountingProxy:
                 except OSError as exc:
                     data = json.dumps({"error": {"message": f"upstream unreachable: {exc}", "type": "proxy"}}).encode()
                 if counted:
-                    proxy._record(role, status, data, time.perf_counter() - started)
+                    proxy._record(role, phase, status, data, time.perf_counter() - started)
                 self._reply(status, data, content_type)
 
         return Handler
@@ -297,5 +373,21 @@ def fetch_usage(usage_url: str, timeout: float = 30.0) -> dict[str, Any]:
         response = conn.getresponse()
         data: dict[str, Any] = json.loads(response.read())
         return data
+    finally:
+        conn.close()
+
+
+def set_phase(usage_url: str, phase: str, timeout: float = 30.0) -> None:
+    """Tell a proxy in another process which phase its calls belong to from now on (``POST /_bench/phase``)."""
+    parsed = urllib.parse.urlsplit(usage_url)
+    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=timeout)
+    try:
+        conn.request(
+            "POST", PHASE_PATH, body=json.dumps({"phase": phase}), headers={"Content-Type": "application/json"}
+        )
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"the proxy refused phase {phase!r}: {body[:300]!r}")
     finally:
         conn.close()

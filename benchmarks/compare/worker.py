@@ -31,6 +31,8 @@ RUNNERS = {
     "dspy-copro": ("peer_dspy", "run_dspy"),
     "dspy-miprov2-light": ("peer_dspy", "run_dspy"),
     "dspy-bootstrap": ("peer_dspy", "run_dspy"),
+    "dspy-gepa": ("peer_dspy", "run_dspy"),
+    "dspy-cot": ("peer_dspy", "run_dspy"),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from feedprop.train.events import EventLog, read_events
+from feedprop.train.events import ITEM_OUTCOME_SCHEMA, EventLog, ItemOutcome, item_outcome, item_scores, read_events
 
 
 def test_events_append_and_survive_a_torn_line(tmp_path: Path) -> None:
@@ -28,3 +28,27 @@ def test_memory_only_log_keeps_events() -> None:
     log = EventLog(None)
     log.emit("x", a=1)
     assert log.events[0]["a"] == 1 and log.events[0]["event"] == "x"
+
+
+def test_item_outcomes_have_one_schema_and_round_trip_through_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    outcomes = [
+        item_outcome(12, 1, "The answer is 4.", feedback="Correct."),
+        item_outcome(40, 0.0, "", error="ExecutionError: the model timed out"),
+        item_outcome(41, 0.5, "x" * 1000),
+    ]
+    log.emit_items("test", outcomes, step=3)
+    log.close()
+    (event,) = read_events(path)
+    assert event["event"] == "items" and event["phase"] == "test" and event["step"] == 3
+    assert event["schema"] == ITEM_OUTCOME_SCHEMA
+    assert item_scores(event["items"]) == {12: 1.0, 40: 0.0, 41: 0.5}
+    assert event["items"][1] == {
+        "index": 40,
+        "score": 0.0,
+        "output": "",
+        "error": "ExecutionError: the model timed out",
+    }
+    assert len(event["items"][2]["output"]) <= 400 and " ... " in event["items"][2]["output"]
+    assert all(set(item) <= set(ItemOutcome.__annotations__) for item in event["items"])

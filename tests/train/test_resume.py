@@ -162,7 +162,8 @@ def test_run_directory_holds_report_plot_log_and_best_parameters(tmp_path: Path)
     assert result.plot_path is not None and result.plot_path.read_bytes()[:4] == b"\x89PNG"
     assert result.log_path is not None
     kinds = [e["event"] for e in read_events(result.log_path)]
-    assert kinds == ["start", "evaluate", "step", "step", "finish"]
+    # "items": the test pass's per-item outcomes, before and after training
+    assert kinds == ["start", "items", "evaluate", "step", "step", "items", "finish"]
     checkpoint = json.loads((tmp_path / "checkpoint.json").read_text())
     assert checkpoint["finished"] and checkpoint["step"] == 2 and len(checkpoint["rng"][1]) == 625
     assert checkpoint["parameters"] == {"suffix": "!"} and checkpoint["optimizer"] == result_optimizer_state(tmp_path)

@@ -18,6 +18,7 @@ from feedprop.module import Module
 from feedprop.node import Parameter
 from feedprop.optim import Hindsight, OptoPrime
 from feedprop.train import Budget, train
+from feedprop.train.events import item_scores
 
 
 def run(model: Any, opt: OptoPrime, train_set: Any, **kwargs: Any) -> Any:
@@ -353,3 +354,15 @@ def test_a_failing_guide_stops_training_with_the_best_state_in_place(tmp_path: P
     )
     assert [h["step"] for h in result.history] == [1, 2]
     assert model.suffix.data == "!" and not result.history[1]["accepted"]
+
+
+def test_the_test_passes_per_item_outcomes_are_in_the_event_log() -> None:
+    model = Suffix("?")
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    result = run(model, opt, data(4), val_set=data(3), test_set=data(2), batch_size=4)
+    passes = [e for e in result.events if e["event"] == "items"]
+    assert [(e["phase"], e["step"]) for e in passes] == [("test", 0), ("test", 1)]
+    before, after = passes[0]["items"], passes[1]["items"]
+    assert item_scores(before) == {0: 0.0, 1: 0.0} and item_scores(after) == {0: 1.0, 1: 1.0}
+    assert after[0]["output"] == "q0!" and after[0]["feedback"] == "Correct."
+    assert before[1]["feedback"] == "Wrong: expected 'q1!', got 'q1?'."

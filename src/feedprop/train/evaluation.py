@@ -398,11 +398,16 @@ class RunScorer:
 
     def scores(self, items: Sequence[Item], phase: str) -> list[float] | None:
         """Per-item scores in eval mode, counted as ``phase`` (``None`` without items); a test set ignores the time."""
+        outcomes = self.outcomes(items, phase)
+        return None if outcomes is None else [o.score for o in outcomes]
+
+    def outcomes(self, items: Sequence[Item], phase: str) -> list[Outcome] | None:
+        """Per-item outcomes in eval mode, counted as ``phase`` (``None`` without items)."""
         if not items:
             return None
         with self.meter.phase(phase):
             desc = "scoring test set" if phase == "test" else "scoring validation set"
-            return [o.score for o in self.run(items, check=phase != "test", desc=desc)]
+            return self.run(items, check=phase != "test", desc=desc)
 
 
 def evaluate(

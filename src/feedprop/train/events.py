@@ -4,6 +4,10 @@ Each event has ``event`` (its kind), ``time`` (Unix seconds) and fields of its o
 is append-only and survives crashes line by line; a resumed run appends a ``resume`` event and
 carries on in the same file, so events of a step that was cut short stay visible.
 
+Per-item outcomes (what one item of a scored set produced) have one schema, :class:`ItemOutcome`,
+made by :func:`item_outcome`, so a run viewer reads the same records from a training log
+(``items`` events, :meth:`EventLog.emit_items`) and from a benchmark's result files.
+
 Example:
     >>> import json, os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "events.jsonl")
@@ -20,10 +24,73 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NotRequired, TypedDict
 
-__all__ = ["EventLog", "read_events"]
+__all__ = ["ITEM_OUTCOME_SCHEMA", "EventLog", "ItemOutcome", "item_outcome", "item_scores", "read_events"]
+
+#: Name and version of the per-item outcome record.
+ITEM_OUTCOME_SCHEMA = "feedprop-item/1"
+
+
+class ItemOutcome(TypedDict):
+    """What one item of a scored set produced.
+
+    ``index`` identifies the item in its dataset (for a published split, its index there),
+    ``score`` is the guide's score, ``output`` the program's output as text (long ones elided in
+    the middle); ``feedback`` (the guide's text) and ``error`` (the workflow failed; it scored 0)
+    appear only when there is something to say.
+    """
+
+    index: int
+    score: float
+    output: str
+    feedback: NotRequired[str]
+    error: NotRequired[str]
+
+
+def _clip(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return text[:half] + " ... " + text[-half:]
+
+
+def item_outcome(
+    index: int,
+    score: float,
+    output: Any = "",
+    *,
+    feedback: str | None = None,
+    error: str | None = None,
+    limit: int = 400,
+) -> ItemOutcome:
+    """One :class:`ItemOutcome`; texts longer than ``limit`` characters keep their two ends.
+
+    Example:
+        >>> item_outcome(7, 1, "x" * 500, limit=11)
+        {'index': 7, 'score': 1.0, 'output': 'xxx ... xxx'}
+        >>> item_outcome(8, 0.0, error="TimeoutError: slow")["error"]
+        'TimeoutError: slow'
+    """
+    record = ItemOutcome(index=int(index), score=float(score), output=_clip(output, limit))
+    if feedback:
+        record["feedback"] = _clip(feedback, limit)
+    if error:
+        record["error"] = _clip(error, limit)
+    return record
+
+
+def item_scores(outcomes: Iterable[Mapping[str, Any]]) -> dict[int, float]:
+    """``index -> score`` of per-item outcomes (from a log's ``items`` event or a result file).
+
+    Example:
+        >>> item_scores([item_outcome(3, 1.0), item_outcome(5, 0.0)])
+        {3: 1.0, 5: 0.0}
+    """
+    return {int(o["index"]): float(o["score"]) for o in outcomes}
 
 
 class EventLog:
@@ -50,6 +117,17 @@ class EventLog:
                     self._fh.write("\n")
             self._fh.write(line + "\n")
             self._fh.flush()
+
+    def emit_items(self, phase: str, outcomes: Sequence[ItemOutcome], **fields: Any) -> None:
+        """Record the per-item outcomes of one scored set (an ``items`` event: ``phase``, ``items``).
+
+        Example:
+            >>> log = EventLog(None)
+            >>> log.emit_items("test", [item_outcome(0, 1.0, "4")], step=0)
+            >>> log.events[0]["event"], log.events[0]["schema"], log.events[0]["items"][0]["score"]
+            ('items', 'feedprop-item/1', 1.0)
+        """
+        self.emit("items", phase=phase, schema=ITEM_OUTCOME_SCHEMA, items=list(outcomes), **fields)
 
     def close(self) -> None:
         with self._lock:

@@ -55,7 +55,7 @@ from feedprop.train.checkpoint import RunDirectory, check_fingerprint, rng_from_
 from feedprop.train.config import TrainConfig
 from feedprop.train.data import Item, as_items, fingerprint_items
 from feedprop.train.evaluation import ItemExecutor, Outcome, RunScorer, resolve_executor
-from feedprop.train.events import EventLog
+from feedprop.train.events import EventLog, item_outcome
 from feedprop.train.result import TrainResult
 from feedprop.train.search import Member, make_strategy, mean, parameter_size, same_state
 
@@ -163,9 +163,22 @@ class _Run:
     # -- evaluation ----------------------------------------------------------------------
 
     def test_score(self) -> float | None:
-        """Mean score on the test set (``None`` without one), outside any budget."""
-        scores = self.scorer.scores(self.test_items, "test")
-        return None if scores is None else mean(scores)
+        """Mean score on the test set (``None`` without one), outside any budget; per-item outcomes to the log."""
+        outcomes = self.scorer.outcomes(self.test_items, "test")
+        if outcomes is None:
+            return None
+        records = [
+            item_outcome(
+                o.index,
+                o.score,
+                getattr(o.output, "data", o.output),
+                feedback=o.feedback.text,
+                error=str(o.error) if o.error is not None else None,
+            )
+            for o in outcomes
+        ]
+        self.log.emit_items("test", records, step=self.step)
+        return mean([o.score for o in outcomes])
 
     # -- what the search strategy uses (SearchRun) ------------------------------------------
 
