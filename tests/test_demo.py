@@ -60,6 +60,12 @@ def test_demo_trains_and_prints_a_readable_result(
     assert result.best_state["extract_answer"].strip() == FIXED_EXTRACTION.strip()
     out = capsys.readouterr().out
     assert "held-out test accuracy: 0.0% before -> 100.0% after" in out
+    assert "--- extract_answer (learned)" in out and "--- instruction (as it started)" in out
+    # the new extractor was screened on the minibatch's recorded replies: no model call for it
+    screening = result.run.phases[0].detail["screening"]
+    assert screening["saved"] >= config.batch_size
+    assert f"answered {screening['saved']} calls from the recorded runs" in out
+    assert "extract_answer" in result.run.phases[0].detail["changed"]
     assert (
         "report:" in out
         and result.report_path.exists()

@@ -39,8 +39,9 @@ stays the embedded one (its weights are what the ``w`` phase trains).
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,7 @@ class DemoResult:
     report_path: Path
     plot_path: Path | None
     parameters_path: Path
+    initial_state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -240,7 +242,7 @@ def _write_outputs(run: JointResult, initial: dict[str, Any], run_dir: Path, cfg
     parameters = run_dir / "parameters.json"
     write_json_atomic(parameters, run.best_state)
     plot = plot_phases(run, run_dir / "curve.png")
-    return DemoResult(run, report, plot, parameters)
+    return DemoResult(run, report, plot, parameters, initial)
 
 
 def _print_result(result: DemoResult, seconds: float) -> None:
@@ -251,12 +253,22 @@ def _print_result(result: DemoResult, seconds: float) -> None:
     print(f"validation accuracy:    {_percent(run.val_before)} before -> {_percent(run.val_after)} after")
     print(f"kept: {'the start' if run.best_phase == 0 else f'phase {run.best_phase}'}; stop: {run.stop_reason}")
     print(run.table())
+    for phase in run.phases:
+        screening = phase.detail.get("screening") or {}
+        if phase.kind == "p" and screening:
+            print(
+                f"phase {phase.label}: screening candidates on the minibatch answered {screening.get('saved', 0)} "
+                f"calls from the recorded runs and made {screening.get('calls', 0)}"
+            )
     print(f"LLM usage: {_usage_line(run.usage)}")
     print(f"wall time: {seconds / 60:.1f} min")
     print("learned parameters:")
     for name, value in run.best_state.items():
-        text = value if isinstance(value, str) else repr(value)
-        print(f"--- {name}\n{text.rstrip()}")
+        if name in result.initial_state and result.initial_state[name] == value:
+            print(f"--- {name} (as it started)")
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, indent=1, ensure_ascii=False)
+        print(f"--- {name} (learned)\n{text.rstrip()}")
     print(f"report: {result.report_path}")
     if result.plot_path is not None:
         print(f"plot: {result.plot_path}")

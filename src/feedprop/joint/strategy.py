@@ -272,7 +272,10 @@ def _fmt(score: float | None) -> str:
 def _notes(phase: PhaseResult) -> str:
     d = phase.detail
     if phase.kind == "p":
-        return f"{d.get('steps', 0)} steps, {d.get('accepted', 0)} accepted"
+        changed = d.get("changed") or []
+        return f"{d.get('steps', 0)} steps, {d.get('accepted', 0)} accepted" + (
+            f"; changed: {', '.join(changed)}" if changed else ""
+        )
     ft = d.get("finetune") or {}
     loss = ""
     if ft.get("first_loss") is not None:
@@ -562,7 +565,16 @@ class _JointRun:
             prompt_tokens=int(total.get("prompt_tokens", 0)),
             completion_tokens=int(total.get("completion_tokens", 0)),
             seconds=round(result.elapsed_seconds, 3),
-            detail={"steps": result.steps, "accepted": result.accepted, "stop_reason": result.stop_reason},
+            detail={
+                "steps": result.steps,
+                "accepted": result.accepted,
+                "stop_reason": result.stop_reason,
+                "changed": [n for n in result.best_state if result.best_state[n] != result.initial_state.get(n)],
+                "screening": {
+                    key: sum(int((h.get("screening") or {}).get(key, 0)) for h in result.history)
+                    for key in ("calls", "saved")
+                },
+            },
         )
 
     def weight_phase(self, index: int) -> PhaseResult:
