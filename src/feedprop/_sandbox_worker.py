@@ -341,10 +341,12 @@ def _failure(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "type": type_name, "message": message[:20_000], "frames": frames, "lineno": lineno}
 
 
-def _unavailable_name_error(exc: NameError, unavailable: dict[str, str]) -> None:
-    """Rewrite a NameError for a global that exists in the caller but could not cross."""
+def _unavailable_name_error(exc: NameError, unavailable: dict[str, str], withheld: dict[str, str]) -> None:
+    """Rewrite a NameError for a global that exists in the caller but could not cross, or was withheld."""
     name = getattr(exc, "name", None)
-    if isinstance(name, str) and name in unavailable:
+    if isinstance(name, str) and name in withheld:
+        exc.args = (withheld[name],)
+    elif isinstance(name, str) and name in unavailable:
         exc.args = (
             f"global {name!r} is not available inside the sandbox: {unavailable[name]}. Pass the value as an "
             "argument, or run trusted code with InProcessExecutor()",
@@ -355,23 +357,34 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
     """Define and call the function (this runs in the child, under its limits)."""
     flags = annotations_flag()
     namespace: dict[str, Any] = {"__name__": "__feedprop_sandbox__", "__builtins__": builtins}
+    # Helper functions the caller's code calls run here, with the globals they need; the code
+    # sees only its own namespace.
+    helper_namespace: dict[str, Any] = dict(namespace)
     unavailable: dict[str, str] = {}
-    functions: list[tuple[str, str, str]] = []
+    withheld: dict[str, str] = {}
+    functions: list[tuple[str, str, str, str]] = []
     for name, spec in request["globals"]:
+        where = spec.get("scope", "both")
+        targets = [ns for ns, w in ((namespace, "code"), (helper_namespace, "helpers")) if where in (w, "both")]
         if "value" in spec:
-            namespace[name] = decode(spec["value"])
+            value = decode(spec["value"])
+            for ns in targets:
+                ns[name] = value
         elif "module" in spec or "ref" in spec:
             module_name, _, qualname = (spec.get("module") or spec["ref"]).partition(":")
             try:
                 obj: Any = importlib.import_module(module_name)
                 for part in filter(None, qualname.split(".")):
                     obj = getattr(obj, part)
-                namespace[name] = obj
+                for ns in targets:
+                    ns[name] = obj
             except Exception as e:
                 what = spec.get("what", f"it comes from {module_name}")
                 unavailable[name] = f"{what}, and importing {module_name} there failed ({type(e).__name__}: {e})"
         elif "function" in spec:
-            functions.append((name, spec["def"], spec["function"]))
+            functions.append((name, spec["def"], spec["function"], where))
+        elif "withheld" in spec:
+            withheld[name] = str(spec["withheld"])
         else:
             unavailable[name] = spec.get("unavailable", "it cannot cross the boundary")
     args = decode(request["args"])
@@ -383,9 +396,13 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
     if request.get("audit", True):
         sys.addaudithook(_make_audit_hook(workdir, os.getpid()))
     try:
-        for name, def_name, source in functions:
-            exec(compile(source, f"<feedprop-global {name}>", "exec", flags, dont_inherit=True), namespace)
-            namespace[name] = namespace[def_name]
+        for name, def_name, source, where in functions:
+            exec(compile(source, f"<feedprop-global {name}>", "exec", flags, dont_inherit=True), helper_namespace)
+            defined = helper_namespace[def_name]
+            if where != "code":
+                helper_namespace[name] = defined
+            if where != "helpers":
+                namespace[name] = defined
         exec(compile(request["source"], CODE_FILENAME, "exec", flags, dont_inherit=True), namespace)
         fn = namespace.get(request["name"])
         if not callable(fn):
@@ -399,7 +416,7 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
         result = fn(*args, **kwargs)
     except BaseException as e:
         if isinstance(e, NameError):
-            _unavailable_name_error(e, unavailable)
+            _unavailable_name_error(e, unavailable, withheld)
         if isinstance(e, ModuleNotFoundError) and import_hint:
             e.msg = f"{e.msg}; {import_hint}"
         return _failure(e, limits)

@@ -12,6 +12,10 @@ compiling a string. An :class:`Executor` does that: it defines the function ``na
   crosses, but only for code you trust. Choose it explicitly with
   ``set_default_executor(InProcessExecutor())``.
 
+Code that an optimizer rewrote sees only what the user's original code used: :func:`withhold`
+narrows the caller's globals and ``self`` before any executor runs it, so a secret such as a
+module-level ``API_KEY`` or ``self.api_key`` that the original never read never reaches it.
+
 SECURITY.md says what the sandbox guarantees and what it does not.
 
 Example:
@@ -35,7 +39,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from feedprop._sandbox_boundary import prepare_call
+from feedprop._sandbox_boundary import Withheld, WithheldSelf, prepare_call, withhold
 from feedprop._sandbox_process import Worker, WorkerGone, WorkerTimeout
 from feedprop._sandbox_worker import CODE_FILENAME, code_frames, decode
 from feedprop.errors import ConfigurationError, InvalidInputError, SandboxError
@@ -46,8 +50,11 @@ __all__ = [
     "Executor",
     "InProcessExecutor",
     "SandboxExecutor",
+    "Withheld",
+    "WithheldSelf",
     "default_executor",
     "set_default_executor",
+    "withhold",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,7 +194,8 @@ class InProcessExecutor(Executor):
         kwargs: dict[str, Any],
         globals_: dict[str, Any],
     ) -> Any:
-        namespace: dict[str, Any] = dict(globals_)
+        namespace = {k: v for k, v in globals_.items() if not isinstance(v, Withheld)}
+        withheld = {k: v.reason for k, v in globals_.items() if isinstance(v, Withheld)}
         try:
             exec(compile(source, CODE_FILENAME, "exec"), namespace)
             fn = namespace[name]
@@ -196,11 +204,18 @@ class InProcessExecutor(Executor):
         except KeyError as e:
             raise CodeFailure("NameError", f"the code does not define a function named {name!r}") from e
         except Exception as e:
-            raise failure_from_exception(e, source) from e
+            raise _in_process_failure(e, source, withheld) from e
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            raise failure_from_exception(e, source) from e
+            raise _in_process_failure(e, source, withheld) from e
+
+
+def _in_process_failure(exc: Exception, source: str, withheld: dict[str, str]) -> CodeFailure:
+    name = getattr(exc, "name", None) if isinstance(exc, NameError) else None
+    if isinstance(name, str) and name in withheld:
+        exc.args = (withheld[name],)
+    return failure_from_exception(exc, source)
 
 
 Isolation = Literal["auto", "strict", "basic"]
