@@ -95,7 +95,13 @@ BLOCKED_EVENTS = {
     "ctypes.dlsym": "loading native code",
     "ctypes.cdata": "loading native code",
     "webbrowser.open": "starting programs",
+    # Walking every object of the interpreter is how code would find this hook and switch it off.
+    "gc.get_objects": "walking the interpreter's objects",
+    "gc.get_referrers": "walking the interpreter's objects",
+    "gc.get_referents": "walking the interpreter's objects",
 }
+#: Attributes whose replacement would rewrite a function the guard rail relies on.
+GUARDED_SETATTR = frozenset({"__code__", "__closure__", "__globals__", "__defaults__", "__kwdefaults__"})
 
 # Audited events that change the file system, with the positions of their path arguments.
 PATH_EVENTS = {
@@ -233,6 +239,7 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
     blocked = dict(BLOCKED_EVENTS)
     path_events = dict(PATH_EVENTS)
     blocked_imports = BLOCKED_IMPORTS
+    guarded_setattr = GUARDED_SETATTR
     realpath, join, fsdecode, getcwd = os.path.realpath, os.path.join, os.fsdecode, os.getcwd
     root = realpath(workdir)
     own = str(own_pid)
@@ -253,6 +260,13 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
                 f"{event} is blocked inside the feedprop sandbox (no {blocked[event]}): "
                 "trainable code must be a pure computation on its arguments"
             )
+        if event == "object.__setattr__":
+            if len(args) > 1 and args[1] in guarded_setattr:
+                raise deny(
+                    f"setting {args[1]} is blocked inside the feedprop sandbox (no rewriting functions at run time): "
+                    "trainable code must be a pure computation on its arguments"
+                )
+            return
         if event == "import":
             name = args[0] if args else ""
             if isinstance(name, str) and name.partition(".")[0] in blocked_imports:

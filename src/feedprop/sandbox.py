@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import builtins
-import logging
 import math
 import os
 import sys
@@ -35,6 +34,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,6 +50,7 @@ __all__ = [
     "Executor",
     "InProcessExecutor",
     "SandboxExecutor",
+    "SandboxWeakWarning",
     "Withheld",
     "WithheldSelf",
     "default_executor",
@@ -57,7 +58,6 @@ __all__ = [
     "withhold",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: Seconds the worker may take beyond the call's own timeout (e.g. importing a module the first time).
 REPLY_GRACE = 30.0
@@ -466,7 +466,7 @@ class _Pool:
                     ) from None
                 continue
             if errors:
-                logger.info("sandbox workers start without namespaces (%s); see SECURITY.md", errors[0])
+                _warn_basic_once(errors[0])
             self.mode = mode
             return worker
         raise SandboxError("could not start a sandbox worker: " + "; ".join(errors))
@@ -488,6 +488,34 @@ class _Pool:
             self.cond.notify_all()
         for worker in workers:
             worker.close()
+
+
+class SandboxWeakWarning(UserWarning):
+    """Trainable code runs with only resource limits and an audit hook (no namespaces); see SECURITY.md."""
+
+
+_warned_basic = False
+
+
+def _warn_basic_once(reason: str) -> None:
+    """Say loudly, once per process, that ``isolation='auto'`` fell back to the basic mode, and how to avoid it."""
+    global _warned_basic
+    with _default_lock:
+        if _warned_basic:
+            return
+        _warned_basic = True
+    warnings.warn(
+        "feedprop's sandbox runs LLM-written code WITHOUT operating-system isolation here: no PID, network or "
+        f"mount namespaces and no user id of its own ({reason}). Only resource limits and an in-interpreter "
+        "audit hook stand between that code and this process, its files and the network. To fix it: install "
+        "util-linux (for `unshare`) and allow unprivileged user namespaces (Linux: sysctl "
+        "user.max_user_namespaces=15000; Debian/Ubuntu also kernel.unprivileged_userns_clone=1 and, on "
+        "Ubuntu 24.04+, kernel.apparmor_restrict_unprivileged_userns=0), or run as root. "
+        "SandboxExecutor(isolation='strict') refuses to run without them; isolation='basic' accepts the basic "
+        "mode explicitly and silences this warning. See SECURITY.md.",
+        SandboxWeakWarning,
+        stacklevel=2,
+    )
 
 
 def _current_pid() -> int:
