@@ -175,7 +175,9 @@ def user_namespace_script(tmp_mb: int) -> tuple[str, list[str]] | None:
     home = os.path.realpath(os.path.expanduser("~"))
     lines = ["set -e", "ro=read_only_fs"]
     for point in _mount_points():
-        lines.append(f"mount -o remount,bind,ro {shlex.quote(point)} 2>/dev/null || ro=")
+        # /proc is replaced by the namespace's own (--mount-proc): what was mounted below it is gone.
+        fallback = "true" if point == "/proc" or point.startswith("/proc/") else "ro="
+        lines.append(f"mount -o remount,bind,ro {shlex.quote(point)} 2>/dev/null || {fallback}")
     covers: dict[str, str] = {}
     private = [d for d in PRIVATE_TMP_DIRS if os.path.isdir(d) and not os.path.islink(d)]
     private = [d for d in private if not any(p == d or d.startswith(p + "/") for p in needed)]

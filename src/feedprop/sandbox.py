@@ -8,6 +8,7 @@ compiling a string. An :class:`Executor` does that: it defines the function ``na
 * :class:`SandboxExecutor` (the default, see :func:`default_executor`) runs the code in a warm
   worker process with a wall-clock timeout, memory, CPU-time and process limits, no network, a
   scrubbed environment and a private working directory. Arguments and results cross as JSON.
+  The :class:`~feedprop.train.UnitTest` guide runs code under test through it too.
 * :class:`InProcessExecutor` runs the code inside this interpreter: fast, any Python object
   crosses, but only for code you trust. Choose it explicitly with
   ``set_default_executor(InProcessExecutor())``.
@@ -234,11 +235,14 @@ class SandboxExecutor(Executor):
       the working directory, no ``ctypes``; the environment holds no secrets (an allow-list).
 
     ``isolation`` picks how the workers start: ``"auto"`` uses fresh PID, network and mount
-    namespaces and a user id of its own where the machine allows it (Linux as root) and falls back
-    to the per-call limits and audit hook elsewhere; ``"strict"`` raises :class:`SandboxError`
-    instead of falling back; ``"basic"`` never uses namespaces. :meth:`protections` tells what is
-    in force. ``audit_hooks=False`` drops the in-interpreter guard and leaves only the operating
-    system's protections (for checking those on their own). Up to ``max_workers`` calls run at once.
+    namespaces where the machine allows it (on Linux: as root, with a user id of its own for the
+    code; otherwise inside an unprivileged user namespace, with every file system read-only and the
+    home directory hidden) and falls back to the per-call limits and audit hook elsewhere, with a
+    :class:`SandboxWeakWarning` once per process; ``"strict"`` raises :class:`SandboxError` instead
+    of falling back; ``"basic"`` never uses namespaces (an explicit choice: no warning).
+    :meth:`protections` tells what is in force. ``audit_hooks=False`` drops the in-interpreter
+    guard and leaves only the operating system's protections (for checking those on their own).
+    Up to ``max_workers`` calls run at once.
 
     Arguments, keyword arguments and results must be plain data (str, int, float, bool, None, list,
     tuple, dict with str keys). Globals the code reads cross as described in
@@ -461,8 +465,9 @@ class _Pool:
                 errors.append(str(e))
                 if self.isolation == "strict":
                     raise SandboxError(
-                        f"isolation='strict' needs PID, network and mount namespaces and a separate user id: {e}. "
-                        "Run as root on Linux with util-linux installed, or choose isolation='auto'"
+                        f"isolation='strict' needs PID, network and mount namespaces: {e}. Install util-linux "
+                        "(unshare, setpriv) and allow unprivileged user namespaces, or run as root on Linux; "
+                        "or choose isolation='auto'"
                     ) from None
                 continue
             if errors:
