@@ -93,8 +93,13 @@ def still_works(executor: SandboxExecutor) -> None:
 
 
 def sandbox_processes() -> list[int]:
-    """Host processes running as a sandbox user id (a contained call leaves none behind)."""
-    found = []
+    """This process's descendants running as a sandbox user id (a contained call leaves none behind).
+
+    Only ours count (other test runs on the same machine have sandbox workers of their own): a
+    descendant, or an orphan whose user id names one of our workers (``UID_BASE + worker pid``).
+    """
+    found: list[tuple[int, int]] = []
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -102,9 +107,21 @@ def sandbox_processes() -> list[int]:
             except OSError:
                 continue
             uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+            parents[int(entry)] = int(re.search(r"^PPid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
             if UID_BASE <= uid < UID_BASE + (1 << 23):
-                found.append(int(entry))
-    return found
+                found.append((int(entry), uid - UID_BASE))
+    me = os.getpid()
+    return [pid for pid, worker in found if _descends_from(pid, me, parents) or _descends_from(worker, me, parents)]
+
+
+def _descends_from(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+    seen = set()
+    while pid not in seen and pid > 1:
+        seen.add(pid)
+        pid = parents.get(pid, 0)
+        if pid == ancestor:
+            return True
+    return False
 
 
 def test_infinite_loop(ex: SandboxExecutor) -> None:
