@@ -370,6 +370,68 @@ def test_switching_off_the_audit_hook_through_gc_is_contained(ex: SandboxExecuto
     still_works(ex)
 
 
+HOOK_FRAME_AND_DESCRIPTORS = """
+import os, signal
+def attack(parent):
+    out = {"mutable": [], "hook_frame": False}
+    try:
+        os.kill(parent, 0)
+        out["probe"] = "allowed"
+    except PermissionError as e:  # refused by the hook: its frame is in this traceback
+        tb = e.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "hook":
+                out["hook_frame"] = True
+                for name, value in frame.f_locals.items():
+                    if isinstance(value, (dict, list, set)) or getattr(value, "__closure__", None):
+                        out["mutable"].append(name)
+                        if isinstance(value, (dict, list, set)):
+                            value.clear()
+            tb = tb.tb_next
+    except OSError as e:
+        out["probe"] = type(e).__name__
+    try:
+        os.kill(parent, signal.SIGUSR1)
+        out["signal"] = "sent"
+    except Exception as e:
+        out["signal"] = "refused: " + type(e).__name__
+    try:
+        top = os.open("/", os.O_RDONLY)
+        fd = os.open(f"proc/{parent}/environ", os.O_RDONLY, dir_fd=top)
+        out["dir_fd"] = os.read(fd, 4096).decode(errors="replace")
+    except Exception as e:
+        out["dir_fd"] = "refused: " + type(e).__name__
+    try:
+        with open(f"/proc/self/root/proc/{parent}/environ", "rb") as f:
+            out["proc_root"] = f.read(4096).decode(errors="replace")
+    except Exception as e:
+        out["proc_root"] = "refused: " + type(e).__name__
+    try:
+        signal.pidfd_send_signal(os.pidfd_open(parent), signal.SIGUSR1)
+        out["pidfd"] = "sent"
+    except Exception as e:
+        out["pidfd"] = "refused: " + type(e).__name__
+    return out
+"""
+
+
+def test_the_hooks_own_frame_descriptors_and_pidfds_lead_nowhere(ex: SandboxExecutor) -> None:
+    """Past the gc walk: the hook's frame (in a refused event's traceback), dir_fd, /proc/self/root, pidfds."""
+    received: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+    try:
+        out = run(ex, HOOK_FRAME_AND_DESCRIPTORS, os.getpid())
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert out["hook_frame"] or not ex.audit_hooks, out
+    assert out["mutable"] == [], out  # nothing the hook relies on can be changed from its frame
+    for key in ("signal", "dir_fd", "proc_root", "pidfd"):
+        assert out[key].startswith("refused"), (key, out[key])
+    assert received == []
+    still_works(ex)
+
+
 def _unprivileged_command(uid: int) -> list[str] | None:
     """``unshare --mount`` + ``setpriv`` to ``uid``, with this interpreter made reachable for that user."""
     tools = [shutil.which(t) for t in ("unshare", "setpriv", "sh", "mount")]

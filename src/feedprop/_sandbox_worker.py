@@ -34,6 +34,7 @@ import importlib
 import io
 import json
 import os
+import posix
 import select
 import shutil
 import signal
@@ -41,6 +42,7 @@ import stat
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -99,7 +101,12 @@ BLOCKED_EVENTS = {
     "gc.get_objects": "walking the interpreter's objects",
     "gc.get_referrers": "walking the interpreter's objects",
     "gc.get_referents": "walking the interpreter's objects",
+    # A link inside the working directory could point anywhere; paths are checked without resolving links.
+    "os.symlink": "creating links",
+    "os.link": "creating links",
 }
+#: Entries of /proc/<pid>/ that lead to other files or processes (magic links, descriptors, threads).
+PROC_MAGIC_LINKS = frozenset({"root", "cwd", "exe", "fd", "fdinfo", "map_files", "task", "ns"})
 #: Attributes whose replacement would rewrite a function the guard rail relies on.
 GUARDED_SETATTR = frozenset({"__code__", "__closure__", "__globals__", "__defaults__", "__kwdefaults__"})
 
@@ -234,25 +241,45 @@ class _SelfSnapshot:
         return "<self: read-only snapshot inside the feedprop sandbox>"
 
 
+#: Functions that reach other processes without raising an audit event, removed before the code runs.
+UNAUDITED = (
+    ("os", "pidfd_open"),
+    ("posix", "pidfd_open"),
+    ("signal", "pidfd_send_signal"),
+    ("_signal", "pidfd_send_signal"),
+)
+
+
+def _drop_unaudited_calls() -> None:
+    for module_name, attribute in UNAUDITED:
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        with contextlib.suppress(AttributeError):
+            delattr(module, attribute)
+
+
 def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ...]], None]:
-    """The child's guard rail. Everything it uses is bound now, so later monkeypatching cannot bend it."""
-    blocked = dict(BLOCKED_EVENTS)
-    path_events = dict(PATH_EVENTS)
+    """The child's guard rail.
+
+    Code can reach the hook's frame (through the traceback of an event it refused) and with it
+    everything the hook uses, so the hook uses only what code cannot change: immutable data
+    (strings, frozensets, read-only mappings) and functions written in C. No helper function, no
+    module-level Python function (whose module globals code could patch), no mutable dict.
+    Paths are resolved lexically; creating links is refused, and so is opening a directory
+    outside the working directory (whose descriptor could anchor ``dir_fd`` or ``/dev/fd`` paths).
+    """
+    blocked = types.MappingProxyType(dict(BLOCKED_EVENTS))
+    path_events = types.MappingProxyType(dict(PATH_EVENTS))
     blocked_imports = BLOCKED_IMPORTS
     guarded_setattr = GUARDED_SETATTR
-    realpath, join, fsdecode, getcwd = os.path.realpath, os.path.join, os.fsdecode, os.getcwd
-    root = realpath(workdir)
+    magic = PROC_MAGIC_LINKS
+    normpath = getattr(posix, "_path_normpath", None) or os.path.normpath  # C where the interpreter has it
+    getcwd, fspath, stat = posix.getcwd, posix.fspath, posix.stat
+    root = os.path.realpath(workdir)
+    root_slash = root + "/"
     own = str(own_pid)
     write_flags = WRITE_FLAGS
     deny = PermissionError
-
-    def resolve(path: Any) -> str | None:
-        if isinstance(path, int):
-            return None  # an already-open descriptor: opening it was checked when it was opened
-        return realpath(join(getcwd(), fsdecode(path)))
-
-    def inside(resolved: str) -> bool:
-        return resolved == root or resolved.startswith(root + "/") or resolved == "/dev/null"
+    directory_bits, directory_mask = 0o040000, 0o170000
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event in blocked:
@@ -274,26 +301,47 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
             return
         if event == "open":
             path, mode, flags = (*args, None, None, None)[:3]
-            resolved = resolve(path)
-            if resolved is None:
-                return
-            parts = resolved.split("/", 3)
-            if parts[1] == "proc" and len(parts) > 2 and parts[2].isdigit() and parts[2] != own:
-                raise deny(f"reading {resolved} is blocked inside the feedprop sandbox (another process's data)")
+            if isinstance(path, int) or path is None:
+                return  # an already-open descriptor: opening it was checked when it was opened
+            text = fspath(path)
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "surrogateescape")
+            resolved = normpath(text if text.startswith("/") else getcwd() + "/" + text)
+            parts = resolved.split("/", 4)
+            is_inside = resolved == root or resolved.startswith(root_slash) or resolved == "/dev/null"
+            if parts[1] == "proc" and len(parts) > 2:
+                other = parts[2].isdigit() and parts[2] != own
+                if other or (len(parts) > 3 and parts[3] in magic and parts[2] in ("self", "thread-self", own)):
+                    raise deny(f"reading {resolved} is blocked inside the feedprop sandbox (another process's data)")
+            if parts[1] == "dev" and len(parts) > 2 and parts[2] == "fd":
+                raise deny(f"opening {resolved} is blocked inside the feedprop sandbox (descriptor paths)")
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool(
                 isinstance(flags, int) and flags & write_flags
             )
-            if writing and not inside(resolved):
+            if writing and not is_inside:
                 raise deny(
                     f"writing {resolved} is blocked inside the feedprop sandbox: "
                     "the code may write only inside its working directory"
                 )
+            if not is_inside:
+                try:
+                    is_directory = stat(resolved).st_mode & directory_mask == directory_bits
+                except OSError:
+                    is_directory = False
+                if is_directory:
+                    raise deny(
+                        f"opening the directory {resolved} is blocked inside the feedprop sandbox: "
+                        "the code may open directories only inside its working directory"
+                    )
             return
         if event in path_events:
             for i in path_events[event]:
-                if i < len(args) and args[i] is not None:
-                    resolved = resolve(args[i])
-                    if resolved is not None and not inside(resolved):
+                if i < len(args) and args[i] is not None and not isinstance(args[i], int):
+                    text = fspath(args[i])
+                    if isinstance(text, bytes):
+                        text = text.decode("utf-8", "surrogateescape")
+                    resolved = normpath(text if text.startswith("/") else getcwd() + "/" + text)
+                    if not (resolved == root or resolved.startswith(root_slash)):
                         raise deny(
                             f"{event} on {resolved} is blocked inside the feedprop sandbox: "
                             "the code may change files only inside its working directory"
@@ -408,6 +456,7 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
         args[self_spec["index"]] = _SelfSnapshot(decode(self_spec["attrs"]), self_spec["missing"])
     limits = request["limits"]
     if request.get("audit", True):
+        _drop_unaudited_calls()
         sys.addaudithook(_make_audit_hook(workdir, os.getpid()))
     try:
         for name, def_name, source, where in functions:
