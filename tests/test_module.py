@@ -306,3 +306,34 @@ def test_export_marks_learned_code_and_says_it_runs_unsandboxed(tmp_path: Path) 
 def test_export_without_rewritten_code_has_no_warning() -> None:
     source = export_source(Solver())
     assert "LEARNED CODE" not in source and "WARNING" not in source
+
+
+@bundle(trainable=True)
+def polish(text: str) -> str:
+    return text.strip()
+
+
+class Polisher(Module):
+    def forward(self, text: str) -> Any:
+        return polish(text)
+
+
+def test_export_marks_a_rewritten_module_level_function(tmp_path: Path) -> None:
+    assert polish.parameter is not None
+    original = polish.parameter.data
+    try:
+        assert "LEARNED CODE" not in export_source(Polisher())
+        polish.parameter.data = "def polish(text: str) -> str:\n    return text.strip().upper()\n"
+        path = Polisher().export(tmp_path / "polisher.py")
+        source = path.read_text()
+        assert "is in: polish." in source.split('"""', 2)[1]
+        lines = source.splitlines()
+        at = lines.index("def polish(text: str) -> str:")
+        assert lines[at - 2].startswith("# LEARNED CODE") and "unsandboxed" in lines[at - 1]
+        spec = importlib.util.spec_from_file_location("polisher_export", path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        assert mod.Polisher()(" hi ") == "HI"
+    finally:
+        polish.parameter.data = original
