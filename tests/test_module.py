@@ -287,3 +287,53 @@ def test_export_inlines_learned_demos(tmp_path: Path) -> None:
         assert mod.FewShot()("3+3?") == "Answer with a number. / 1+1? / 2 / 3+3?"
     finally:
         set_default(None)
+
+
+def test_export_marks_learned_code_and_says_it_runs_unsandboxed(tmp_path: Path) -> None:
+    m = _learned_plain()
+    source = m.export(tmp_path / "marked_model.py").read_text()
+    docstring = source.split('"""', 2)[1]
+    assert "WARNING: LEARNED CODE, source that an optimizer (a language model) wrote, is in: Plain.scale." in docstring
+    assert "runs unsandboxed" in docstring
+    lines = source.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("def scale("))
+    assert lines[at - 2].strip().startswith("# LEARNED CODE: written by an optimizer")
+    assert "runs unsandboxed" in lines[at - 1]
+    assert sum("# LEARNED CODE" in line for line in lines) == 1  # only the rewritten method is marked
+    assert Module.export.__doc__ is not None and "runs unsandboxed" in Module.export.__doc__
+
+
+def test_export_without_rewritten_code_has_no_warning() -> None:
+    source = export_source(Solver())
+    assert "LEARNED CODE" not in source and "WARNING" not in source
+
+
+@bundle(trainable=True)
+def polish(text: str) -> str:
+    return text.strip()
+
+
+class Polisher(Module):
+    def forward(self, text: str) -> Any:
+        return polish(text)
+
+
+def test_export_marks_a_rewritten_module_level_function(tmp_path: Path) -> None:
+    assert polish.parameter is not None
+    original = polish.parameter.data
+    try:
+        assert "LEARNED CODE" not in export_source(Polisher())
+        polish.parameter.data = "def polish(text: str) -> str:\n    return text.strip().upper()\n"
+        path = Polisher().export(tmp_path / "polisher.py")
+        source = path.read_text()
+        assert "is in: polish." in source.split('"""', 2)[1]
+        lines = source.splitlines()
+        at = lines.index("def polish(text: str) -> str:")
+        assert lines[at - 2].startswith("# LEARNED CODE") and "unsandboxed" in lines[at - 1]
+        spec = importlib.util.spec_from_file_location("polisher_export", path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        assert mod.Polisher()(" hi ") == "HI"
+    finally:
+        polish.parameter.data = original

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from math import sqrt
@@ -448,3 +449,39 @@ def test_failure_without_memory_for_its_frames_still_reports_the_code(monkeypatc
     assert report["type"] == "MemoryError" and report["message"] == "exceeded the 64 MB memory limit"
     assert report["frames"] == [] and report["lineno"] is None
     assert exc.__traceback__ is None  # dropped, so that the code's frames give their memory back
+
+
+def test_falling_back_to_the_basic_mode_warns_once_and_says_how_to_fix_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no unshare, setpriv or mount to be found
+    monkeypatch.setattr(sandbox, "_warned_basic", False)
+    with pytest.warns(sandbox.SandboxWeakWarning) as caught:
+        with SandboxExecutor(timeout=2.0, max_workers=1) as first:
+            assert "pid_namespace" not in first.protections()
+        with SandboxExecutor(timeout=2.0, max_workers=1) as second:
+            second.protections()
+    assert len(caught) == 1  # once per process
+    text = str(caught[0].message)
+    assert "WITHOUT operating-system isolation" in text and "unshare" in text
+    assert "unprivileged user namespaces" in text and "isolation='strict'" in text
+    monkeypatch.setattr(sandbox, "_warned_basic", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit choice of the basic mode is not warned about
+        with SandboxExecutor(timeout=2.0, max_workers=1, isolation="basic") as chosen:
+            assert run(chosen, "def f(x):\n    return x + 1\n", 1) == 2
+    strict = SandboxExecutor(timeout=2.0, max_workers=1, isolation="strict")
+    with pytest.raises(SandboxError, match="isolation='strict'"):
+        strict.protections()
+    strict.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="user namespaces are a Linux feature")
+def test_the_user_namespace_plan_makes_everything_read_only_and_hides_home() -> None:
+    from feedprop._sandbox_process import user_namespace_script
+
+    plan = user_namespace_script(64)
+    assert plan is not None
+    script, private = plan
+    assert "mount -o remount,bind,ro / " in script + " " and "/tmp" in private
+    assert "user_namespace" in script and "read_only_fs" in script

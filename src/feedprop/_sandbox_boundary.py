@@ -12,6 +12,13 @@ turns the caller's side into the request's parts:
   ``from collections import Counter``) by reference, closure-free functions of the caller's own
   code by source. Anything else stays behind and is reported, with the reason, if the code
   actually uses it (a ``NameError`` naming the global).
+
+Code an optimizer wrote sees less than the user's own code (:func:`withhold`): only the globals
+and the ``self`` attributes that the *original* source mentions. A global the new code mentions
+that the original did not is sent as a :class:`Withheld` marker, never its value, and using it
+raises a ``NameError`` that states the rule; ``self`` becomes a :class:`WithheldSelf` view that
+answers only the attributes the original read. Globals that the user's helper functions need
+cross so the helpers can run, but only the helpers see them (they run in a namespace of their own).
 """
 
 from __future__ import annotations
@@ -87,6 +94,96 @@ def _self_usage(tree: ast.Module, name: str) -> tuple[str | None, tuple[str, ...
     return param, tuple(sorted(attrs))
 
 
+class Withheld:
+    """Stands in, among the globals handed to an executor, for a caller global the code may not see.
+
+    ``reason`` is the message its ``NameError`` carries. It never holds the global's value.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return "<withheld global>"
+
+
+def withheld_message(name: str, function: str, allowed: frozenset[str] | tuple[str, ...], what: str) -> str:
+    listed = ", ".join(sorted(allowed)) or "none"
+    return (
+        f"{what} {name!r} is withheld from rewritten code: code that an optimizer wrote may use only the "
+        f"{'attributes of self' if what.startswith('self') else 'globals'} that the original code of {function!r} "
+        f"used ({listed}), builtins, and modules it imports itself. Pass the value in as an argument, or use "
+        f"it in the original code"
+    )
+
+
+class WithheldSelf:
+    """``self`` as rewritten code sees it: only the attributes the original code read (get and set).
+
+    Reading any other attribute raises ``AttributeError`` stating the rule, never the value.
+    """
+
+    __slots__ = ("_feedprop_allowed", "_feedprop_function", "_feedprop_target")
+
+    def __init__(self, target: Any, allowed: tuple[str, ...], function: str) -> None:
+        object.__setattr__(self, "_feedprop_target", target)
+        object.__setattr__(self, "_feedprop_allowed", frozenset(allowed))
+        object.__setattr__(self, "_feedprop_function", function)
+
+    def _feedprop_check(self, attr: str) -> Any:
+        """The wrapped object, if ``attr`` is one the original code read; else ``AttributeError``."""
+        allowed: frozenset[str] = object.__getattribute__(self, "_feedprop_allowed")
+        if attr not in allowed:
+            function = object.__getattribute__(self, "_feedprop_function")
+            raise AttributeError(withheld_message(attr, function, allowed, "self attribute"))
+        return object.__getattribute__(self, "_feedprop_target")
+
+    def __getattribute__(self, attr: str) -> Any:  # every read, the view's own slots included
+        return getattr(WithheldSelf._feedprop_check(self, attr), attr)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        setattr(WithheldSelf._feedprop_check(self, attr), attr, value)
+
+    def __repr__(self) -> str:
+        return "<self, limited to the attributes the original code read>"
+
+
+def withhold(
+    original: str, current: str, name: str, globals_: dict[str, Any], args: tuple[Any, ...]
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """What code rewritten from ``original`` may see of the caller: ``(globals, args)`` for the executor.
+
+    Unchanged when ``current`` is ``original`` (the user's own code runs as written). Otherwise the
+    globals keep only the names ``original`` mentions; names only ``current`` mentions that the
+    caller has become :class:`Withheld`; a ``self`` first argument becomes :class:`WithheldSelf`.
+    Raises ``SyntaxError`` if ``original`` does not parse; a ``current`` that does not parse keeps
+    only the original's globals (the executor reports the syntax error).
+
+    Example:
+        >>> original = "def f(x):\\n    return x * SCALE\\n"
+        >>> rewritten = "def f(x):\\n    return API_KEY\\n"
+        >>> seen, _ = withhold(original, rewritten, "f", {"SCALE": 2, "API_KEY": "sk-1"}, (1,))
+        >>> sorted(seen), "sk-1" in repr(seen)
+        (['API_KEY', 'SCALE'], False)
+    """
+    if current == original:
+        return globals_, args
+    before = source_info(original, name)
+    visible = {k: v for k, v in globals_.items() if k in before.names}
+    try:
+        after = source_info(current, name)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return visible, args
+    for extra in sorted(after.names - before.names):
+        if extra in globals_ and extra != "__builtins__":
+            visible[extra] = Withheld(withheld_message(extra, name, before.names & globals_.keys(), "global"))
+    if args and after.self_param is not None and before.self_param is not None:
+        args = (WithheldSelf(args[0], before.self_attrs, name), *args[1:])
+    return visible, args
+
+
 @dataclass
 class PreparedCall:
     """The request's parts for one call."""
@@ -129,10 +226,17 @@ def _snapshot(obj: Any, attrs: tuple[str, ...]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     missing: dict[str, str] = {}
     for attr in attrs:
+        target = obj
+        if type(obj) is WithheldSelf:
+            try:
+                target = WithheldSelf._feedprop_check(obj, attr)
+            except AttributeError as e:
+                missing[attr] = str(e)
+                continue
         try:
-            value = getattr(obj, attr)
+            value = getattr(target, attr)
         except AttributeError:
-            missing[attr] = f"{type(obj).__qualname__} has no attribute {attr!r} here"
+            missing[attr] = f"{type(target).__qualname__} has no attribute {attr!r} here"
             continue
         except Exception as e:
             missing[attr] = f"reading it raised {type(e).__name__}: {e}"
@@ -151,33 +255,50 @@ def _snapshot(obj: Any, attrs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _globals(names: frozenset[str], globals_: dict[str, Any], modules: set[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Specs for the globals the code mentions; helper functions pull in the globals they mention."""
-    specs: dict[str, dict[str, Any]] = {}
-    origin: dict[str, int] = {}
-    pending = [(n, globals_) for n in sorted(names, reverse=True)]
+    """Specs for the globals the code mentions; helper functions pull in the globals they mention.
+
+    Each spec says where the worker puts it (``"scope"``): in the code's namespace (``"code"``),
+    in the namespace the helper functions run in (``"helpers"``), or in both. The code never sees
+    what only the helpers need.
+    """
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    origin: dict[tuple[str, str], int] = {}
+    pending = [(n, globals_, "code") for n in sorted(names, reverse=True)]
     helpers = 0
     while pending:
-        name, scope = pending.pop()
+        name, scope, where = pending.pop()
         if name == "__builtins__" or name not in scope:
             continue
-        obj = scope[name]
-        if name in specs:
-            if origin[name] != id(obj):
-                specs[name] = {"unavailable": "two functions sent to the sandbox need different globals of this name"}
+        obj, key = scope[name], (name, where)
+        if key in specs:
+            if origin[key] != id(obj):
+                specs[key] = {"unavailable": "two functions sent to the sandbox need different globals of this name"}
             continue
-        spec, more = _classify(obj, modules)
+        other = (name, "helpers" if where == "code" else "code")
+        if other in specs and origin[other] == id(obj):
+            spec, more = specs[other], None  # the same object: sent once, placed in both namespaces
+        else:
+            spec, more = _classify(obj, modules)
         if more is not None:
             helpers += 1
             if helpers > MAX_HELPERS:
                 spec, more = {"unavailable": f"more than {MAX_HELPERS} helper functions would have to cross"}, None
-        specs[name], origin[name] = spec, id(obj)
+        specs[key], origin[key] = spec, id(obj)
         if more is not None:
-            pending.extend((n, more[1]) for n in sorted(more[0], reverse=True))
-    return list(specs.items())
+            pending.extend((n, more[1], "helpers") for n in sorted(more[0], reverse=True))
+    crossing: list[tuple[str, dict[str, Any]]] = []
+    for (name, where), spec in specs.items():
+        if where == "helpers" and specs.get((name, "code")) is spec:
+            continue  # already placed in both by the code's entry
+        both = where == "code" and specs.get((name, "helpers")) is spec
+        crossing.append((name, {**spec, "scope": "both" if both else where}))
+    return crossing
 
 
 def _classify(obj: Any, modules: set[str]) -> tuple[dict[str, Any], tuple[set[str], dict[str, Any]] | None]:
     """How ``obj`` crosses, and for a function sent as source: the names it mentions and its globals."""
+    if isinstance(obj, Withheld):
+        return {"withheld": obj.reason}, None
     if isinstance(obj, types.ModuleType):
         if obj.__name__ == "__main__" or sys.modules.get(obj.__name__) is not obj:
             return {"unavailable": f"it is the module {obj.__name__!r}, which the sandbox cannot import"}, None

@@ -34,6 +34,7 @@ import importlib
 import io
 import json
 import os
+import posix
 import select
 import shutil
 import signal
@@ -41,6 +42,7 @@ import stat
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -95,7 +97,18 @@ BLOCKED_EVENTS = {
     "ctypes.dlsym": "loading native code",
     "ctypes.cdata": "loading native code",
     "webbrowser.open": "starting programs",
+    # Walking every object of the interpreter is how code would find this hook and switch it off.
+    "gc.get_objects": "walking the interpreter's objects",
+    "gc.get_referrers": "walking the interpreter's objects",
+    "gc.get_referents": "walking the interpreter's objects",
+    # A link inside the working directory could point anywhere; paths are checked without resolving links.
+    "os.symlink": "creating links",
+    "os.link": "creating links",
 }
+#: Entries of /proc/<pid>/ that lead to other files or processes (magic links, descriptors, threads).
+PROC_MAGIC_LINKS = frozenset({"root", "cwd", "exe", "fd", "fdinfo", "map_files", "task", "ns"})
+#: Attributes whose replacement would rewrite a function the guard rail relies on.
+GUARDED_SETATTR = frozenset({"__code__", "__closure__", "__globals__", "__defaults__", "__kwdefaults__"})
 
 # Audited events that change the file system, with the positions of their path arguments.
 PATH_EVENTS = {
@@ -228,24 +241,45 @@ class _SelfSnapshot:
         return "<self: read-only snapshot inside the feedprop sandbox>"
 
 
+#: Functions that reach other processes without raising an audit event, removed before the code runs.
+UNAUDITED = (
+    ("os", "pidfd_open"),
+    ("posix", "pidfd_open"),
+    ("signal", "pidfd_send_signal"),
+    ("_signal", "pidfd_send_signal"),
+)
+
+
+def _drop_unaudited_calls() -> None:
+    for module_name, attribute in UNAUDITED:
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        with contextlib.suppress(AttributeError):
+            delattr(module, attribute)
+
+
 def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ...]], None]:
-    """The child's guard rail. Everything it uses is bound now, so later monkeypatching cannot bend it."""
-    blocked = dict(BLOCKED_EVENTS)
-    path_events = dict(PATH_EVENTS)
+    """The child's guard rail.
+
+    Code can reach the hook's frame (through the traceback of an event it refused) and with it
+    everything the hook uses, so the hook uses only what code cannot change: immutable data
+    (strings, frozensets, read-only mappings) and functions written in C. No helper function, no
+    module-level Python function (whose module globals code could patch), no mutable dict.
+    Paths are resolved lexically; creating links is refused, and so is opening a directory
+    outside the working directory (whose descriptor could anchor ``dir_fd`` or ``/dev/fd`` paths).
+    """
+    blocked = types.MappingProxyType(dict(BLOCKED_EVENTS))
+    path_events = types.MappingProxyType(dict(PATH_EVENTS))
     blocked_imports = BLOCKED_IMPORTS
-    realpath, join, fsdecode, getcwd = os.path.realpath, os.path.join, os.fsdecode, os.getcwd
-    root = realpath(workdir)
+    guarded_setattr = GUARDED_SETATTR
+    magic = PROC_MAGIC_LINKS
+    normpath = getattr(posix, "_path_normpath", None) or os.path.normpath  # C where the interpreter has it
+    getcwd, fspath, stat = posix.getcwd, posix.fspath, posix.stat
+    root = os.path.realpath(workdir)
+    root_slash = root + "/"
     own = str(own_pid)
     write_flags = WRITE_FLAGS
     deny = PermissionError
-
-    def resolve(path: Any) -> str | None:
-        if isinstance(path, int):
-            return None  # an already-open descriptor: opening it was checked when it was opened
-        return realpath(join(getcwd(), fsdecode(path)))
-
-    def inside(resolved: str) -> bool:
-        return resolved == root or resolved.startswith(root + "/") or resolved == "/dev/null"
+    directory_bits, directory_mask = 0o040000, 0o170000
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event in blocked:
@@ -253,6 +287,13 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
                 f"{event} is blocked inside the feedprop sandbox (no {blocked[event]}): "
                 "trainable code must be a pure computation on its arguments"
             )
+        if event == "object.__setattr__":
+            if len(args) > 1 and args[1] in guarded_setattr:
+                raise deny(
+                    f"setting {args[1]} is blocked inside the feedprop sandbox (no rewriting functions at run time): "
+                    "trainable code must be a pure computation on its arguments"
+                )
+            return
         if event == "import":
             name = args[0] if args else ""
             if isinstance(name, str) and name.partition(".")[0] in blocked_imports:
@@ -260,26 +301,47 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
             return
         if event == "open":
             path, mode, flags = (*args, None, None, None)[:3]
-            resolved = resolve(path)
-            if resolved is None:
-                return
-            parts = resolved.split("/", 3)
-            if parts[1] == "proc" and len(parts) > 2 and parts[2].isdigit() and parts[2] != own:
-                raise deny(f"reading {resolved} is blocked inside the feedprop sandbox (another process's data)")
+            if isinstance(path, int) or path is None:
+                return  # an already-open descriptor: opening it was checked when it was opened
+            text = fspath(path)
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "surrogateescape")
+            resolved = normpath(text if text.startswith("/") else getcwd() + "/" + text)
+            parts = resolved.split("/", 4)
+            is_inside = resolved == root or resolved.startswith(root_slash) or resolved == "/dev/null"
+            if parts[1] == "proc" and len(parts) > 2:
+                other = parts[2].isdigit() and parts[2] != own
+                if other or (len(parts) > 3 and parts[3] in magic and parts[2] in ("self", "thread-self", own)):
+                    raise deny(f"reading {resolved} is blocked inside the feedprop sandbox (another process's data)")
+            if parts[1] == "dev" and len(parts) > 2 and parts[2] == "fd":
+                raise deny(f"opening {resolved} is blocked inside the feedprop sandbox (descriptor paths)")
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool(
                 isinstance(flags, int) and flags & write_flags
             )
-            if writing and not inside(resolved):
+            if writing and not is_inside:
                 raise deny(
                     f"writing {resolved} is blocked inside the feedprop sandbox: "
                     "the code may write only inside its working directory"
                 )
+            if not is_inside:
+                try:
+                    is_directory = stat(resolved).st_mode & directory_mask == directory_bits
+                except OSError:
+                    is_directory = False
+                if is_directory:
+                    raise deny(
+                        f"opening the directory {resolved} is blocked inside the feedprop sandbox: "
+                        "the code may open directories only inside its working directory"
+                    )
             return
         if event in path_events:
             for i in path_events[event]:
-                if i < len(args) and args[i] is not None:
-                    resolved = resolve(args[i])
-                    if resolved is not None and not inside(resolved):
+                if i < len(args) and args[i] is not None and not isinstance(args[i], int):
+                    text = fspath(args[i])
+                    if isinstance(text, bytes):
+                        text = text.decode("utf-8", "surrogateescape")
+                    resolved = normpath(text if text.startswith("/") else getcwd() + "/" + text)
+                    if not (resolved == root or resolved.startswith(root_slash)):
                         raise deny(
                             f"{event} on {resolved} is blocked inside the feedprop sandbox: "
                             "the code may change files only inside its working directory"
@@ -341,10 +403,12 @@ def _failure(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "type": type_name, "message": message[:20_000], "frames": frames, "lineno": lineno}
 
 
-def _unavailable_name_error(exc: NameError, unavailable: dict[str, str]) -> None:
-    """Rewrite a NameError for a global that exists in the caller but could not cross."""
+def _unavailable_name_error(exc: NameError, unavailable: dict[str, str], withheld: dict[str, str]) -> None:
+    """Rewrite a NameError for a global that exists in the caller but could not cross, or was withheld."""
     name = getattr(exc, "name", None)
-    if isinstance(name, str) and name in unavailable:
+    if isinstance(name, str) and name in withheld:
+        exc.args = (withheld[name],)
+    elif isinstance(name, str) and name in unavailable:
         exc.args = (
             f"global {name!r} is not available inside the sandbox: {unavailable[name]}. Pass the value as an "
             "argument, or run trusted code with InProcessExecutor()",
@@ -355,23 +419,34 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
     """Define and call the function (this runs in the child, under its limits)."""
     flags = annotations_flag()
     namespace: dict[str, Any] = {"__name__": "__feedprop_sandbox__", "__builtins__": builtins}
+    # Helper functions the caller's code calls run here, with the globals they need; the code
+    # sees only its own namespace.
+    helper_namespace: dict[str, Any] = dict(namespace)
     unavailable: dict[str, str] = {}
-    functions: list[tuple[str, str, str]] = []
+    withheld: dict[str, str] = {}
+    functions: list[tuple[str, str, str, str]] = []
     for name, spec in request["globals"]:
+        where = spec.get("scope", "both")
+        targets = [ns for ns, w in ((namespace, "code"), (helper_namespace, "helpers")) if where in (w, "both")]
         if "value" in spec:
-            namespace[name] = decode(spec["value"])
+            value = decode(spec["value"])
+            for ns in targets:
+                ns[name] = value
         elif "module" in spec or "ref" in spec:
             module_name, _, qualname = (spec.get("module") or spec["ref"]).partition(":")
             try:
                 obj: Any = importlib.import_module(module_name)
                 for part in filter(None, qualname.split(".")):
                     obj = getattr(obj, part)
-                namespace[name] = obj
+                for ns in targets:
+                    ns[name] = obj
             except Exception as e:
                 what = spec.get("what", f"it comes from {module_name}")
                 unavailable[name] = f"{what}, and importing {module_name} there failed ({type(e).__name__}: {e})"
         elif "function" in spec:
-            functions.append((name, spec["def"], spec["function"]))
+            functions.append((name, spec["def"], spec["function"], where))
+        elif "withheld" in spec:
+            withheld[name] = str(spec["withheld"])
         else:
             unavailable[name] = spec.get("unavailable", "it cannot cross the boundary")
     args = decode(request["args"])
@@ -381,11 +456,16 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
         args[self_spec["index"]] = _SelfSnapshot(decode(self_spec["attrs"]), self_spec["missing"])
     limits = request["limits"]
     if request.get("audit", True):
+        _drop_unaudited_calls()
         sys.addaudithook(_make_audit_hook(workdir, os.getpid()))
     try:
-        for name, def_name, source in functions:
-            exec(compile(source, f"<feedprop-global {name}>", "exec", flags, dont_inherit=True), namespace)
-            namespace[name] = namespace[def_name]
+        for name, def_name, source, where in functions:
+            exec(compile(source, f"<feedprop-global {name}>", "exec", flags, dont_inherit=True), helper_namespace)
+            defined = helper_namespace[def_name]
+            if where != "code":
+                helper_namespace[name] = defined
+            if where != "helpers":
+                namespace[name] = defined
         exec(compile(request["source"], CODE_FILENAME, "exec", flags, dont_inherit=True), namespace)
         fn = namespace.get(request["name"])
         if not callable(fn):
@@ -399,7 +479,7 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
         result = fn(*args, **kwargs)
     except BaseException as e:
         if isinstance(e, NameError):
-            _unavailable_name_error(e, unavailable)
+            _unavailable_name_error(e, unavailable, withheld)
         if isinstance(e, ModuleNotFoundError) and import_hint:
             e.msg = f"{e.msg}; {import_hint}"
         return _failure(e, limits)

@@ -8,7 +8,9 @@ in which case the node becomes a parent too.
 
 ``trainable=True`` makes the function's source a code :class:`~feedprop.node.Parameter` (one per
 instance for methods). The code runs through an :class:`~feedprop.sandbox.Executor`, so an
-optimizer's rewrite takes effect on the next call. When the code raises, the error becomes an
+optimizer's rewrite takes effect on the next call. Rewritten code sees only the globals and
+``self`` attributes that the original function used (:func:`feedprop.sandbox.withhold`): a
+secret the original never read is never handed to code an optimizer wrote. When the code raises, the error becomes an
 :class:`~feedprop.node.ExceptionNode` (its traceback mapped onto the code's lines) and is raised as
 :class:`~feedprop.errors.ExecutionError`, ready for ``e.node.backward(...)``.
 
@@ -35,7 +37,7 @@ from typing import Any, overload
 
 from feedprop.errors import ExecutionError, FeedpropError, GraphError, HiddenDependencyError, InvalidInputError
 from feedprop.node import ExceptionNode, MessageNode, Node, Op, Parameter
-from feedprop.sandbox import CODE_FILENAME, CodeFailure, Executor, default_executor
+from feedprop.sandbox import CODE_FILENAME, CodeFailure, Executor, default_executor, withhold
 from feedprop.tracing import no_trace, recording_reads
 
 __all__ = ["BoundBundle", "Bundle", "bundle", "function_source"]
@@ -220,7 +222,10 @@ class Bundle(Op):
         globals_ = dict(self.fn.__globals__)  # type: ignore[union-attr]
         closure = inspect.getclosurevars(self.fn).nonlocals  # type: ignore[arg-type]
         globals_.update(closure)
-        return executor.run(code._data, self.fn.__name__, args, kwargs, globals_)  # type: ignore[union-attr]
+        name = self.fn.__name__  # type: ignore[union-attr]
+        # Rewritten code sees only the globals and self attributes the original code used.
+        globals_, args = withhold(self.source, code._data, name, globals_, args)
+        return executor.run(code._data, name, args, kwargs, globals_)
 
     def _fail(
         self,

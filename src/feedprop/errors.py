@@ -27,7 +27,8 @@ Errors caused by a bad argument also subclass the matching built-in (``TypeError
     ├── SuggestionError (ValueError)           a proposed value is invalid for its parameter
     ├── StateDictError (KeyError)              load_state_dict met missing or unexpected keys
     ├── CheckpointError                        a checkpoint cannot be written or read
-    └── BudgetExhausted                        a training budget ran out (the trainer stops cleanly)
+    ├── BudgetExhausted                        a training budget ran out (the trainer stops cleanly)
+    └── UnattributedCallError (RuntimeError)   an LLM call no usage meter can be charged with
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "StateDictError",
     "SuggestionError",
     "TransientLLMError",
+    "UnattributedCallError",
 ]
 
 
@@ -182,3 +184,9 @@ class CheckpointError(FeedpropError):
 
 class BudgetExhausted(FeedpropError):
     """A training budget (calls, tokens or seconds) ran out."""
+
+
+class UnattributedCallError(FeedpropError, RuntimeError):
+    """An LLM call was made where no usage meter can be charged with it (a thread that
+    :mod:`threading` did not start) while a meter or budget is active; the message says how to
+    carry the meters over."""

@@ -213,6 +213,12 @@ class Module:
         The file defines the same class without the feedprop base class or decorators; when the
         model uses only plain Python (no ``ops.llm_call`` and the like) it runs without feedprop.
         Values are plain in the exported class, so ``x.data`` becomes ``x``.
+
+        **Learned code runs unsandboxed there.** Code an optimizer rewrote ran in the sandbox
+        during training; in the exported file it is ordinary Python that runs with your
+        permissions, with no time or memory limits, as soon as it is called. The file says so in
+        its docstring and marks each rewritten function with a ``LEARNED CODE`` comment; review
+        those functions before importing the file.
         """
         target = Path(path)
         _atomic_write(target, export_source(self))
@@ -369,15 +375,52 @@ def export_source(module: Module) -> str:
                 continue
         else:
             stmt = rewriter.transform(stmt)
+            if isinstance(stmt, ast.FunctionDef) and stmt.name in rewriter.rewritten:
+                body.append(_learned_mark())
         body.append(stmt)
     root_def = next(s for s in body if isinstance(s, ast.ClassDef) and s.name == root.__name__)
     _set_learned_values(root_def, module)
     future = [s for s in tree.body if isinstance(s, ast.ImportFrom) and s.module == "__future__"]
-    doc = ast.Expr(ast.Constant(f"{root.__name__}, exported with its learned parameters as plain Python."))
-    out = ast.Module(body=[doc, *future, *body], type_ignores=[])
-    source = ast.unparse(ast.fix_missing_locations(out)) + "\n"
+    text = f"{root.__name__}, exported with its learned parameters as plain Python."
+    if rewriter.rewritten:
+        learned = ", ".join(sorted(set(rewriter.rewritten)))
+        text += (
+            f"\n\nWARNING: LEARNED CODE, source that an optimizer (a language model) wrote, is in: {learned}.\n"
+            "During training it ran in a sandbox; here it runs unsandboxed, with your permissions and no\n"
+            "time or memory limits, as soon as it is called. Review each function marked LEARNED CODE\n"
+            "before you import or run this file.\n"
+        )
+    out = ast.Module(body=[ast.Expr(ast.Constant(text)), *future, *body], type_ignores=[])
+    source = _mark_learned(ast.unparse(ast.fix_missing_locations(out)) + "\n")
     compile(source, f"<export of {root.__name__}>", "exec")  # fail here, not in the user's hands
     return source
+
+
+_LEARNED_MARK = "__exported_learned_code_mark__"
+_LEARNED_COMMENT = (
+    "# LEARNED CODE: written by an optimizer (a language model), not by a person. It ran in a sandbox\n"
+    "# during training; here it runs unsandboxed, with your permissions. Review it before use.\n"
+)
+
+
+def _learned_mark() -> ast.stmt:
+    """A placeholder statement put before a rewritten function; :func:`_mark_learned` turns it into a comment."""
+    return ast.Expr(ast.Name(_LEARNED_MARK, ast.Load()))
+
+
+def _mark_learned(source: str) -> str:
+    lines: list[str] = []
+    pending = False
+    for line in source.splitlines(keepends=True):
+        if line.strip() == _LEARNED_MARK:
+            pending = True  # the comment goes right above the def line, after any blank lines
+            continue
+        if pending and line.strip():
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.extend(indent + comment for comment in _LEARNED_COMMENT.splitlines(keepends=True))
+            pending = False
+        lines.append(line)
+    return "".join(lines)
 
 
 def _bound_names(stmt: ast.stmt) -> list[str]:
@@ -426,6 +469,7 @@ class _Exporter:
     def __init__(self, pymod: Any, learned_code: dict[tuple[type, str], str]) -> None:
         self.pymod = pymod
         self.learned_code = learned_code
+        self.rewritten: list[str] = []  # functions whose code an optimizer changed, as Class.method or name
 
     def transform(self, stmt: ast.stmt) -> ast.stmt:
         stmt = copy.deepcopy(stmt)
@@ -434,6 +478,8 @@ class _Exporter:
             self._class(stmt, runtime)
         elif isinstance(stmt, ast.FunctionDef) and isinstance(runtime, Bundle):
             stmt = self._function(stmt, runtime)
+            if runtime.parameter is not None and runtime.parameter._data != runtime.source:
+                self.rewritten.append(getattr(stmt, "name", runtime.name))
         return _Plain(self._from_feedprop).visit(stmt)  # type: ignore[no-any-return]
 
     def _from_feedprop(self, name: str) -> bool:
@@ -462,6 +508,10 @@ class _Exporter:
                     defs = [s for s in ast.parse(learned).body if isinstance(s, ast.FunctionDef)]
                     if defs:
                         item = defs[0]
+                    original = vars(cls).get(item.name)
+                    if isinstance(original, Bundle) and learned != original.source:
+                        self.rewritten.append(f"{cls.__name__}.{item.name}")
+                        new_body.append(_learned_mark())
                 item.decorator_list = [d for d in item.decorator_list if not _is_bundle(d)]
             new_body.append(item)
         defines = {s.name for s in new_body if isinstance(s, ast.FunctionDef)}

@@ -8,9 +8,14 @@ compiling a string. An :class:`Executor` does that: it defines the function ``na
 * :class:`SandboxExecutor` (the default, see :func:`default_executor`) runs the code in a warm
   worker process with a wall-clock timeout, memory, CPU-time and process limits, no network, a
   scrubbed environment and a private working directory. Arguments and results cross as JSON.
+  The :class:`~feedprop.train.UnitTest` guide runs code under test through it too.
 * :class:`InProcessExecutor` runs the code inside this interpreter: fast, any Python object
   crosses, but only for code you trust. Choose it explicitly with
   ``set_default_executor(InProcessExecutor())``.
+
+Code that an optimizer rewrote sees only what the user's original code used: :func:`withhold`
+narrows the caller's globals and ``self`` before any executor runs it, so a secret such as a
+module-level ``API_KEY`` or ``self.api_key`` that the original never read never reaches it.
 
 SECURITY.md says what the sandbox guarantees and what it does not.
 
@@ -23,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import builtins
-import logging
 import math
 import os
 import sys
@@ -31,11 +35,12 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from feedprop._sandbox_boundary import prepare_call
+from feedprop._sandbox_boundary import Withheld, WithheldSelf, prepare_call, withhold
 from feedprop._sandbox_process import Worker, WorkerGone, WorkerTimeout
 from feedprop._sandbox_worker import CODE_FILENAME, code_frames, decode
 from feedprop.errors import ConfigurationError, InvalidInputError, SandboxError
@@ -46,11 +51,14 @@ __all__ = [
     "Executor",
     "InProcessExecutor",
     "SandboxExecutor",
+    "SandboxWeakWarning",
+    "Withheld",
+    "WithheldSelf",
     "default_executor",
     "set_default_executor",
+    "withhold",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: Seconds the worker may take beyond the call's own timeout (e.g. importing a module the first time).
 REPLY_GRACE = 30.0
@@ -187,7 +195,8 @@ class InProcessExecutor(Executor):
         kwargs: dict[str, Any],
         globals_: dict[str, Any],
     ) -> Any:
-        namespace: dict[str, Any] = dict(globals_)
+        namespace = {k: v for k, v in globals_.items() if not isinstance(v, Withheld)}
+        withheld = {k: v.reason for k, v in globals_.items() if isinstance(v, Withheld)}
         try:
             exec(compile(source, CODE_FILENAME, "exec"), namespace)
             fn = namespace[name]
@@ -196,11 +205,18 @@ class InProcessExecutor(Executor):
         except KeyError as e:
             raise CodeFailure("NameError", f"the code does not define a function named {name!r}") from e
         except Exception as e:
-            raise failure_from_exception(e, source) from e
+            raise _in_process_failure(e, source, withheld) from e
         try:
             return fn(*args, **kwargs)
         except Exception as e:
-            raise failure_from_exception(e, source) from e
+            raise _in_process_failure(e, source, withheld) from e
+
+
+def _in_process_failure(exc: Exception, source: str, withheld: dict[str, str]) -> CodeFailure:
+    name = getattr(exc, "name", None) if isinstance(exc, NameError) else None
+    if isinstance(name, str) and name in withheld:
+        exc.args = (withheld[name],)
+    return failure_from_exception(exc, source)
 
 
 Isolation = Literal["auto", "strict", "basic"]
@@ -219,11 +235,14 @@ class SandboxExecutor(Executor):
       the working directory, no ``ctypes``; the environment holds no secrets (an allow-list).
 
     ``isolation`` picks how the workers start: ``"auto"`` uses fresh PID, network and mount
-    namespaces and a user id of its own where the machine allows it (Linux as root) and falls back
-    to the per-call limits and audit hook elsewhere; ``"strict"`` raises :class:`SandboxError`
-    instead of falling back; ``"basic"`` never uses namespaces. :meth:`protections` tells what is
-    in force. ``audit_hooks=False`` drops the in-interpreter guard and leaves only the operating
-    system's protections (for checking those on their own). Up to ``max_workers`` calls run at once.
+    namespaces where the machine allows it (on Linux: as root, with a user id of its own for the
+    code; otherwise inside an unprivileged user namespace, with every file system read-only and the
+    home directory hidden) and falls back to the per-call limits and audit hook elsewhere, with a
+    :class:`SandboxWeakWarning` once per process; ``"strict"`` raises :class:`SandboxError` instead
+    of falling back; ``"basic"`` never uses namespaces (an explicit choice: no warning).
+    :meth:`protections` tells what is in force. ``audit_hooks=False`` drops the in-interpreter
+    guard and leaves only the operating system's protections (for checking those on their own).
+    Up to ``max_workers`` calls run at once.
 
     Arguments, keyword arguments and results must be plain data (str, int, float, bool, None, list,
     tuple, dict with str keys). Globals the code reads cross as described in
@@ -446,12 +465,13 @@ class _Pool:
                 errors.append(str(e))
                 if self.isolation == "strict":
                     raise SandboxError(
-                        f"isolation='strict' needs PID, network and mount namespaces and a separate user id: {e}. "
-                        "Run as root on Linux with util-linux installed, or choose isolation='auto'"
+                        f"isolation='strict' needs PID, network and mount namespaces: {e}. Install util-linux "
+                        "(unshare, setpriv) and allow unprivileged user namespaces, or run as root on Linux; "
+                        "or choose isolation='auto'"
                     ) from None
                 continue
             if errors:
-                logger.info("sandbox workers start without namespaces (%s); see SECURITY.md", errors[0])
+                _warn_basic_once(errors[0])
             self.mode = mode
             return worker
         raise SandboxError("could not start a sandbox worker: " + "; ".join(errors))
@@ -473,6 +493,34 @@ class _Pool:
             self.cond.notify_all()
         for worker in workers:
             worker.close()
+
+
+class SandboxWeakWarning(UserWarning):
+    """Trainable code runs with only resource limits and an audit hook (no namespaces); see SECURITY.md."""
+
+
+_warned_basic = False
+
+
+def _warn_basic_once(reason: str) -> None:
+    """Say loudly, once per process, that ``isolation='auto'`` fell back to the basic mode, and how to avoid it."""
+    global _warned_basic
+    with _default_lock:
+        if _warned_basic:
+            return
+        _warned_basic = True
+    warnings.warn(
+        "feedprop's sandbox runs LLM-written code WITHOUT operating-system isolation here: no PID, network or "
+        f"mount namespaces and no user id of its own ({reason}). Only resource limits and an in-interpreter "
+        "audit hook stand between that code and this process, its files and the network. To fix it: install "
+        "util-linux (for `unshare`) and allow unprivileged user namespaces (Linux: sysctl "
+        "user.max_user_namespaces=15000; Debian/Ubuntu also kernel.unprivileged_userns_clone=1 and, on "
+        "Ubuntu 24.04+, kernel.apparmor_restrict_unprivileged_userns=0), or run as root. "
+        "SandboxExecutor(isolation='strict') refuses to run without them; isolation='basic' accepts the basic "
+        "mode explicitly and silences this warning. See SECURITY.md.",
+        SandboxWeakWarning,
+        stacklevel=2,
+    )
 
 
 def _current_pid() -> int:

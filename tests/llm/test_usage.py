@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 import threading
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from feedprop.errors import BudgetExhausted, ConfigurationError, TransientLLMError
+from feedprop.errors import BudgetExhausted, ConfigurationError, TransientLLMError, UnattributedCallError
 from feedprop.llm import (
     ContextThreadPoolExecutor,
     MockLLM,
@@ -68,22 +69,208 @@ def test_usage_accounting_is_exact_across_16_threads() -> None:
     assert usage.completion_tokens == estimate_tokens("reply " * 3) * calls
 
 
-def test_plain_threads_do_not_see_the_meter_but_copied_contexts_do() -> None:
+def test_plain_threads_started_inside_the_block_are_counted() -> None:
     llm = MockLLM("x")
     with track_usage() as usage:
-        raw = threading.Thread(target=llm.complete, args=(ASK,))
-        raw.start()
-        raw.join()
-        assert usage.calls == 0  # a raw thread starts with an empty context (documented)
+        threads = [threading.Thread(target=llm.complete, args=(ASK,)) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert usage.calls == 16 == len(llm.calls)
+    assert usage.prompt_tokens == 7 * 16
+
+
+def test_a_thread_subclass_and_a_timer_are_counted() -> None:
+    llm = MockLLM("x")
+
+    class Worker(threading.Thread):
+        def run(self) -> None:
+            llm.complete(ASK)
+
+    with track_usage() as usage:
+        worker, timer = Worker(), threading.Timer(0.001, llm.complete, args=(ASK,))
+        worker.start()
+        timer.start()
+        worker.join()
+        timer.join()
+    assert usage.calls == 2
+
+
+def test_nested_threads_and_nested_scopes_all_count() -> None:
+    llm = MockLLM("x")
+
+    def spawn_one() -> None:
+        with track_usage() as own:
+            inner = threading.Thread(target=llm.complete, args=(ASK,))
+            inner.start()
+            inner.join()
+        seen.append(own.calls)
+
+    seen: list[int] = []
+    with track_usage() as outer:
+        t = threading.Thread(target=spawn_one)
+        t.start()
+        t.join()
+    assert outer.calls == 1 and seen == [1]
+
+
+def test_thread_pool_tasks_are_counted_even_in_a_pool_started_before_the_block() -> None:
+    llm = MockLLM("x")
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: None, range(8)))  # the worker threads exist before any meter
+        with track_usage() as usage:
+            assert all(f.result().text == "x" for f in [pool.submit(llm.complete, ASK) for _ in range(12)])
+        after = pool.submit(llm.complete, ASK).result()  # outside the block: charged to nobody
+    assert after.text == "x"
+    assert usage.calls == 12 and len(llm.calls) == 13
+
+
+def test_a_pool_started_inside_a_block_does_not_charge_later_tasks_to_it() -> None:
+    llm = MockLLM("x")
+    with ThreadPoolExecutor(2) as pool:
+        with track_usage() as first:
+            pool.submit(llm.complete, ASK).result()  # starts a worker thread inside `first`
+        with track_usage() as second:
+            pool.submit(llm.complete, ASK).result()
+            pool.submit(llm.complete, ASK).result()
+        pool.submit(llm.complete, ASK).result()
+    assert (first.calls, second.calls) == (1, 2)
+
+
+def test_asyncio_to_thread_is_counted() -> None:
+    llm = MockLLM("x")
+
+    async def main() -> UsageMeter:
+        with track_usage() as usage:
+            await asyncio.gather(*(asyncio.to_thread(llm.complete, ASK) for _ in range(6)))
+        return usage
+
+    assert asyncio.run(main()).calls == 6
+
+
+def test_copied_contexts_and_thread_map_still_count() -> None:
+    llm = MockLLM("x")
+    with track_usage() as usage:
         ctx = contextvars.copy_context()
         copied = threading.Thread(target=ctx.run, args=(llm.complete, ASK))
         copied.start()
         copied.join()
-        with ThreadPoolExecutor(2) as plain:
-            plain.submit(llm.complete, ASK).result()
-        assert usage.calls == 1
         assert thread_map(lambda _: llm.complete(ASK).text, range(5), max_workers=3) == ["x"] * 5
     assert usage.calls == 6
+
+
+@pytest.mark.parametrize("mechanism", ["thread", "pool", "to_thread"])
+def test_two_concurrent_runs_each_count_only_their_own_calls(mechanism: str) -> None:
+    llm = MockLLM("x", latency=0.001)
+    counts: dict[str, int] = {}
+    both_open = threading.Barrier(2)
+
+    def fan_out(n: int) -> None:
+        if mechanism == "thread":
+            threads = [threading.Thread(target=llm.complete, args=(ASK,)) for _ in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        elif mechanism == "pool":
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda _: llm.complete(ASK), range(n)))
+        else:
+
+            async def go() -> None:
+                await asyncio.gather(*(asyncio.to_thread(llm.complete, ASK) for _ in range(n)))
+
+            asyncio.run(go())
+
+    def run(name: str, n: int) -> None:
+        with track_usage() as usage:
+            both_open.wait()
+            fan_out(n)
+            both_open.wait()  # neither block closes before both have finished their calls
+        counts[name] = usage.calls
+
+    runs = [threading.Thread(target=run, args=("a", 7)), threading.Thread(target=run, args=("b", 11))]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    assert counts == {"a": 7, "b": 11}
+
+
+@pytest.mark.parametrize("mechanism", ["thread", "pool", "to_thread"])
+def test_a_budget_holds_in_threads_started_inside_it(mechanism: str) -> None:
+    llm = MockLLM("x")
+    refused: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            llm.complete(ASK)
+        except BudgetExhausted as e:
+            refused.append(e)
+
+    with track_usage(max_calls=5) as usage:
+        if mechanism == "thread":
+            threads = [threading.Thread(target=call) for _ in range(12)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        elif mechanism == "pool":
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda _: call(), range(12)))
+        else:
+
+            async def go() -> None:
+                await asyncio.gather(*(asyncio.to_thread(call) for _ in range(12)))
+
+            asyncio.run(go())
+    assert usage.calls == 5 == len(llm.calls)
+    assert len(refused) == 7
+
+
+def test_a_thread_started_outside_every_block_counts_nowhere_and_is_not_refused() -> None:
+    llm = MockLLM("x")
+    go, done = threading.Event(), threading.Event()
+
+    def unrelated() -> None:
+        go.wait()
+        llm.complete(ASK)
+        done.set()
+
+    t = threading.Thread(target=unrelated)
+    t.start()
+    with track_usage() as usage:
+        go.set()
+        done.wait(5)
+    t.join()
+    assert usage.calls == 0 and len(llm.calls) == 1
+
+
+def test_a_call_from_a_thread_threading_did_not_start_is_refused_while_a_meter_is_open() -> None:
+    llm = MockLLM("x")
+    outcome: list[BaseException | str] = []
+    finished = threading.Event()
+
+    def raw(ctx: contextvars.Context | None) -> None:
+        try:
+            outcome.append((ctx.run(llm.complete, ASK) if ctx else llm.complete(ASK)).text)
+        except BaseException as e:
+            outcome.append(e)
+        finished.set()
+
+    with track_usage() as usage:
+        _thread.start_new_thread(raw, (None,))
+        assert finished.wait(5)
+        finished.clear()
+        _thread.start_new_thread(raw, (contextvars.copy_context(),))  # the documented way to carry meters
+        assert finished.wait(5)
+    assert isinstance(outcome[0], UnattributedCallError)
+    assert "contextvars.copy_context()" in str(outcome[0]) and "threading.Thread" in str(outcome[0])
+    assert outcome[1] == "x" and usage.calls == 1
+    finished.clear()
+    _thread.start_new_thread(raw, (None,))  # no meter open anywhere: nothing to protect
+    assert finished.wait(5) and outcome[2] == "x"
 
 
 def test_asyncio_tasks_inherit_the_meter() -> None:

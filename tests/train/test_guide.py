@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
 from typing import Any, ClassVar
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import LocalModel, MockLLM, set_default
 from feedprop.node import Feedback, Node
+from feedprop.sandbox import InProcessExecutor
 from feedprop.train.guide import (
     ExactMatch,
     Guide,
@@ -465,3 +468,38 @@ def test_llm_judge_with_the_embedded_model(monkeypatch: pytest.MonkeyPatch) -> N
     assert "judge_error" not in right.extras and "judge_error" not in wrong.extras
     assert right.score is not None and wrong.score is not None
     assert right.score >= 0.7 > 0.3 >= wrong.score, (right, wrong)
+
+
+def test_unit_test_code_runs_in_the_sandbox_and_cannot_reach_this_process() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        code = (
+            "import os, signal, socket\n"
+            "def total(xs):\n"
+            f"    socket.create_connection(('127.0.0.1', {port}), timeout=0.5)\n"
+            "    return sum(xs)\n"
+        )
+        fb = UnitTest(timeout=5)(code, HUMANEVAL_STYLE)
+        listener.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    assert fb.score == 0.0 and ("network" in fb.text or "unreachable" in fb.text), fb.text
+    killer = f"import os, signal\ndef total(xs):\n    os.kill({os.getpid()}, signal.SIGTERM)\n    return sum(xs)\n"
+    fb = UnitTest(timeout=5)(killer, HUMANEVAL_STYLE)
+    assert fb.score == 0.0 and "blocked inside the feedprop sandbox" in fb.text
+
+
+def test_unit_test_uses_the_executor_it_is_given() -> None:
+    class Recording(InProcessExecutor):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def run(self, source: str, name: str, args: Any, kwargs: Any, globals_: Any) -> Any:
+            self.names.append(name)
+            return super().run(source, name, args, kwargs, globals_)
+
+    executor = Recording()
+    assert UnitTest(executor=executor)("def total(xs):\n    return sum(xs)\n", HUMANEVAL_STYLE).score == 1.0
+    assert executor.names == ["_feedprop_unit_tests"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +368,50 @@ def test_the_test_passes_per_item_outcomes_are_in_the_event_log() -> None:
     assert item_scores(before) == {0: 0.0, 1: 0.0} and item_scores(after) == {0: 1.0, 1: 1.0}
     assert after[0]["output"] == "q0!" and after[0]["feedback"] == "Correct."
     assert before[1]["feedback"] == "Wrong: expected 'q1!', got 'q1?'."
+
+
+class ThreadedSuffix(Suffix):
+    """Suffix whose model call runs in a thread the workflow starts itself (standard library only)."""
+
+    def __init__(self, suffix: str, llm: MockLLM, how: str) -> None:
+        super().__init__(suffix, llm=llm)
+        self.how = how
+
+    def forward(self, x: str) -> Any:
+        assert self.llm is not None
+        llm = self.llm
+
+        def ask() -> str:
+            return llm.complete([{"role": "user", "content": x}]).text
+
+        if self.how == "pool":
+            with ThreadPoolExecutor(1) as pool:
+                return pool.submit(ask).result() + self.suffix
+        outcome: list[Any] = []
+        worker = threading.Thread(target=lambda: outcome.append(_capture(ask)))
+        worker.start()
+        worker.join()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0] + self.suffix
+
+
+def _capture(fn: Callable[[], str]) -> str | BaseException:
+    try:
+        return fn()
+    except BaseException as e:
+        return e
+
+
+@pytest.mark.parametrize("how", ["thread", "pool"])
+def test_calls_from_threads_the_workflow_starts_count_against_the_budget(how: str) -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
+    model = ThreadedSuffix("?", workflow, how)
+    choices = [suggest(suffix=s) for s in ("!", ".", "?!", "!!")]
+    opt_llm = scripted_llm(choices * 10)
+    opt = OptoPrime(model.parameters(), llm=opt_llm)
+    result = run(model, opt, data(20), val_set=data(3), batch_size=2, budget=Budget(calls=17))
+    assert result.usage["total"]["calls"] == 17 == len(workflow.calls) + len(opt_llm.calls)
+    assert result.usage["evaluation"]["calls"] == len(workflow.calls) > 0
+    assert result.stop_reason.startswith("budget: calls")
+    assert len(result.history) == 2

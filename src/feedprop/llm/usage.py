@@ -2,11 +2,31 @@
 
 A :class:`UsageMeter` counts calls, cache hits, replayed answers, tokens and seconds.
 ``track_usage()`` makes one active for the code inside its ``with`` block: every LLM call made
-in that context — by any :class:`~feedprop.llm.LLM`, the mock included — adds to every active
-meter, so nested scopes all count. Active meters live in a :mod:`contextvars` variable, which
-asyncio tasks inherit automatically. Raw threads do **not** inherit it: run work through
-:class:`ContextThreadPoolExecutor` or :func:`thread_map` (or ``contextvars.copy_context().run``)
-so calls made in worker threads are counted.
+in that block — by any :class:`~feedprop.llm.LLM`, the mock included — adds to every active
+meter, so nested scopes all count.
+
+Which calls belong to a block (the mechanism):
+
+* The active meters live in a :mod:`contextvars` variable. The block's own thread sees them, and
+  so does every asyncio task it creates (tasks copy the context), ``asyncio.to_thread`` included.
+* A thread started inside the block inherits the meters active where it was *started*. The first
+  ``track_usage()`` of the process wraps :meth:`threading.Thread.start` (and so every
+  ``Thread``, ``Timer`` and subclass): a thread started while meters are active runs its
+  ``run()`` with exactly those meters; a thread started with none runs untouched. Plain threads
+  do not copy contexts, so this is the only way a meter can follow them; no meter was ever active
+  before the wrapper is installed, so threads started earlier rightly count nowhere.
+* A task submitted to any :class:`~concurrent.futures.ThreadPoolExecutor` runs with the meters
+  of the code that *submitted* it (the first ``track_usage()`` wraps ``submit`` too), not those
+  of whoever happened to start the pool's worker thread, so a pool shared by two concurrent runs
+  charges each task to its own run.
+* A call made in a thread that :mod:`threading` did not start (``_thread.start_new_thread``, a
+  thread of a native library) cannot be attributed. If meters are open anywhere in the process,
+  such a call raises :class:`~feedprop.errors.UnattributedCallError` instead of going uncounted;
+  the message says how to carry the meters over (``contextvars.copy_context().run``).
+
+So two runs in two threads each count only their own calls, and a meter is never silently
+skipped. A thread that outlives the block it was started in keeps counting into that block's
+meter (and its limits keep applying); join threads before leaving the block to read final counts.
 
 A meter may carry limits. Once ``max_calls`` calls have started, or ``max_tokens`` tokens have
 been used, the next call raises :class:`~feedprop.errors.BudgetExhausted` *before* it starts.
@@ -14,12 +34,15 @@ The call limit is exact even under concurrency (a call reserves its slot atomica
 limit stops new calls once the count reaches it (calls already running may finish above it).
 
 Example:
+    >>> import threading
     >>> from feedprop.llm import MockLLM, track_usage
     >>> llm = MockLLM(["yes", "no"])
-    >>> with track_usage(max_calls=1) as usage:
+    >>> with track_usage(max_calls=2) as usage:
     ...     _ = llm.complete([{"role": "user", "content": "ok?"}])
+    ...     worker = threading.Thread(target=llm.complete, args=([{"role": "user", "content": "and?"}],))
+    ...     worker.start(); worker.join()
     >>> usage.calls
-    1
+    2
 """
 
 from __future__ import annotations
@@ -31,7 +54,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from feedprop.errors import BudgetExhausted, ConfigurationError
+from feedprop.errors import BudgetExhausted, ConfigurationError, UnattributedCallError
 
 __all__ = [
     "ContextThreadPoolExecutor",
@@ -49,6 +72,65 @@ R = TypeVar("R")
 _ACTIVE: contextvars.ContextVar[tuple[UsageMeter, ...]] = contextvars.ContextVar("feedprop_usage_meters", default=())
 # One lock for every meter: reserving a call must check and update all active meters at once.
 _LOCK = threading.Lock()
+# How many track_usage() blocks are open in the whole process (any thread); guarded by _LOCK.
+_open_blocks = 0
+_hooks_lock = threading.Lock()
+_hooks_installed = False
+_original_thread_start = threading.Thread.start
+_original_pool_submit = ThreadPoolExecutor.submit
+
+
+def _install_thread_hooks() -> None:
+    """Make threads and thread-pool tasks inherit the meters of the code that started them (once per process)."""
+    global _hooks_installed
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        threading.Thread.start = _start_with_meters  # type: ignore[method-assign]
+        ThreadPoolExecutor.submit = _submit_with_meters  # type: ignore[method-assign,assignment]
+        _hooks_installed = True
+
+
+def _start_with_meters(self: threading.Thread) -> None:
+    meters = _ACTIVE.get()
+    if meters:
+        run = self.run
+
+        def run_with_meters() -> None:
+            _ACTIVE.set(meters)  # the new thread's own context: nothing else sees it
+            run()
+
+        self.run = run_with_meters  # type: ignore[method-assign]
+    _original_thread_start(self)
+
+
+def _submit_with_meters(self: ThreadPoolExecutor, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+    # Always wrapped, even without meters: a reused worker thread must not charge this task
+    # to the meters of whichever block started that thread.
+    return _original_pool_submit(self, _run_with_meters, _ACTIVE.get(), fn, *args, **kwargs)
+
+
+def _run_with_meters(meters: tuple[UsageMeter, ...], fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    token = _ACTIVE.set(meters)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _ACTIVE.reset(token)
+
+
+def _unattributed() -> UnattributedCallError | None:
+    """The error for a call from a thread :mod:`threading` did not start while meters are open elsewhere."""
+    if not _open_blocks or not isinstance(threading.current_thread(), _DUMMY_THREAD):
+        return None
+    return UnattributedCallError(
+        "an LLM call was made in a thread that threading did not start (for instance _thread.start_new_thread "
+        "or a native library's thread) while a track_usage() meter or training budget is active, so it cannot "
+        "be counted. Start the thread with threading.Thread or a ThreadPoolExecutor, or capture "
+        "ctx = contextvars.copy_context() inside the with block and make the call through ctx.run(...)"
+    )
+
+
+_DUMMY_THREAD: type = getattr(threading, "_DummyThread", type(None))
 
 
 def _check_limit(name: str, value: int | None) -> int | None:
@@ -151,11 +233,17 @@ def track_usage(max_calls: int | None = None, max_tokens: int | None = None) -> 
         >>> (outer.calls, inner.calls)
         (1, 1)
     """
+    global _open_blocks
+    _install_thread_hooks()
     meter = UsageMeter(max_calls=max_calls, max_tokens=max_tokens)
     token = _ACTIVE.set((*_ACTIVE.get(), meter))
+    with _LOCK:
+        _open_blocks += 1
     try:
         yield meter
     finally:
+        with _LOCK:
+            _open_blocks -= 1
         _ACTIVE.reset(token)
 
 
@@ -172,6 +260,9 @@ def reserve_call() -> tuple[UsageMeter, ...]:
     """
     meters = _ACTIVE.get()
     if not meters:
+        error = _unattributed()
+        if error is not None:
+            raise error
         return meters
     with _LOCK:
         for meter in meters:
@@ -246,9 +337,9 @@ def record_replay() -> None:
 class ContextThreadPoolExecutor(ThreadPoolExecutor):
     """A thread pool whose tasks run in a copy of the submitting thread's context.
 
-    Worker threads of a plain :class:`~concurrent.futures.ThreadPoolExecutor` start with an empty
-    context, so LLM calls made there escape ``track_usage()`` meters and budgets. This pool copies
-    the caller's context (meters, tracing state, everything in :mod:`contextvars`) into each task.
+    Every thread pool charges a task's LLM calls to the submitter's meters (see the module
+    docstring); this one also copies the rest of the caller's context (tracing state, a
+    :func:`~feedprop.llm.replay` recording, everything in :mod:`contextvars`) into each task.
 
     Example:
         >>> from feedprop.llm import MockLLM

@@ -22,13 +22,8 @@ import ast
 import contextlib
 import json
 import math
-import os
 import re
-import secrets
-import signal
-import subprocess
-import sys
-import tempfile
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +31,7 @@ from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import LLM, default
 from feedprop.llm.base import Message, valid_unicode
 from feedprop.node import Feedback, Node
+from feedprop.sandbox import CodeFailure, Executor, SandboxExecutor
 
 __all__ = [
     "JUDGE_SYSTEM",
@@ -369,13 +365,15 @@ def _option_letter(target: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Unit tests in a subprocess
+# Unit tests in the sandbox
 
-# Runs in a fresh interpreter (python -I). Reads the job as JSON on stdin, writes the verdict as
-# one JSON line prefixed by a secret token on a private copy of stdout, so nothing the candidate
-# prints can forge or garble it.
+# Runs inside the sandbox (feedprop.sandbox), as the function `_feedprop_unit_tests(job)`: the
+# candidate program and the tests run there, in namespaces of their own, and only the verdict
+# (plain data) comes back. What the candidate prints is kept to a short tail inside the sandbox,
+# so nothing it prints can forge or garble the verdict.
+HARNESS_ENTRY = "_feedprop_unit_tests"
 _HARNESS = r'''
-import ast, io, json, os, signal, sys, traceback
+import ast, io, signal, sys
 
 class _Tail(io.TextIOBase):
     """A stdout that keeps only the last few thousand characters printed."""
@@ -487,36 +485,41 @@ def _run(job):
         info["stage"] = stage
         return info
 
-def _main():
-    job = json.loads(sys.stdin.read())
-    sys.stdin = io.StringIO("")
-    verdict = os.fdopen(os.dup(1), "w")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        import resource
-        if job["memory_bytes"]:
-            resource.setrlimit(resource.RLIMIT_AS, (job["memory_bytes"], job["memory_bytes"]))
-        resource.setrlimit(resource.RLIMIT_CPU, (job["cpu_seconds"], job["cpu_seconds"] + 1))
-    except (ImportError, ValueError, OSError):
-        pass
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
+def _feedprop_unit_tests(job):
     tail = _Tail()
+    previous = sys.stdout
+    sys.stdin = io.StringIO("")
     sys.stdout = tail
-    result = _run(job)
-    sys.stdout = sys.__stdout__
-    result["stdout"] = tail.text
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
     try:
-        line = json.dumps(result)
-    except Exception:
-        line = json.dumps({"passed": result.get("passed", False), "kind": result.get("kind", "exception"),
-                           "message": "the failure could not be described"})
-    verdict.write("\n" + job["token"] + line + "\n")
-    verdict.flush()
-    os._exit(0)
-
-_main()
+        result = _run(job)
+    finally:
+        sys.stdout = previous
+    result["stdout"] = tail.text
+    for key, value in list(result.items()):
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            result[key] = repr(value)[:1000]
+    return result
 '''
+
+#: Megabytes of memory the code may use when ``UnitTest(memory_mb=None)`` asks for no limit.
+UNLIMITED_MB = 1 << 20
+
+_executors: dict[tuple[float, int], Executor] = {}
+_executors_lock = threading.Lock()
+
+
+def unit_test_executor(timeout: float = 10.0, memory_mb: int | None = 1024) -> Executor:
+    """The shared :class:`~feedprop.sandbox.SandboxExecutor` that runs unit tests under these limits.
+
+    One per pair of limits, created on first use and kept warm for the life of the process.
+    """
+    key = (float(timeout), int(memory_mb) if memory_mb else UNLIMITED_MB)
+    with _executors_lock:
+        executor = _executors.get(key)
+        if executor is None:
+            executor = _executors[key] = SandboxExecutor(timeout=key[0], memory_mb=key[1])
+        return executor
 
 
 def run_unit_tests(
@@ -526,14 +529,16 @@ def run_unit_tests(
     *,
     timeout: float = 10.0,
     memory_mb: int | None = 1024,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
-    """Run ``program`` then ``tests`` in a fresh, isolated Python process; return the verdict.
+    """Run ``program`` then ``tests`` in the sandbox; return the verdict.
 
     ``tests`` may assert at module level (MBPP style) or define ``check(candidate)``
-    (HumanEval style), which is called with the program's ``entry_point``. The process gets a
-    private temporary working directory, a minimal environment, a memory limit (``memory_mb``,
-    ``None`` for none), a CPU-time limit and a wall-clock ``timeout``; it is killed as a whole
-    process group when the time is up.
+    (HumanEval style), which is called with the program's ``entry_point``. Both run in the
+    sandbox that runs every piece of code an optimizer wrote (:class:`~feedprop.sandbox.SandboxExecutor`,
+    see SECURITY.md): namespaces where the machine allows them, a private working directory, a
+    scrubbed environment, a memory limit (``memory_mb``, ``None`` for none), a CPU-time limit and a
+    wall-clock ``timeout``. ``executor`` replaces the shared sandbox (:func:`unit_test_executor`).
 
     The verdict is a JSON-able dict: ``passed`` (bool), and on failure ``kind`` (``assertion``,
     ``exception``, ``syntax``, ``missing``, ``exit``, ``timeout``, ``crash``), ``message`` and,
@@ -543,72 +548,23 @@ def run_unit_tests(
         >>> run_unit_tests("def inc(x):\\n    return x + 1\\n", "assert inc(1) == 2\\n")["passed"]
         True
     """
-    token = secrets.token_hex(16)
-    job = {
-        "program": program,
-        "tests": tests,
-        "entry_point": entry_point,
-        "token": token,
-        "memory_bytes": memory_mb * 1024 * 1024 if memory_mb else 0,
-        "cpu_seconds": max(1, math.ceil(timeout) + 1),
-    }
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-    with tempfile.TemporaryDirectory(prefix="feedprop-tests-") as cwd:
-        stderr_path = os.path.join(cwd, ".stderr")
-        with open(stderr_path, "w+b") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _HARNESS],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,  # its own process group, so a timeout kills any children too
-            )
-            try:
-                out, _ = proc.communicate(json.dumps(job).encode(), timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                proc.communicate()
-                return {"passed": False, "kind": "timeout", "message": f"exceeded {timeout:g} s wall clock"}
-            finally:
-                _kill_group(proc)  # children the code left behind
-            stderr.seek(0)
-            err = stderr.read(4000).decode("utf-8", "replace")
-    for line in reversed(out.decode("utf-8", "replace").splitlines()):
-        if line.startswith(token):
-            try:
-                verdict: dict[str, Any] = json.loads(line[len(token) :])
-                return verdict
-            except ValueError:
-                break
-    return {"passed": False, "kind": "crash", "message": _describe_exit(proc.returncode, err)}
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _describe_exit(returncode: int, stderr: str) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        reason = {
-            "SIGXCPU": "it used up its CPU-time limit",
-            "SIGKILL": "it was killed (often: out of memory)",
-            "SIGSEGV": "it crashed (segmentation fault)",
-        }.get(name, f"it was stopped by {name}")
-        return f"the process ended before the tests finished: {reason}"
-    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-    detail = f" ({_show(last)})" if last else ""
-    return f"the process exited with code {returncode} before the tests finished{detail}"
+    runner = executor if executor is not None else unit_test_executor(timeout, memory_mb)
+    job = {"program": program, "tests": tests, "entry_point": entry_point}
+    try:
+        verdict = runner.run(_HARNESS, HARNESS_ENTRY, (job,), {}, {})
+    except CodeFailure as failure:
+        if failure.type_name == "TimeoutError":
+            return {"passed": False, "kind": "timeout", "message": f"exceeded {timeout:g} s ({failure.message})"}
+        if failure.type_name == "MemoryError":
+            return {"passed": False, "kind": "exception", "type": "MemoryError", "message": failure.message}
+        return {"passed": False, "kind": "crash", "message": f"the process ended before the tests finished: {failure}"}
+    if not isinstance(verdict, dict):
+        return {"passed": False, "kind": "crash", "message": "the test run returned no verdict"}
+    return verdict
 
 
 class UnitTest(Guide):
-    """Runs candidate code against unit tests in an isolated subprocess; pass@1.
+    """Runs candidate code against unit tests in the sandbox; pass@1.
 
     The output is code, or a reply containing a fenced code block (see :func:`extract_code`).
     The target is the tests: a mapping ``{"test": ..., "entry_point": ..., "prompt": ...}``
@@ -625,12 +581,22 @@ class UnitTest(Guide):
         1.0
     """
 
-    def __init__(self, *, timeout: float = 10.0, memory_mb: int | None = 1024, entry_point: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        memory_mb: int | None = 1024,
+        entry_point: str | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         if timeout <= 0:
             raise ConfigurationError("UnitTest timeout must be > 0 seconds")
+        if memory_mb is not None and memory_mb <= 0:
+            raise ConfigurationError("UnitTest memory_mb must be > 0 megabytes, or None for no limit")
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.entry_point = entry_point
+        self.executor = executor
 
     def forward(self, output: Any, target: Any, *, example: Any = None) -> Feedback:
         tests, entry_point, prompt = self._read_target(target, example)
@@ -642,7 +608,9 @@ class UnitTest(Guide):
         if isinstance(assembled, Feedback):
             return assembled
         program, offset = assembled
-        verdict = run_unit_tests(program, tests, entry_point, timeout=self.timeout, memory_mb=self.memory_mb)
+        verdict = run_unit_tests(
+            program, tests, entry_point, timeout=self.timeout, memory_mb=self.memory_mb, executor=self.executor
+        )
         if isinstance(verdict.get("code_lineno"), int):  # count lines in the code as the output wrote it
             verdict["code_lineno"] -= offset
             if verdict["code_lineno"] < 1:
