@@ -16,8 +16,7 @@ optimizer sees exactly what the environment said (say, "lookup('lanterns'): unkn
 items: ..."). ``fp.train`` trains the planning prompt and the demonstrations; unseen tasks are
 scored before and after.
 
-The optimizer is the combination :func:`feedprop.optim.recommended` makes, built by hand for one
-reason: ``Reflect`` diagnoses the failed runs of the planning prompt and writes several plain
+The optimizer is :func:`feedprop.optim.recommended`: ``Reflect`` diagnoses the failed runs of the planning prompt and writes several plain
 rewrites; ``BootstrapDemos`` fills the demonstrations from runs that got the right total, and
 only from those (``labelled=False``: a training item's target is a number, not a plan, so it
 cannot stand in as a demonstrated reply). ``fp.train(search="pareto")`` screens each candidate on
@@ -60,7 +59,7 @@ from feedprop.bundle import bundle
 from feedprop.errors import InvalidInputError
 from feedprop.module import Module
 from feedprop.node import Demos, Feedback, Node, Parameter
-from feedprop.optim import BootstrapDemos, Compose, Optimizer, OptoPrime, Reflect
+from feedprop.optim import Optimizer, OptoPrime, recommended
 from feedprop.train import Budget, Guide, TrainResult, train
 
 PRICES = {
@@ -281,11 +280,9 @@ def make_optimizer(name: str, agent: PlanningAgent, n_candidates: int = 4) -> Op
     if name == "optoprime":  # the demonstrations stay empty, so the planner is asked what it was asked before
         return OptoPrime([agent.plan_prompt], max_tokens=500)
     if name == "recommended":
-        # What fp.optim.recommended(agent.parameters()) builds, except that demonstrations come only
-        # from solved runs: the item's target (the total) is not a plan.
-        return Compose(
-            BootstrapDemos([agent.plan_demos], labelled=False, n_candidates=n_candidates),
-            Reflect([agent.plan_prompt], n_candidates=n_candidates, max_tokens=300),
+        # Demonstrations only from runs that succeeded: the item's target (the total) is not a plan.
+        return recommended(
+            [agent.plan_demos, agent.plan_prompt], n_candidates=n_candidates, labelled=False, max_tokens=300
         )
     raise InvalidInputError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
 

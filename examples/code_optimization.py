@@ -5,11 +5,10 @@ trainable demonstrations (``fp.Demos``: problems and functions that passed their
 problem (signature and docstring) goes to the model; the reply runs against the problem's unit
 tests in a subprocess (:class:`~feedprop.UnitTest`: pass or the failing assertion with what the code
 returned, or the exception and the line that raised it). ``fp.train`` propagates that feedback to
-the instruction and the demonstrations. The optimizer is the combination
-:func:`feedprop.optim.recommended` makes, built by hand for one reason: ``Reflect`` diagnoses the
-failures of the instruction and writes several plain rewrites; ``BootstrapDemos`` fills the
-demonstrations from runs whose code passed, and only from those (``labelled=False``: an item's
-target is its tests, not a function). ``fp.train(search="pareto")`` screens each candidate on the
+the instruction and the demonstrations. The optimizer is
+:func:`feedprop.optim.recommended`: ``Reflect`` diagnoses the failures of the instruction and
+writes several plain rewrites; ``BootstrapDemos`` fills the demonstrations from runs whose code
+passed, and only from those (``labelled=False``: an item's target is its tests, not a function). ``fp.train(search="pareto")`` screens each candidate on the
 minibatch and validates only those that beat their parent there. Held-out test problems are
 scored before and after: the prompt must generalise, not memorise.
 
@@ -54,7 +53,7 @@ from feedprop import ops
 from feedprop.errors import InvalidInputError
 from feedprop.module import Module
 from feedprop.node import Demos, Feedback, MessageNode, Node, Parameter
-from feedprop.optim import BootstrapDemos, Compose, Optimizer, OptoPrime, Reflect, recommended
+from feedprop.optim import Optimizer, OptoPrime, recommended
 from feedprop.tasks import Example, load_mbpp
 from feedprop.train import Budget, UnitTest, train
 
@@ -150,11 +149,9 @@ def make_optimizer(name: str, writer: CodeWriter, n_candidates: int = 4) -> Opti
     if name == "optoprime":  # the demonstrations stay empty, so the writer is asked what it was asked before
         return OptoPrime([writer.instruction], max_tokens=500)
     if name == "recommended":
-        # What fp.optim.recommended(writer.parameters()) builds, except that demonstrations come only
-        # from runs whose code passed: an item's target is its tests, not a function.
-        return Compose(
-            BootstrapDemos([writer.demos], labelled=False, n_candidates=n_candidates),
-            Reflect([writer.instruction], n_candidates=n_candidates, max_tokens=300),
+        # Demonstrations only from runs that succeeded: an item's target is its tests, not a function.
+        return recommended(
+            [writer.demos, writer.instruction], n_candidates=n_candidates, labelled=False, max_tokens=300
         )
     raise InvalidInputError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
 

@@ -26,7 +26,7 @@ from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import LLM
 from feedprop.node import MessageNode, Node, Parameter
 from feedprop.ops import llm_calls
-from feedprop.optim.optimizer import Candidate, Optimizer, Proposal, check_int_option, kind_of
+from feedprop.optim.optimizer import Candidate, Optimizer, Proposal, check_int_option
 
 __all__ = ["BootstrapDemos"]
 
@@ -71,6 +71,11 @@ class BootstrapDemos(Optimizer):
     """
 
     OPTIONS = ("min_score", "labelled", "max_pool", "seed")
+    KINDS = ("demos",)
+    OTHER_KINDS_HINT = (
+        "Give text and code parameters to Reflect or OptoPrime, and only the Demos ones to BootstrapDemos: "
+        "BootstrapDemos([p for p in model.parameters() if isinstance(p, fp.Demos)]), or use fp.optim.recommended()"
+    )
 
     def __init__(
         self,
@@ -96,20 +101,6 @@ class BootstrapDemos(Optimizer):
         )
         for name in self._names:
             _pools(self.state[name])
-
-    def add_param_group(self, group: dict[str, Any]) -> None:
-        if isinstance(group, dict) and "params" in group:
-            raw = group["params"]
-            members = [raw] if isinstance(raw, Parameter) else list(raw)
-            for p in members:
-                if isinstance(p, Parameter) and kind_of(p) != "demos":
-                    raise ConfigurationError(
-                        f"BootstrapDemos fills only Demos parameters; {p.name!r} is a {kind_of(p)} parameter. "
-                        "Give text and code parameters to Reflect or OptoPrime, and only the Demos ones to "
-                        "BootstrapDemos: BootstrapDemos([p for p in model.parameters() if isinstance(p, fp.Demos)])"
-                    )
-            group = {**group, "params": members}
-        super().add_param_group(group)
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         super().check_options(options)

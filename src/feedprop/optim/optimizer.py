@@ -276,6 +276,9 @@ class Optimizer:
 
     #: The options a subclass adds to :data:`COMMON_DEFAULTS` (anything else is refused as a typo).
     OPTIONS: ClassVar[tuple[str, ...]] = ()
+    #: The parameter kinds this optimizer takes (``None``: every kind), and where the others belong.
+    KINDS: ClassVar[tuple[str, ...] | None] = None
+    OTHER_KINDS_HINT: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -332,6 +335,11 @@ class Optimizer:
                 )
             if not getattr(p, "trainable", True):
                 raise ConfigurationError(f"parameter {p.name!r} is not trainable; leave it out of the optimizer")
+            if self.KINDS is not None and kind_of(p) not in self.KINDS:
+                raise ConfigurationError(
+                    f"{type(self).__name__} takes {' and '.join(self.KINDS)} parameters; {p.name!r} is a "
+                    f"{kind_of(p)} parameter. {self.OTHER_KINDS_HINT}".rstrip()
+                )
             if any(p is q for q in self._names.values()) or any(p is q for q in members[:i]):
                 raise ConfigurationError(f"parameter {p.name!r} appears more than once; list each parameter once")
         new = {**self.defaults, **group, "params": members}

@@ -41,6 +41,7 @@ def recommended(
     llm: LLM | None = None,
     *,
     n_candidates: int = 4,
+    labelled: bool = True,
     seed: int = 0,
     **reflect_options: Any,
 ) -> Compose:
@@ -50,6 +51,9 @@ def recommended(
         params: the parameters to train, e.g. ``model.parameters()``.
         llm: the model that diagnoses and rewrites (default: :func:`feedprop.llm.default`).
         n_candidates: demonstration sets and rewrites proposed per step (per part).
+        labelled: where too few runs succeed, fill demonstrations with training items (the
+            call's question and the item's target). Turn it off when a call's reply is not the
+            item's target (an intermediate step, a plan, code checked by tests).
         seed: seeds the choice of demonstration sets.
         reflect_options: further options for :class:`~feedprop.optim.Reflect` (``max_tokens``,
             ``params_per_step``, ``max_cases`` ...).
@@ -66,7 +70,7 @@ def recommended(
         by_kind["demos" if kind == "demos" else "rewrite" if kind in REFLECT_KINDS else "structured"].append(p)
     parts: list[Optimizer] = []
     if by_kind["demos"]:
-        parts.append(BootstrapDemos(by_kind["demos"], n_candidates=n_candidates, seed=seed))
+        parts.append(BootstrapDemos(by_kind["demos"], n_candidates=n_candidates, labelled=labelled, seed=seed))
     if by_kind["rewrite"]:
         parts.append(Reflect(by_kind["rewrite"], llm, n_candidates=n_candidates, **reflect_options))
     if by_kind["structured"]:

@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from feedprop.errors import ConfigurationError, SuggestionError
+from feedprop.errors import SuggestionError
 from feedprop.llm import LLM, Message, thread_map
 from feedprop.llm.mock import estimate_prompt_tokens
 from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Parameter
@@ -491,6 +491,11 @@ class Reflect(Optimizer):
     """
 
     OPTIONS: ClassVar[tuple[str, ...]] = ("max_cases", "params_per_step")
+    KINDS: ClassVar[tuple[str, ...] | None] = REFLECT_KINDS
+    OTHER_KINDS_HINT: ClassVar[str] = (
+        "Give numbers and JSON values to OptoPrime (or Hindsight) and demonstrations to BootstrapDemos, each in its "
+        "own optimizer, or use fp.optim.recommended()"
+    )
 
     def __init__(
         self,
@@ -511,21 +516,6 @@ class Reflect(Optimizer):
         check_int_option(options, "max_cases", 1)
         if options.get("params_per_step") is not None:
             check_int_option(options, "params_per_step", 1)
-
-    def add_param_group(self, group: dict[str, Any]) -> None:
-        if isinstance(group, dict) and "params" in group:
-            raw = group["params"]
-            members = [raw] if isinstance(raw, Parameter) else list(raw)
-            for p in members:
-                kind = kind_of(p) if isinstance(p, Parameter) else None
-                if kind is not None and kind not in REFLECT_KINDS:
-                    raise ConfigurationError(
-                        f"Reflect rewrites text and code parameters; {p.name!r} is a {kind} parameter. Give numbers "
-                        "and JSON values to OptoPrime (or Hindsight) and demonstrations to BootstrapDemos, each in "
-                        "its own optimizer"
-                    )
-            group = {**group, "params": members}
-        super().add_param_group(group)
 
     # -- which parameters, which cases -------------------------------------------------------------
 
