@@ -16,13 +16,13 @@ optimizer sees exactly what the environment said (say, "lookup('lanterns'): unkn
 items: ..."). ``fp.train`` trains the planning prompt and the demonstrations; unseen tasks are
 scored before and after.
 
-The optimizer is :func:`feedprop.optim.recommended`: ``Reflect`` diagnoses the failed runs of the planning prompt and writes several plain
-rewrites; ``BootstrapDemos`` fills the demonstrations from runs that got the right total, and
-only from those (``labelled=False``: a training item's target is a number, not a plan, so it
-cannot stand in as a demonstrated reply). ``fp.train(search="pareto")`` screens each candidate on
-the minibatch and validates only those that beat their parent there. ``--optimizer optoprime``
-runs the earlier setup (OptoPrime over the prompt, no demonstrations, greedy search), for a
-before/after comparison.
+The optimizer is :func:`feedprop.optim.recommended`: ``Reflect`` diagnoses the failed runs of the
+planning prompt and writes several plain rewrites; ``BootstrapDemos`` fills the demonstrations from
+runs that got the right total, and only from those (``labelled=False``: a training item's target is
+a number, not a plan, so it cannot stand in as a demonstrated reply). ``fp.train(search="pareto")``
+screens each candidate on the minibatch and validates only those that beat their parent there.
+``--optimizer optoprime`` runs the earlier setup (OptoPrime over the prompt, no demonstrations,
+greedy search), for a before/after comparison.
 
 Run it (default model: the embedded one; ``FEEDPROP_BASE_URL`` points it elsewhere)::
 

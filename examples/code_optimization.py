@@ -5,12 +5,12 @@ trainable demonstrations (``fp.Demos``: problems and functions that passed their
 problem (signature and docstring) goes to the model; the reply runs against the problem's unit
 tests in a subprocess (:class:`~feedprop.UnitTest`: pass or the failing assertion with what the code
 returned, or the exception and the line that raised it). ``fp.train`` propagates that feedback to
-the instruction and the demonstrations. The optimizer is
-:func:`feedprop.optim.recommended`: ``Reflect`` diagnoses the failures of the instruction and
-writes several plain rewrites; ``BootstrapDemos`` fills the demonstrations from runs whose code
-passed, and only from those (``labelled=False``: an item's target is its tests, not a function). ``fp.train(search="pareto")`` screens each candidate on the
-minibatch and validates only those that beat their parent there. Held-out test problems are
-scored before and after: the prompt must generalise, not memorise.
+the instruction and the demonstrations. The optimizer is :func:`feedprop.optim.recommended`:
+``Reflect`` diagnoses the failures of the instruction and writes several plain rewrites;
+``BootstrapDemos`` fills the demonstrations from runs whose code passed, and only from those
+(``labelled=False``: an item's target is its tests, not a function). ``fp.train(search="pareto")``
+screens each candidate on the minibatch and validates only those that beat their parent there.
+Held-out test problems are scored before and after: the prompt must generalise, not memorise.
 
 ``--mode repair``: one trainable code parameter per problem, starting from a stub; each step runs
 the tests and sends the failure back; ``Reflect`` (via ``recommended``) diagnoses it once and
