@@ -1,37 +1,41 @@
 """The flagship demo: a two-stage BBH workflow trained end to end — prompts, code and weights.
 
 The workflow answers BIG-Bench Hard ``object_counting`` questions ("I have a flute, two pianos
-and a cow. How many musical instruments do I have?") in two stages, both trainable:
+and a cow. How many musical instruments do I have?") in two stages, all trainable:
 
-1. an LLM call whose system prompt (``instruction``) is a text parameter;
+1. an LLM call whose system prompt (``instruction``) is a text parameter and whose few-shot
+   ``demos`` (a :class:`~feedprop.node.Demos` parameter) are shown before the question;
 2. ``extract_answer``, ordinary Python whose *source code* is a code parameter, turning the
    model's reply into the final answer that downstream code consumes (exactly the number).
 
-The starting program is a plausible first draft: a bare instruction and an extractor that takes
-the first number in the reply, which is wrong whenever the model works through the question
-before answering ("1. Trumpet 2. Clarinet ... so you have 11"). The guide is strict exact match,
-as a program consuming the answer would be.
+The starting program is a plausible first draft: a bare instruction, no demonstrations and an
+extractor that takes the first number in the reply, which is wrong whenever the model works
+through the question before answering ("1. Trumpet 2. Clarinet ... so you have 11"). The guide
+is strict exact match, as a program consuming the answer would be.
 
 The model that answers is the small embedded model (Qwen2.5-Coder-0.5B), a
 :class:`~feedprop.joint.Student` whose LoRA weights are a parameter of the workflow too. Training
 is :func:`feedprop.joint.alternate` with the strategy ``"p -> w"``:
 
-- ``p``: :class:`~feedprop.optim.OptoPrime`, run by the larger embedded model (1.5B), rewrites the
-  instruction and the extractor from minibatch feedback, validation-gated;
+- ``p``: :func:`feedprop.optim.recommended`, run by the larger embedded model (1.5B), proposes
+  demonstration sets (from the training runs the guide scored well, and labelled training items)
+  and plain rewrites of the instruction and the extractor; ``fp.train(search="pareto")`` screens
+  each on the minibatch, replaying the recorded calls it does not change, and validates those that
+  beat their parent;
 - ``w``: the larger model answers the training questions in the student's place; the calls of
   the runs the *whole workflow* got right (extractor included) become fine-tuning data for a
   LoRA adapter, which is exported to GGUF and loaded into the student's engine. It is kept only
   if the validation score rises.
 
-Accuracy is measured on held-out test questions before and after. Run it with ``make demo`` or
-``feedprop demo``. Expected output: progress bars, then a summary such as (measured on two CPU
-cores from a fresh clone; the 1.5B optimizer's prompt and code edits were not accepted, the
-weight phase trained on 4 teacher-written examples)::
+Accuracy is measured on held-out test questions before and after, one request at a time so the
+scores repeat. Run it with ``make demo`` or ``feedprop demo``. Expected output: progress bars,
+then a summary such as (measured on two CPU cores from a fresh clone, ``benchmarks/results/demo/``;
+the prompt phase kept two demonstrations, the weight phase was not kept)::
 
-    held-out test accuracy: 20.0% before -> 40.0% after
-    validation accuracy:    5.0% before -> 30.0% after
+    held-out test accuracy: 20.0% before -> 37.5% after
+    validation accuracy:    5.0% before -> 35.0% after
     ...
-    wall time: 11.9 min
+    wall time: 9.8 min
 
 With ``FEEDPROP_BASE_URL`` set, the optimizer and teacher are that endpoint's model; the student
 stays the embedded one (its weights are what the ``w`` phase trains).
