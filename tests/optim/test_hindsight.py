@@ -279,7 +279,7 @@ def test_the_schema_asks_for_verdict_and_lessons_once_there_is_an_edit_to_judge(
     x = Parameter(1.0, name="x")
     answer = '{"reasoning": "r", "verdict": "better", "lessons": "l", "suggestion": {"x": 2.0}}'
     llm = MockLLM(answer, json_schema=True)
-    opt = Hindsight([x], llm=llm)
+    opt = Hindsight([x], llm=llm, json_schema=True)
     (x * 3).backward(Feedback("larger", score=-6.0))
     opt.step()
     opt.zero_feedback()

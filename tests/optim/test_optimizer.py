@@ -335,7 +335,7 @@ def test_state_must_stay_json(params: Any) -> None:
 
 def test_a_model_that_enforces_schemas_gets_one_keyed_by_the_legal_names(params: Any) -> None:
     llm = MockLLM(reply({"instruction": "Be brief."}), json_schema=True)
-    Echo(list(params), llm=llm).propose()
+    Echo(list(params), llm=llm, json_schema=True).propose()
     fmt = llm.calls[0].params["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "reply"
     schema = fmt["json_schema"]["schema"]
@@ -351,9 +351,9 @@ def test_a_model_that_enforces_schemas_gets_one_keyed_by_the_legal_names(params:
 
 @pytest.mark.parametrize(
     ("llm_schema", "options"),
-    [(False, {}), (True, {"json_schema": False}), (True, {"reply_format": "xml"})],
+    [(False, {}), (True, {}), (True, {"json_schema": False}), (True, {"reply_format": "xml"})],
 )
-def test_no_schema_without_support_or_when_switched_off(params: Any, llm_schema: bool, options: Any) -> None:
+def test_no_schema_by_default_without_support_or_when_switched_off(params: Any, llm_schema: bool, options: Any) -> None:
     text = reply({"instruction": "Be brief."})
     if options.get("reply_format") == "xml":
         text = '<reasoning>r</reasoning><suggestion name="instruction">Be brief.</suggestion>'
@@ -367,7 +367,7 @@ def test_the_tolerant_parser_still_reads_a_reply_the_schema_did_not_shape(params
     # An endpoint may claim support and still answer in prose around a fence: the parser reads it,
     # and the retry after an unreadable reply keeps the schema.
     llm = MockLLM(["not JSON at all", "Sure:\n```json\n" + reply({"temperature": 0.2}) + "\n```"], json_schema=True)
-    proposal = Echo(list(params), llm=llm).propose()
+    proposal = Echo(list(params), llm=llm, json_schema=True).propose()
     assert proposal.best.updates == {"temperature": 0.2}
     assert all(call.params["response_format"]["type"] == "json_schema" for call in llm.calls)
 
@@ -376,8 +376,8 @@ def test_the_schema_is_part_of_the_cache_key(params: Any, tmp_path: Any) -> None
     store = ResponseCache(tmp_path / "cache.sqlite")
     text = reply({"instruction": "Be brief."})
     plain, constrained = MockLLM(text, cache=store), MockLLM(text, cache=store, json_schema=True)
-    Echo(list(params), llm=plain).propose()
-    Echo(list(params), llm=constrained).propose()
+    Echo(list(params), llm=plain, json_schema=True).propose()
+    Echo(list(params), llm=constrained, json_schema=True).propose()
     assert len(plain.calls) == 1 and len(constrained.calls) == 1, "a reply cached without the schema is not reused"
 
 

@@ -393,7 +393,7 @@ def test_train_with_reflect_fixes_the_extractor() -> None:
 def test_optoprime_still_asks_for_json_where_reflect_does_not() -> None:
     _, code = extractor_with_feedback()
     json_llm = MockLLM('{"reasoning": "r", "suggestion": {}}', json_schema=True)
-    OptoPrime([code], llm=json_llm, max_retries=0).propose()
+    OptoPrime([code], llm=json_llm, max_retries=0, json_schema=True).propose()
     fmt = json_llm.calls[0].params["response_format"]
     assert fmt["type"] == "json_schema"
     assert fmt["json_schema"]["schema"]["properties"]["suggestion"]["properties"] == {code.name: {"type": "string"}}

@@ -59,7 +59,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "n_candidates": 1,  # how many candidates propose() samples
     "candidate_temperature": 0.8,  # of the candidates after the first
     "max_prompt_tokens": 3000,  # the prompt's budget: graphs, values and history are summarised to fit
-    "json_schema": True,  # JSON replies: constrain them with a schema when the model enforces one
+    "json_schema": False,  # JSON replies: constrain them with a schema when the model enforces one (opt-in, see docs)
 }
 
 
@@ -600,7 +600,7 @@ class Optimizer:
             >>> x = Parameter(1.0, name="x")
             >>> OptoPrime([x], llm=MockLLM("{}")).response_format() is None
             True
-            >>> OptoPrime([x], llm=MockLLM("{}", json_schema=True)).response_format()["type"]
+            >>> OptoPrime([x], llm=MockLLM("{}", json_schema=True), json_schema=True).response_format()["type"]
             'json_schema'
         """
         if self.defaults["reply_format"] != "json" or not self.defaults["json_schema"]:
