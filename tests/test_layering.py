@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "feedprop"
 
 LAYERS: list[set[str]] = [
-    {"errors"},
+    {"errors", "_text", "_files"},
     {"llm"},
     {"tracing"},
     {"propagate"},

@@ -21,6 +21,7 @@ from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm.base import LLM, Completion, Message, Usage
 from feedprop.llm.cache import ResponseCache
 from feedprop.llm.retry import RetryPolicy
+from feedprop.llm.tokens import estimate_prompt_tokens, estimate_tokens
 
 __all__ = ["MockCall", "MockLLM", "estimate_tokens"]
 
@@ -29,21 +30,6 @@ Handler = Callable[..., Reply]
 
 #: Retries without waiting, so tests that inject transient errors stay fast and deterministic.
 NO_WAIT_RETRY = RetryPolicy(max_retries=4, initial_delay=0.0, jitter=0.0)
-
-
-def estimate_tokens(text: str) -> int:
-    """A deterministic token estimate: one token per four characters, rounded up.
-
-    Example:
-        >>> estimate_tokens("abcdefgh"), estimate_tokens("abcde"), estimate_tokens("")
-        (2, 2, 0)
-    """
-    return (len(text) + 3) // 4
-
-
-def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
-    """Estimated prompt size: each message's content plus 4 tokens of chat framing."""
-    return sum(estimate_tokens(m["content"]) + 4 for m in messages)
 
 
 @dataclass(frozen=True)
