@@ -25,7 +25,7 @@ from feedprop.demo import CountingSolver, DemoConfig
 from feedprop.joint import Student
 from feedprop.llm import set_cache_enabled
 from feedprop.tasks import load_bbh
-from feedprop.train import ExactMatch, evaluate
+from feedprop.training import ExactMatch, evaluate
 
 
 def main(argv: list[str] | None = None) -> int:

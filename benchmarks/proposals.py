@@ -47,7 +47,7 @@ from feedprop.optim import OptoPrime, Reflect
 from feedprop.optim.optimizer import kind_of, same_value
 from feedprop.optim.replies import parse_reply
 from feedprop.tasks import load_bbh
-from feedprop.train import ExactMatch
+from feedprop.training import ExactMatch
 
 SYSTEMS = ("optoprime-json", "optoprime-schema", "reflect")
 

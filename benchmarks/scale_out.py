@@ -6,7 +6,7 @@ spent generating, not on this machine's CPU. ``--slots`` caps how many calls it 
 (0: no cap), to show what happens once the endpoint is saturated.
 
 The workflow (one ``llm_call`` per item, traced) runs as Ray tasks through
-``feedprop.train.RayExecutor`` on a new local Ray instance with 8 logical CPUs; ``max_workers``
+``feedprop.training.RayExecutor`` on a new local Ray instance with 8 logical CPUs; ``max_workers``
 caps the items in flight, so 1, 2, 4, 8 workers means that many worker processes calling the
 endpoint at once. Items per second and the speed-up over one worker are printed, next to the
 same evaluation run in threads of this process for comparison. Each figure is the best of
@@ -38,7 +38,7 @@ from feedprop import ops
 from feedprop.llm import OpenAICompatible, set_default
 from feedprop.module import Module
 from feedprop.node import Node, Parameter
-from feedprop.train import RayExecutor, evaluate
+from feedprop.training import RayExecutor, evaluate
 
 HERE = Path(__file__).resolve().parent
 

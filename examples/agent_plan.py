@@ -60,7 +60,7 @@ from feedprop.errors import InvalidInputError
 from feedprop.module import Module
 from feedprop.node import Demos, Feedback, Node, Parameter
 from feedprop.optim import Optimizer, OptoPrime, recommended
-from feedprop.train import Budget, Guide, TrainResult, train
+from feedprop.training import Budget, Guide, TrainResult, train
 
 PRICES = {
     "lantern": 12,

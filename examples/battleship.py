@@ -56,7 +56,7 @@ from feedprop.errors import InvalidInputError
 from feedprop.module import Module
 from feedprop.node import Feedback, Node
 from feedprop.optim import Optimizer, OptoPrime, recommended
-from feedprop.train import Budget, Guide, TrainResult, train
+from feedprop.training import Budget, Guide, TrainResult, train
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ from feedprop.module import Module
 from feedprop.node import Demos, Feedback, MessageNode, Node, Parameter
 from feedprop.optim import Optimizer, OptoPrime, recommended
 from feedprop.tasks import Example, load_mbpp
-from feedprop.train import Budget, UnitTest, train
+from feedprop.training import Budget, UnitTest, train
 
 #: The instruction the scripted optimizer proposes (--mock only).
 SCRIPTED_INSTRUCTION = "Reply with the complete Python function in one ```python block, nothing else."

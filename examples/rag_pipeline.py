@@ -63,7 +63,7 @@ from feedprop.errors import InvalidInputError
 from feedprop.module import Module
 from feedprop.node import Demos, Feedback, MessageNode, Node, Parameter
 from feedprop.optim import Optimizer, OptoPrime, recommended
-from feedprop.train import Budget, Guide, TrainResult, train
+from feedprop.training import Budget, Guide, TrainResult, train
 
 DATA = Path(__file__).parent / "data" / "keldmark.json"
 

@@ -32,7 +32,7 @@ from protocol import PRESETS, SYSTEMS, TASKS, Preset, RunSpec, copro_shape, esti
 from proxy import CountingProxy, Limit, fetch_usage, set_phase  # noqa: E402
 from stats import paired_interval, separation  # noqa: E402
 
-from feedprop.train.events import ItemOutcome  # noqa: E402
+from feedprop.training.events import ItemOutcome  # noqa: E402
 
 FEEDPROP_SYSTEMS = [name for name, spec in SYSTEMS.items() if spec.kind == "feedprop" and not run.unavailable(name)]
 PEER_SYSTEMS = [name for name, spec in SYSTEMS.items() if spec.kind == "peer"]

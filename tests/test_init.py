@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PUBLIC_MODULES = ["feedprop", "feedprop.llm", "feedprop.optim", "feedprop.train", "feedprop.tasks"]
+PUBLIC_MODULES = ["feedprop", "feedprop.llm", "feedprop.optim", "feedprop.training", "feedprop.tasks"]
 
 
 def isort_key(name: str) -> tuple[int, str]:

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"module"},
     {"report"},
     {"optim"},
-    {"train"},
+    {"training"},
     {"tasks"},
     {"joint"},
 ]

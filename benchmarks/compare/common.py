@@ -26,7 +26,7 @@ from protocol import PRESETS, Preset, RunSpec
 from proxy import fetch_usage, set_phase
 
 from feedprop.tasks import Example, Task, load_task
-from feedprop.train.events import ItemOutcome, item_outcome
+from feedprop.training.events import ItemOutcome, item_outcome
 
 __all__ = [
     "RunData",
@@ -175,7 +175,7 @@ def budget_reason(usage_url: str, preset: Preset) -> Callable[[], str | None]:
 
     No new step (and no validation of a step) starts once the training phase's tokens, student
     and optimizer, reach ``preset.train_tokens`` (tokens are known only after a call, so the last
-    step may end above the budget, as in ``feedprop.train``; the overshoot is recorded).
+    step may end above the budget, as in ``fp.train``; the overshoot is recorded).
     """
 
     def reason() -> str | None:

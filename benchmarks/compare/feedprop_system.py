@@ -1,4 +1,4 @@
-"""The feedprop systems training the one-call workflow with ``feedprop.train``.
+"""The feedprop systems training the one-call workflow with ``fp.train``.
 
 - ``feedprop-recommended``: the default, ``fp.optim.recommended(params)`` (demonstrations,
   rewrites) with ``fp.train(..., search="pareto")``; the workflow also has an (empty at start)
@@ -10,7 +10,7 @@ The workflow is the one every system trains: a system prompt (the trainable para
 from the task's starting prompt) and the question as the user message, answered by the student
 model at temperature 0. The student and the optimizer are ``OpenAICompatible`` clients of the
 counting proxy's two ports (the real-run code path; the smoke run only swaps the server behind
-the proxy). ``feedprop.train`` runs shuffled minibatches with validation gating and stops on its
+the proxy). ``fp.train`` runs shuffled minibatches with validation gating and stops on its
 own :class:`~feedprop.Budget`: the run's training tokens, student and optimizer (feedprop
 counts them from the server's usage figures, as the proxy does).
 
@@ -231,7 +231,7 @@ def run_feedprop(
                 k: v for k, v in getattr(optimizer, "defaults", {}).items() if isinstance(v, int | float | str)
             },
             "train_options": TRAIN_OPTIONS.get(spec.system, {}),
-            "loop": "feedprop.train: shuffled minibatches, validation-gated (ties keep the shorter prompt)",
+            "loop": "fp.train: shuffled minibatches, validation-gated (ties keep the shorter prompt)",
             "budget": budget.to_dict(),
             "student": {"temperature": 0.0, "max_tokens": preset.student_max_tokens},
         },

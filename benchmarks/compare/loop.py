@@ -1,12 +1,12 @@
 """The training loop the harness drives for peers that have no loop of their own (trace-opt, textgrad).
 
-It mirrors what ``feedprop.train`` does for the feedprop systems, so the comparison measures
+It mirrors what ``fp.train`` does for the feedprop systems, so the comparison measures
 the optimizers and not the loops: shuffled minibatches for a number of epochs (seeded), one
 optimizer step per minibatch, and validation gating — an update is kept only if the validation
 score does not drop, and on a tie only if the prompt does not get longer. A step that fails
 (for instance because the proxy refused a call over budget) is dropped whole and the
 parameters go back to their state before it. The budget is checked before every step and
-again before the step's validation (a step the budget cuts off is dropped, as ``feedprop.train``
+again before the step's validation (a step the budget cuts off is dropped, as ``fp.train``
 drops it). With ``tokens_used``, each step records the cumulative training tokens and the loop
 returns the validation curve (``curve``: validation score against tokens, step 0 the start).
 

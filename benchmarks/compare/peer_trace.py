@@ -6,7 +6,7 @@ The workflow is a ``trace.bundle`` function that sends the trainable system prom
 counting proxy through ``OPENAI_API_BASE`` (set by the harness). A minibatch's outputs are joined
 by a bundled ``batchify`` and its guide feedback listed item by item (trace's minibatch recipe),
 back-propagated once, then one ``step()``; the harness's gated loop
-(``loop.py``, the same rule as ``feedprop.train``) keeps or reverts the update.
+(``loop.py``, the same rule as ``fp.train``) keeps or reverts the update.
 
 Runs in the bench environment only (``worker.py``).
 """
@@ -119,7 +119,7 @@ def run_trace(spec: RunSpec, data: RunData, job: dict[str, Any]) -> dict[str, An
         "config": {
             "optimizer": "opto.optimizers.OptoPrime (defaults)",
             "llm": f"opto.utils.llm.LiteLLM(model='openai/{models['optimizer']}') via OPENAI_API_BASE",
-            "loop": "harness gated loop (loop.py): shuffled minibatches, validation-gated like feedprop.train",
+            "loop": "harness gated loop (loop.py): shuffled minibatches, validation-gated like fp.train",
             "student": {"temperature": 0.0, "max_tokens": preset.student_max_tokens},
         },
         "versions": {"trace-opt": metadata.version("trace-opt"), "litellm": metadata.version("litellm")},

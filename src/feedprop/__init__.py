@@ -40,7 +40,7 @@ from feedprop.node import Demos, ExceptionNode, Feedback, MessageNode, Node, Par
 from feedprop.sandbox import InProcessExecutor, SandboxExecutor, set_default_executor
 from feedprop.tasks import Example, Task
 from feedprop.tracing import name_scope, no_trace
-from feedprop.train import (
+from feedprop.training import (
     Budget,
     Evaluation,
     ExactMatch,

@@ -60,8 +60,8 @@ from feedprop.module import Module
 from feedprop.node import Demos, MessageNode, Node, Parameter
 from feedprop.optim import recommended
 from feedprop.tasks import load_bbh
-from feedprop.train import Budget, ExactMatch
-from feedprop.train.checkpoint import write_json_atomic
+from feedprop.training import Budget, ExactMatch
+from feedprop.training.checkpoint import write_json_atomic
 
 __all__ = ["CountingSolver", "DemoConfig", "DemoResult", "run_demo"]
 

@@ -8,7 +8,7 @@ compiling a string. An :class:`Executor` does that: it defines the function ``na
 * :class:`SandboxExecutor` (the default, see :func:`default_executor`) runs the code in a warm
   worker process with a wall-clock timeout, memory, CPU-time and process limits, no network, a
   scrubbed environment and a private working directory. Arguments and results cross as JSON.
-  The :class:`~feedprop.train.UnitTest` guide runs code under test through it too.
+  The :class:`~feedprop.training.UnitTest` guide runs code under test through it too.
 * :class:`InProcessExecutor` runs the code inside this interpreter: fast, any Python object
   crosses, but only for code you trust. Choose it explicitly with
   ``set_default_executor(InProcessExecutor())``.

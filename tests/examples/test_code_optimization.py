@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from feedprop.tasks import load_mbpp
-from feedprop.train import UnitTest
+from feedprop.training import UnitTest
 
 
 def _steps(run_dir: Path) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Node, Parameter
 from feedprop.optim import OPRO, Hindsight, OptoPrime
-from feedprop.train import Budget
+from feedprop.training import Budget
 
 pytest.importorskip("torch", reason="the joint extra (torch) is not installed")
 

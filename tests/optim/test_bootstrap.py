@@ -14,10 +14,10 @@ from feedprop.llm import Message, MockLLM
 from feedprop.module import Module
 from feedprop.node import Demos, Feedback, Node, Parameter
 from feedprop.optim import BootstrapDemos
-from feedprop.train import ExactMatch, train
-from feedprop.train.data import as_items
-from feedprop.train.evaluation import run_items
-from feedprop.train.wire import Rebuilder, encode_outcome
+from feedprop.training import ExactMatch, train
+from feedprop.training.data import as_items
+from feedprop.training.evaluation import run_items
+from feedprop.training.wire import Rebuilder, encode_outcome
 
 
 def answer(messages: list[Message], **params: Any) -> str:

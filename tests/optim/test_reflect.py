@@ -15,7 +15,7 @@ from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OptoPrime, Reflect
 from feedprop.optim.reflect import is_failure, read_code, read_text
-from feedprop.train import ExactMatch, train
+from feedprop.training import ExactMatch, train
 
 LAST_NUMBER = (
     "```python\n"

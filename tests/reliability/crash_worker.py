@@ -11,7 +11,7 @@ to ``<result json>`` when done. It reports on stdout, one line each, flushed at 
   puts it in place, with ``--pause-mode write`` half-way through writing the temporary file.
 
 The pause is made by wrapping, in this process only, the ``os`` and ``open`` names that
-``feedprop.train.checkpoint`` writes through; the writer's own code runs unchanged.
+``feedprop.training.checkpoint`` writes through; the writer's own code runs unchanged.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OptoPrime
-from feedprop.train import TrainResult, train
-from feedprop.train import checkpoint as checkpoint_module
+from feedprop.training import TrainResult, train
+from feedprop.training import checkpoint as checkpoint_module
 
 ENDINGS = list("abcdefgh")
 TRAIN = [(f"t{i}", f"t{i}{ENDINGS[i % 5]}") for i in range(20)]

@@ -35,7 +35,7 @@ from feedprop.llm import OpenAICompatible, RetryPolicy
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import Optimizer, OptoPrime
-from feedprop.train import train
+from feedprop.training import train
 
 Handler = Callable[[str, list[dict[str, Any]], dict[str, Any]], str]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from feedprop.train.checkpoint import RunDirectory
+from feedprop.training.checkpoint import RunDirectory
 
 from .crash import MODES, inspect, reference_run, run_chain
 

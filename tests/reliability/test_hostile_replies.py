@@ -20,7 +20,7 @@ from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import Optimizer, OptoPrime
-from feedprop.train import train
+from feedprop.training import train
 
 from .hostile import (
     OPTIMIZERS,

@@ -9,7 +9,7 @@ import pytest
 
 from feedprop.errors import ConfigurationError
 from feedprop.tasks import BBH_TASKS, benchmarks_root, load_bbh
-from feedprop.train.guide import ExactMatch, MultipleChoice, Numeric
+from feedprop.training.guide import ExactMatch, MultipleChoice, Numeric
 
 
 def _file(task: str) -> list[dict[str, str]]:

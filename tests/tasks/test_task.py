@@ -8,7 +8,7 @@ import pytest
 
 from feedprop.errors import InvalidInputError
 from feedprop.tasks import Example, Task
-from feedprop.train.guide import ExactMatch, Numeric
+from feedprop.training.guide import ExactMatch, Numeric
 
 
 def test_example_unpacks_and_round_trips_through_json() -> None:

@@ -39,7 +39,7 @@ from feedprop.joint._deps import require
 from feedprop.joint.gguf_adapter import PROJECTIONS, SUPPORTED_ARCHITECTURES, GGUFAdapter, state_from_peft
 from feedprop.joint.sft import SFTExample, TokenizedExample, collate, fingerprint_examples, response_loss, tokenize
 from feedprop.joint.torch_model import TorchBase
-from feedprop.train.checkpoint import check_fingerprint, write_json_atomic
+from feedprop.training.checkpoint import check_fingerprint, write_json_atomic
 
 __all__ = [
     "FinetuneConfig",

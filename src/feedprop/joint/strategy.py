@@ -49,11 +49,11 @@ from feedprop.llm.base import LLM
 from feedprop.module import Module
 from feedprop.node import Parameter
 from feedprop.optim import Optimizer, OptoPrime
-from feedprop.train.budget import Budget, RunUsage
-from feedprop.train.checkpoint import check_fingerprint, write_json_atomic
-from feedprop.train.data import Item, as_items, fingerprint_items
-from feedprop.train.evaluation import run_items
-from feedprop.train.trainer import train
+from feedprop.training.budget import Budget, RunUsage
+from feedprop.training.checkpoint import check_fingerprint, write_json_atomic
+from feedprop.training.data import Item, as_items, fingerprint_items
+from feedprop.training.evaluation import run_items
+from feedprop.training.trainer import train
 
 __all__ = ["JointResult", "PhaseResult", "WeightOptions", "alternate", "parse_strategy"]
 

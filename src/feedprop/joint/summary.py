@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from feedprop.joint.strategy import PHASE_NAMES, JointResult, _fmt
-from feedprop.train.summary import new_figure, parameter_sections, save_png
+from feedprop.training.summary import new_figure, parameter_sections, save_png
 
 __all__ = ["plot_phases", "render_joint_report"]
 

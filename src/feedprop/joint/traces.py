@@ -32,8 +32,8 @@ from feedprop.llm.base import LLM
 from feedprop.module import Module
 from feedprop.node import Node
 from feedprop.ops import llm_calls
-from feedprop.train.data import Item, as_items
-from feedprop.train.evaluation import Outcome, run_items
+from feedprop.training.data import Item, as_items
+from feedprop.training.evaluation import Outcome, run_items
 
 __all__ = ["Harvest", "collect_examples", "llm_calls"]
 

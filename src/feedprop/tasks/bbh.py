@@ -6,9 +6,9 @@ val and the rest as test; ``protocol="trace"`` takes 15 / 5 / rest. The three ch
 demonstrations of ``cot-prompts/<task>.txt`` become ``few_shot`` (target: the final answer;
 ``meta["rationale"]``: the worked answer).
 
-Each task gets the guide its targets call for: :class:`~feedprop.train.guide.Numeric` for the
-two arithmetic tasks, :class:`~feedprop.train.guide.MultipleChoice` for the ``(A)``-style tasks,
-and :class:`~feedprop.train.guide.ExactMatch` on the final answer otherwise.
+Each task gets the guide its targets call for: :class:`~feedprop.training.guide.Numeric` for the
+two arithmetic tasks, :class:`~feedprop.training.guide.MultipleChoice` for the ``(A)``-style tasks,
+and :class:`~feedprop.training.guide.ExactMatch` on the final answer otherwise.
 
 Example:
     >>> task = load_bbh("object_counting")
@@ -24,7 +24,7 @@ import re
 from feedprop.errors import ConfigurationError
 from feedprop.tasks.data import data_file, read_json
 from feedprop.tasks.task import Example, Task
-from feedprop.train.guide import ExactMatch, Guide, MultipleChoice, Numeric, final_answer
+from feedprop.training.guide import ExactMatch, Guide, MultipleChoice, Numeric, final_answer
 
 __all__ = ["BBH_PROTOCOLS", "BBH_TASKS", "bbh_guide", "load_bbh"]
 

@@ -36,7 +36,7 @@ from feedprop.errors import InvalidInputError
 from feedprop.node import Feedback
 from feedprop.tasks.data import package_data_file, read_csv
 from feedprop.tasks.task import Example, Task
-from feedprop.train.guide import Guide
+from feedprop.training.guide import Guide
 
 __all__ = ["Game24", "load_game24", "solve24"]
 

@@ -19,7 +19,7 @@ from typing import Any
 from feedprop.errors import ConfigurationError
 from feedprop.tasks.data import data_file, read_jsonl
 from feedprop.tasks.task import Example, Task
-from feedprop.train.guide import Numeric
+from feedprop.training.guide import Numeric
 
 __all__ = ["load_gsm8k"]
 

@@ -18,7 +18,7 @@ import os
 from feedprop.errors import ConfigurationError
 from feedprop.tasks.data import data_file, read_csv
 from feedprop.tasks.task import Example, Task
-from feedprop.train.guide import MultipleChoice
+from feedprop.training.guide import MultipleChoice
 
 __all__ = ["MMLU_SUBJECTS", "load_mmlu"]
 

@@ -1,7 +1,7 @@
 """The shape every benchmark shares: a :class:`Task` holds :class:`Example` splits and a guide.
 
 Example:
-    >>> from feedprop.train.guide import Numeric
+    >>> from feedprop.training.guide import Numeric
     >>> task = Task("toy", train=[Example("2+2?", "4")], val=[], test=[Example("3+3?", "6")], guide=Numeric())
     >>> question, answer = task.train[0]
     >>> task.guide("It is 4.", answer).score
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedprop.errors import InvalidInputError
-from feedprop.train.guide import Guide
+from feedprop.training.guide import Guide
 
 __all__ = ["SPLITS", "Example", "Task"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from feedprop.errors import ConfigurationError, InvalidInputError
-from feedprop.train.budget import Budget, RunUsage
+from feedprop.training.budget import Budget, RunUsage
 
 
 def test_remaining_counts_only_what_the_scope_covers() -> None:

@@ -21,10 +21,10 @@ from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import Optimizer, OptoPrime, Proposal
-from feedprop.train import Budget, train
-from feedprop.train.data import Item
-from feedprop.train.events import read_events
-from feedprop.train.search import Member, ParetoSearch, Program, pareto_front, with_target
+from feedprop.training import Budget, train
+from feedprop.training.data import Item
+from feedprop.training.events import read_events
+from feedprop.training.search import Member, ParetoSearch, Program, pareto_front, with_target
 
 
 def oracle_front(table: list[list[float]]) -> dict[int, int]:

@@ -9,7 +9,7 @@ from train_toys import Suffix, data, exact
 
 from feedprop.llm import LocalModel
 from feedprop.optim import OptoPrime
-from feedprop.train import Budget, train
+from feedprop.training import Budget, train
 
 
 @pytest.mark.integration

@@ -11,7 +11,7 @@ output (``None``, a huge string, a number where text was expected, an exception)
 :class:`~feedprop.errors.InvalidInputError`.
 
 Example:
-    >>> from feedprop.train.guide import Numeric
+    >>> from feedprop.training.guide import Numeric
     >>> Numeric()("The total is 41 apples.", "42").text
     'Wrong: expected 42, got 41.'
 """

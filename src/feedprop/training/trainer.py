@@ -7,16 +7,16 @@ parameters; the optimizer then proposes once for the whole batch.
 
 Validation gating: every candidate update is applied, scored on the validation set, and
 reverted. Which states are expanded and kept is the search strategy's choice
-(:mod:`feedprop.train.search`): by default (``search="greedy"``) the step keeps the best
+(:mod:`feedprop.training.search`): by default (``search="greedy"``) the step keeps the best
 candidate only if the validation score does not drop (an equal score keeps the update unless
 it makes the parameters longer — ties go to the shorter parameters); ``beam_width=k`` keeps
 the ``k`` best states (beam search); ``search="pareto"`` keeps a pool of programs and draws
 parents from the per-validation-item Pareto front. A rejected update is reverted exactly and
 recorded in the history with the reason. The options travel as one
-:class:`~feedprop.train.config.TrainConfig`.
+:class:`~feedprop.training.config.TrainConfig`.
 
 After every step an atomic JSON checkpoint is written; ``resume=True`` continues a killed
-run from its last completed step. Budgets (:class:`~feedprop.train.budget.Budget`) end the
+run from its last completed step. Budgets (:class:`~feedprop.training.budget.Budget`) end the
 run cleanly, keeping its best state.
 
 Example:
@@ -50,14 +50,14 @@ from tqdm.auto import tqdm
 from feedprop.errors import BudgetExhausted, CheckpointError, ConfigurationError, InvalidInputError, StateDictError
 from feedprop.module import Module
 from feedprop.optim import Optimizer, Proposal
-from feedprop.train.budget import Budget, RunMeter, RunUsage
-from feedprop.train.checkpoint import RunDirectory, check_fingerprint, rng_from_json, rng_to_json
-from feedprop.train.config import TrainConfig
-from feedprop.train.data import Item, as_items, fingerprint_items
-from feedprop.train.evaluation import ItemExecutor, Outcome, RunScorer, resolve_executor
-from feedprop.train.events import EventLog, item_outcome
-from feedprop.train.result import TrainResult
-from feedprop.train.search import Member, make_strategy, mean, parameter_size, same_state
+from feedprop.training.budget import Budget, RunMeter, RunUsage
+from feedprop.training.checkpoint import RunDirectory, check_fingerprint, rng_from_json, rng_to_json
+from feedprop.training.config import TrainConfig
+from feedprop.training.data import Item, as_items, fingerprint_items
+from feedprop.training.evaluation import ItemExecutor, Outcome, RunScorer, resolve_executor
+from feedprop.training.events import EventLog, item_outcome
+from feedprop.training.result import TrainResult
+from feedprop.training.search import Member, make_strategy, mean, parameter_size, same_state
 
 __all__ = ["TrainResult", "train"]
 
@@ -492,7 +492,7 @@ def train(
             just returns its result; no checkpoint yet starts a new run). Resuming with a
             different model, optimizer, data or options raises :class:`~feedprop.errors.CheckpointError`.
         seed: seeds the shuffling of the training set (and the Pareto search's parent draws).
-        search: how candidates are searched (:mod:`feedprop.train.search`): ``"greedy"``
+        search: how candidates are searched (:mod:`feedprop.training.search`): ``"greedy"``
             (default: keep the best candidate if validation does not drop), ``"beam"``, or
             ``"pareto"`` (a pool of programs; parents drawn from the per-validation-item Pareto
             front, weighted by the items each wins; a child is validated only if it beats its
@@ -508,8 +508,8 @@ def train(
             concurrency limit still caps its calls in flight).
         progress: show a progress bar. plot: write ``curve.png`` (needs matplotlib).
         executor: where minibatch, validation and test items run: ``"local"`` (threads here),
-            ``"ray"`` (tasks on a Ray cluster, see :class:`~feedprop.train.distributed.RayExecutor`),
-            or an :class:`~feedprop.train.evaluation.ItemExecutor`. The result is the same either way.
+            ``"ray"`` (tasks on a Ray cluster, see :class:`~feedprop.training.distributed.RayExecutor`),
+            or an :class:`~feedprop.training.evaluation.ItemExecutor`. The result is the same either way.
 
     Returns:
         :class:`TrainResult`; the model holds the best parameters found.

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from feedprop.train.checkpoint import RunDirectory
-from feedprop.train.summary import plot_curve, render_report
+from feedprop.training.checkpoint import RunDirectory
+from feedprop.training.summary import plot_curve, render_report
 
 __all__ = ["TrainResult"]
 

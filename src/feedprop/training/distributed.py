@@ -9,13 +9,13 @@ across calls. Ray is imported when the executor is first used, never before
 What travels, and why the optimizer sees the same thing as with local threads:
 
 - to a worker: the workflow as class import path + JSON ``state_dict`` + training mode
-  (:func:`~feedprop.train.wire.workflow_spec`), the workers' LLM as a JSON spec
+  (:func:`~feedprop.training.wire.workflow_spec`), the workers' LLM as a JSON spec
   (:mod:`feedprop.llm.spec`), the item and the guide (with Ray's serialization), and the
   recorded replies of any active :func:`~feedprop.llm.replay` (so a screening replays there too);
-- on the worker: forward and guide, exactly as :func:`~feedprop.train.evaluation.run_items`
+- on the worker: forward and guide, exactly as :func:`~feedprop.training.evaluation.run_items`
   runs them, under a usage meter;
 - back, as one JSON document per item: the feedback, the usage, and (in training mode) the
-  output's graph (:mod:`feedprop.train.wire`). The driver rebuilds the graph around its own
+  output's graph (:mod:`feedprop.training.wire`). The driver rebuilds the graph around its own
   parameters, merges the usage into its active meters, and ``backward`` runs here, so each
   parameter receives the same entries, with the same minimal subgraphs, as in a local run.
 
@@ -75,9 +75,9 @@ from feedprop.llm.spec import check_spec, from_spec, import_object, spec_of
 from feedprop.llm.usage import add_usage
 from feedprop.module import Module
 from feedprop.tracing import current_scope, is_tracing, name_scope, no_trace
-from feedprop.train.data import Item
-from feedprop.train.evaluation import GuideFn, ItemExecutor, Outcome, _accepts_example, _score_one
-from feedprop.train.wire import Rebuilder, build_workflow, encode_outcome, workflow_spec
+from feedprop.training.data import Item
+from feedprop.training.evaluation import GuideFn, ItemExecutor, Outcome, _accepts_example, _score_one
+from feedprop.training.wire import Rebuilder, build_workflow, encode_outcome, workflow_spec
 
 __all__ = ["BudgetLedger", "RayExecutor", "run_item"]
 
@@ -259,7 +259,7 @@ def run_item(request: str, index: int, item: Item, guide: GuideFn, ledger: Any =
 
     ``request`` is the JSON :meth:`RayExecutor.request` writes, shared by every item of a
     batch. The reply holds ``usage`` and either ``outcome``
-    (:func:`~feedprop.train.wire.encode_outcome`) or ``failure`` (an error that stops the
+    (:func:`~feedprop.training.wire.encode_outcome`) or ``failure`` (an error that stops the
     evaluation: its type, message, arguments and traceback).
     """
     req = json.loads(request)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from feedprop.errors import CheckpointError, InvalidInputError
-from feedprop.train.checkpoint import (
+from feedprop.training.checkpoint import (
     RunDirectory,
     check_fingerprint,
     rng_from_json,

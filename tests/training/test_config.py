@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from feedprop.errors import ConfigurationError, InvalidInputError
-from feedprop.train import Budget, TrainConfig
+from feedprop.training import Budget, TrainConfig
 
 
 def test_beam_width_above_one_means_beam_search() -> None:

@@ -15,7 +15,7 @@ from train_toys import Suffix, exact, hashed_suggestions
 
 from feedprop.llm import MockLLM
 from feedprop.optim import OptoPrime
-from feedprop.train import TrainResult, train
+from feedprop.training import TrainResult, train
 
 # Endings with a clear ranking on the validation set ("a" best, "h" worst), so a run climbs
 # through several accepted updates and rejects many others.

@@ -2,7 +2,7 @@
 
 A workflow travels as its class import path plus its JSON ``state_dict`` (:func:`workflow_spec`,
 :func:`build_workflow`); never as a pickled object. What comes back from one item is an
-:class:`~feedprop.train.evaluation.Outcome` as data (:func:`encode_outcome`): the guide's
+:class:`~feedprop.training.evaluation.Outcome` as data (:func:`encode_outcome`): the guide's
 feedback, and the graph of the output — every node with its op, parents and inputs, and the
 values that the minimal subgraphs of the trainable parameters contain.
 
@@ -47,7 +47,7 @@ from feedprop.module import Module
 from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Op, Parameter
 from feedprop.ops import LLM_CALL
 from feedprop.propagate import minimal_subgraph, toposort
-from feedprop.train.evaluation import Outcome
+from feedprop.training.evaluation import Outcome
 
 __all__ = [
     "NOT_SENT",
@@ -473,7 +473,7 @@ class Rebuilder:
         return node
 
     def outcome(self, data: Mapping[str, Any]) -> Outcome:
-        """The :class:`~feedprop.train.evaluation.Outcome` :func:`encode_outcome` encoded."""
+        """The :class:`~feedprop.training.evaluation.Outcome` :func:`encode_outcome` encoded."""
         feedback = decode_feedback(data["feedback"])
         if "value" in data:
             return Outcome(data["index"], decode_value(data["value"]), feedback)

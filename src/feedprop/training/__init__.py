@@ -3,18 +3,18 @@ and the guides (the loss functions) score one output against its target. Items r
 or, with ``executor="ray"`` (:class:`RayExecutor`), as tasks on a Ray cluster.
 
 Example:
-    >>> from feedprop.train import Budget, ExactMatch
+    >>> from feedprop.training import Budget, ExactMatch
     >>> Budget(calls=200, scope="optimizer").calls, ExactMatch()("42", "42").score
     (200, 1.0)
 """
 
-from feedprop.train.budget import Budget, RunUsage
-from feedprop.train.config import TrainConfig
-from feedprop.train.distributed import RayExecutor
-from feedprop.train.evaluation import Evaluation, ItemExecutor, LocalExecutor, evaluate
-from feedprop.train.guide import ExactMatch, Guide, LLMJudge, MultipleChoice, Numeric, UnitTest
-from feedprop.train.screening import Screening, screen
-from feedprop.train.trainer import TrainResult, train
+from feedprop.training.budget import Budget, RunUsage
+from feedprop.training.config import TrainConfig
+from feedprop.training.distributed import RayExecutor
+from feedprop.training.evaluation import Evaluation, ItemExecutor, LocalExecutor, evaluate
+from feedprop.training.guide import ExactMatch, Guide, LLMJudge, MultipleChoice, Numeric, UnitTest
+from feedprop.training.screening import Screening, screen
+from feedprop.training.trainer import TrainResult, train
 
 __all__ = [
     "Budget",

@@ -14,10 +14,10 @@ from feedprop.llm import LLM, MockLLM, track_usage
 from feedprop.module import Module
 from feedprop.node import Feedback, MessageNode, Node, Parameter
 from feedprop.sandbox import InProcessExecutor, SandboxExecutor, default_executor
-from feedprop.train import LocalExecutor, Screening, screen
-from feedprop.train.data import as_items
-from feedprop.train.evaluation import Outcome, run_items
-from feedprop.train.screening import recorded_calls
+from feedprop.training import LocalExecutor, Screening, screen
+from feedprop.training.data import as_items
+from feedprop.training.evaluation import Outcome, run_items
+from feedprop.training.screening import recorded_calls
 
 IN_PROCESS = InProcessExecutor()
 

@@ -1,6 +1,6 @@
 """``TrainConfig``: the options of one training run, checked once.
 
-:func:`~feedprop.train.train` builds one from its keyword arguments; the run reads its schedule
+:func:`~feedprop.training.train` builds one from its keyword arguments; the run reads its schedule
 and search from it, the checkpoint's fingerprint is :meth:`TrainConfig.fingerprint` (the options
 a resumed run must share), and the report prints :meth:`TrainConfig.to_dict`.
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedprop.errors import ConfigurationError, InvalidInputError
-from feedprop.train.budget import Budget
+from feedprop.training.budget import Budget
 
 __all__ = ["SEARCHES", "TrainConfig"]
 
@@ -35,7 +35,7 @@ def _int(name: str, value: Any, *, low: int, allow_none: bool = False) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What :func:`~feedprop.train.train` was asked to do, apart from the model, data, guide and optimizer.
+    """What :func:`~feedprop.training.train` was asked to do, apart from the model, data, guide and optimizer.
 
     ``search`` chooses how candidates are searched: ``"greedy"`` (best-of-n: keep the best
     candidate if validation does not drop), ``"beam"`` (keep the ``beam_width`` best states;

@@ -33,11 +33,11 @@ from feedprop.errors import ConfigurationError, InvalidInputError, ReplyParseErr
 from feedprop.module import Module
 from feedprop.node import Feedback, Node
 from feedprop.optim import Candidate, Optimizer, Proposal
-from feedprop.train.budget import RunMeter
-from feedprop.train.config import TrainConfig
-from feedprop.train.data import Item
-from feedprop.train.evaluation import ItemExecutor, Outcome
-from feedprop.train.screening import Screening, screen
+from feedprop.training.budget import RunMeter
+from feedprop.training.config import TrainConfig
+from feedprop.training.data import Item
+from feedprop.training.evaluation import ItemExecutor, Outcome
+from feedprop.training.screening import Screening, screen
 
 __all__ = [
     "BeamSearch",
@@ -465,7 +465,7 @@ def gate_scores(run: SearchRun, items: Sequence[Item], parent_outcomes: Sequence
     """Screen the model as it is now on the minibatch: what a candidate must win to be validated.
 
     ``parent_outcomes`` is the parent's run on the same ``items``: every LLM call the candidate
-    repeats is answered from it (:func:`~feedprop.train.screening.screen`), so a new extractor
+    repeats is answered from it (:func:`~feedprop.training.screening.screen`), so a new extractor
     costs no model call at all. Counted as evaluation, in training mode.
     """
     with run.meter.phase("evaluation"):

@@ -18,9 +18,9 @@ from train_toys import Suffix, data, exact, scripted_llm, suggest
 
 from feedprop.errors import CheckpointError
 from feedprop.optim import OptoPrime
-from feedprop.train import train
-from feedprop.train.checkpoint import RunDirectory
-from feedprop.train.events import read_events
+from feedprop.training import train
+from feedprop.training.checkpoint import RunDirectory
+from feedprop.training.events import read_events
 
 HERE = Path(__file__).resolve().parent
 

@@ -95,7 +95,7 @@ def _cell(text: Any, limit: int = 140) -> str:
 
 
 def render_report(run: Any) -> str:
-    """The markdown report of a run (a :class:`~feedprop.train.TrainResult` or anything shaped like it)."""
+    """The markdown report of a run (a :class:`~feedprop.training.TrainResult` or anything shaped like it)."""
     history: list[dict[str, Any]] = list(run.history)
     kept = sum(bool(h.get("accepted")) for h in history)
     config = dict(run.config)

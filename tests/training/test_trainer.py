@@ -19,8 +19,8 @@ from feedprop.llm.mock import estimate_prompt_tokens, estimate_tokens
 from feedprop.module import Module
 from feedprop.node import Parameter
 from feedprop.optim import Hindsight, OptoPrime
-from feedprop.train import Budget, train
-from feedprop.train.events import item_scores
+from feedprop.training import Budget, train
+from feedprop.training.events import item_scores
 
 
 def run(model: Any, opt: OptoPrime, train_set: Any, **kwargs: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from feedprop.train.events import ITEM_OUTCOME_SCHEMA, EventLog, ItemOutcome, item_outcome, item_scores, read_events
+from feedprop.training.events import ITEM_OUTCOME_SCHEMA, EventLog, ItemOutcome, item_outcome, item_scores, read_events
 
 
 def test_events_append_and_survive_a_torn_line(tmp_path: Path) -> None:

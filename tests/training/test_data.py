@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from feedprop.errors import ConfigurationError, InvalidInputError
-from feedprop.train.data import as_items, fingerprint_items
+from feedprop.training.data import as_items, fingerprint_items
 
 
 @dataclass

@@ -15,7 +15,7 @@ from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import LocalModel, MockLLM, set_default
 from feedprop.node import Feedback, Node
 from feedprop.sandbox import InProcessExecutor
-from feedprop.train.guide import (
+from feedprop.training.guide import (
     ExactMatch,
     Guide,
     LLMJudge,

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from feedprop.train.summary import parameter_diff, plot_curve, render_report
+from feedprop.training.summary import parameter_diff, plot_curve, render_report
 
 
 def _run(**overrides: Any) -> SimpleNamespace:

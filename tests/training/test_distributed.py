@@ -37,12 +37,12 @@ from distributed_toys import (
 from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError
 from feedprop.llm import MockLLM, UsageMeter, replay, set_default, track_usage
 from feedprop.optim import OptoPrime
-from feedprop.train import Budget, RayExecutor, evaluate, train
-from feedprop.train.data import Item, as_items
-from feedprop.train.distributed import BudgetLedger, _rebuild_failure, run_item
-from feedprop.train.evaluation import run_items
-from feedprop.train.screening import recorded_calls, screen
-from feedprop.train.wire import Rebuilder
+from feedprop.training import Budget, RayExecutor, evaluate, train
+from feedprop.training.data import Item, as_items
+from feedprop.training.distributed import BudgetLedger, _rebuild_failure, run_item
+from feedprop.training.evaluation import run_items
+from feedprop.training.screening import recorded_calls, screen
+from feedprop.training.wire import Rebuilder
 
 HERE = Path(__file__).resolve().parent
 MOCK = {"kind": "mock", "handler": "distributed_toys:answer"}
@@ -77,7 +77,7 @@ def without_seconds(value: Any) -> Any:
 
 def test_importing_feedprop_does_not_import_ray() -> None:
     code = (
-        "import sys, feedprop; from feedprop.train import RayExecutor; RayExecutor(llm={'kind': 'env'}); "
+        "import sys, feedprop; from feedprop.training import RayExecutor; RayExecutor(llm={'kind': 'env'}); "
         "print('ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)

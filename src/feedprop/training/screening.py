@@ -15,8 +15,8 @@ Example:
     >>> from feedprop.node import Parameter
     >>> from feedprop.ops import llm_call
     >>> from feedprop.sandbox import InProcessExecutor
-    >>> from feedprop.train.data import as_items
-    >>> from feedprop.train.evaluation import run_items
+    >>> from feedprop.training.data import as_items
+    >>> from feedprop.training.evaluation import run_items
     >>> llm = MockLLM(lambda messages, **params: "I think 3, no: 4")
     >>> class Solver(Module):
     ...     def __init__(self):
@@ -46,8 +46,8 @@ from feedprop.errors import InvalidInputError
 from feedprop.llm import RecordedCall, replay, track_usage
 from feedprop.node import MessageNode, Node
 from feedprop.ops import llm_calls
-from feedprop.train.data import Item, as_items
-from feedprop.train.evaluation import GuideFn, ItemExecutor, Outcome, resolve_executor
+from feedprop.training.data import Item, as_items
+from feedprop.training.evaluation import GuideFn, ItemExecutor, Outcome, resolve_executor
 
 __all__ = ["Screening", "recorded_calls", "screen"]
 
@@ -129,7 +129,7 @@ def screen(
 ) -> Screening:
     """Score ``model`` (its parameters already set to the candidate) on ``items``, replaying ``outcomes``' LLM calls.
 
-    ``outcomes`` are the parent's outcomes on the same items (:func:`~feedprop.train.evaluation.run_items`
+    ``outcomes`` are the parent's outcomes on the same items (:func:`~feedprop.training.evaluation.run_items`
     while tracing). Items run through ``executor`` (default: threads here) exactly as in an
     evaluation, scored by ``guide``; ``check`` runs before each item (raise ``BudgetExhausted``
     from it to stop). Real calls count in the caller's usage meters and budgets as usual;

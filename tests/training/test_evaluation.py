@@ -10,8 +10,8 @@ import pytest
 from feedprop.errors import BudgetExhausted, InvalidInputError
 from feedprop.llm import MockLLM, track_usage
 from feedprop.node import Feedback
-from feedprop.train.data import as_items
-from feedprop.train.evaluation import evaluate, run_items, to_feedback
+from feedprop.training.data import as_items
+from feedprop.training.evaluation import evaluate, run_items, to_feedback
 
 
 def test_scores_and_outputs_come_back_in_order() -> None:

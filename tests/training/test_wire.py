@@ -15,10 +15,10 @@ from feedprop.module import Module
 from feedprop.node import ExceptionNode, Feedback, Node, Parameter
 from feedprop.optim import OptoPrime
 from feedprop.report import render_problem
-from feedprop.train.data import as_items
-from feedprop.train.evaluation import Outcome, run_items
-from feedprop.train.screening import recorded_calls
-from feedprop.train.wire import (
+from feedprop.training.data import as_items
+from feedprop.training.evaluation import Outcome, run_items
+from feedprop.training.screening import recorded_calls
+from feedprop.training.wire import (
     NOT_SENT,
     Opaque,
     Rebuilder,

@@ -20,7 +20,7 @@ from feedprop.llm import LLM, MockLLM
 from feedprop.module import Module
 from feedprop.node import Node, Parameter
 from feedprop.optim import OptoPrime
-from feedprop.train import TrainResult, train
+from feedprop.training import TrainResult, train
 
 SEED = 13  # a seed whose run tries two merges: one admitted (step 2), one refused (step 12)
 ENDINGS = list("abcdef")

@@ -6,7 +6,7 @@ capped by that model's own concurrency limit; the pool only bounds the threads w
 
 Where the items run is pluggable: an :class:`ItemExecutor` runs them, by default the
 :class:`LocalExecutor` (threads in this process); ``executor="ray"`` runs each item as a task on
-a Ray cluster (:class:`~feedprop.train.distributed.RayExecutor`, needs the ``distributed`` extra).
+a Ray cluster (:class:`~feedprop.training.distributed.RayExecutor`, needs the ``distributed`` extra).
 
 A workflow that raises :class:`~feedprop.errors.ExecutionError` does not stop an evaluation:
 the error becomes that item's feedback with score 0. Errors that are not about the workflow's
@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from feedprop.errors import BudgetExhausted, ConfigurationError, ExecutionError, InvalidInputError, LLMError
 from feedprop.llm import ContextThreadPoolExecutor, track_usage
 from feedprop.node import Feedback, Node
-from feedprop.train.budget import RunMeter
-from feedprop.train.data import Item, as_items
+from feedprop.training.budget import RunMeter
+from feedprop.training.data import Item, as_items
 
 __all__ = [
     "DEFAULT_WORKERS",
@@ -354,7 +354,7 @@ class RunScorer:
         >>> class Upper(Module):
         ...     def forward(self, x):
         ...         return x.upper()
-        >>> from feedprop.train.budget import Budget
+        >>> from feedprop.training.budget import Budget
         >>> scorer = RunScorer(Upper(), lambda out, t: out == t, LocalExecutor(), RunMeter(Budget()))
         >>> scorer.scores([Item("a", "A"), Item("b", "c")], "evaluation")
         [1.0, 0.0]
@@ -426,7 +426,7 @@ def evaluate(
     number or a bool. A workflow that raises ``ExecutionError`` scores 0 on that item.
     The LLM usage of the evaluation is in ``result.usage``. ``executor`` says where items run:
     ``"local"`` (threads here), ``"ray"`` (tasks on a Ray cluster; see
-    :class:`~feedprop.train.distributed.RayExecutor` for its options), or an :class:`ItemExecutor`.
+    :class:`~feedprop.training.distributed.RayExecutor` for its options), or an :class:`ItemExecutor`.
 
     Example:
         >>> evaluate(str.upper, [("a", "A"), ("b", "B")], lambda out, target: out == target).score
