@@ -23,7 +23,7 @@ from feedprop.llm.cache import ResponseCache
 from feedprop.llm.retry import RetryPolicy
 from feedprop.llm.tokens import estimate_prompt_tokens, estimate_tokens
 
-__all__ = ["MockCall", "MockLLM", "estimate_tokens"]
+__all__ = ["MockCall", "MockLLM", "estimate_prompt_tokens", "estimate_tokens"]
 
 Reply = str | Completion
 Handler = Callable[..., Reply]
