@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "feedprop"
 
 LAYERS: list[set[str]] = [
     {"errors", "_text", "_files"},
-    {"llm"},
     {"tracing"},
     {"propagate"},
     {"node"},
+    {"llm"},
+    {"textual_gradient"},
     {"sandbox", "_sandbox_worker", "_sandbox_boundary", "_sandbox_process"},
     {"bundle"},
     {"ops"},
+    {"export"},
     {"module"},
     {"report"},
     {"optim"},
@@ -95,3 +99,32 @@ def test_no_function_local_feedprop_imports() -> None:
                     if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("feedprop"):
                         offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not offenders, f"function-local feedprop imports: {offenders}"
+
+
+def test_values_tracing_and_backward_load_no_llm() -> None:
+    """``import feedprop.node`` loads only the layers below it: no LLM module.
+
+    The package's ``__init__`` imports the whole public surface, so the child process registers
+    the package without running it and imports ``feedprop.node`` by itself.
+    """
+    code = (
+        "import sys, types\n"
+        "package = types.ModuleType('feedprop')\n"
+        f"package.__path__ = [{str(PACKAGE)!r}]\n"
+        "sys.modules['feedprop'] = package\n"
+        "import feedprop.node\n"
+        "print(' '.join(sorted(name for name in sys.modules if name.startswith('feedprop'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    loaded = set(result.stdout.split())
+    assert "feedprop.node" in loaded
+    assert not [name for name in loaded if name == "feedprop.llm" or name.startswith("feedprop.llm.")], loaded
+    assert loaded <= {
+        "feedprop",
+        "feedprop.errors",
+        "feedprop._text",
+        "feedprop._files",
+        "feedprop.tracing",
+        "feedprop.propagate",
+        "feedprop.node",
+    }, loaded

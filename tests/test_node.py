@@ -22,6 +22,7 @@ from feedprop.node import (
     Parameter,
     as_feedback,
     demos_problem,
+    infer_kind,
 )
 
 
@@ -33,6 +34,18 @@ def test_parameter_kinds_are_inferred() -> None:
     assert Parameter([1, "x"]).kind == "json"
     assert Parameter(True).kind == "json"
     assert Parameter("def f(x):\n    return x\n", kind="code").kind == "code"
+
+
+def test_infer_kind() -> None:
+    assert [infer_kind(v) for v in ("a", 1, 2.5, True, [1], {"a": 1}, None)] == [
+        "text",
+        "number",
+        "number",
+        "json",
+        "json",
+        "json",
+        "json",
+    ]
 
 
 def test_parameter_names_are_the_users_or_unique() -> None:

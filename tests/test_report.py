@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
+from feedprop._text import truncate_middle
 from feedprop.bundle import bundle
 from feedprop.errors import ExecutionError, InvalidInputError
 from feedprop.llm import MockLLM
 from feedprop.node import Demos, Feedback, Node, Parameter
 from feedprop.ops import llm_call
-from feedprop.report import SECTIONS, Problem, render_problem, truncate_middle
+from feedprop.report import SECTIONS, Problem, render_problem
 from feedprop.sandbox import InProcessExecutor
 
 
@@ -156,7 +157,7 @@ def test_no_feedback_gives_an_empty_problem_and_bad_input_is_refused() -> None:
 def test_truncate_middle() -> None:
     assert truncate_middle("short", 10) == "short"
     cut = truncate_middle("x" * 10_000, 100)
-    assert cut.startswith("x" * 25) and cut.endswith("x" * 25) and "[truncated 9,950 chars]" in cut
+    assert cut.startswith("x" * 25) and cut.endswith("x" * 25) and "[truncated 9,930 chars]" in cut
 
 
 def test_demos_show_one_per_line_with_their_rule() -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "Parameter",
     "as_feedback",
     "demos_problem",
+    "infer_kind",
 ]
 
 T = TypeVar("T")
@@ -437,7 +438,7 @@ class Parameter(Node[T]):
         self.description = description
         self.constraint = constraint
         self.trainable = bool(trainable)
-        self.kind = _infer_kind(value) if kind is None else kind
+        self.kind = infer_kind(value) if kind is None else kind
         if self.kind not in KINDS:
             raise InvalidInputError(f"Parameter kind must be one of {KINDS}, got {kind!r}")
         self.bounds: tuple[float, float] | None = None
@@ -471,7 +472,14 @@ class Parameter(Node[T]):
         return f"Parameter(name={self.name!r}, kind={self.kind!r}, data={_short.repr(self._data)})"
 
 
-def _infer_kind(value: Any) -> str:
+def infer_kind(value: Any) -> str:
+    """The kind of a :class:`Parameter` holding ``value`` when none is given: str → text, int/float → number,
+    anything else → json (``code`` and ``demos`` are always declared).
+
+    Example:
+        >>> [infer_kind(v) for v in ("a", 1, 2.5, True, [1], None)]
+        ['text', 'number', 'number', 'json', 'json', 'json']
+    """
     if isinstance(value, str):
         return "text"
     if isinstance(value, int | float) and not isinstance(value, bool):

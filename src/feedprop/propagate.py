@@ -13,10 +13,9 @@ the minimal subgraph connecting it to the output, as defined in the Trace work::
 The walk is O(nodes + edges); each parameter's subgraph is computed on first access and cached,
 so a graph with many parameters does not pay O(nodes × parameters) unless it is asked to.
 
-:class:`TextualGradient` is the TextGrad-style alternative: walking backwards, a language model
-writes the feedback each input of an op should get from the feedback its output got, so each
-parameter receives feedback written for it. Its prompts are the module constants
-:data:`TEXTUAL_GRADIENT_SYSTEM` and :data:`TEXTUAL_GRADIENT_USER`.
+:class:`~feedprop.textual_gradient.TextualGradient` is the TextGrad-style alternative, where a
+language model writes each input's feedback; it lives above the LLM layer, so this module (and
+:mod:`feedprop.node`, which calls it) imports no LLM.
 
 This module sees nodes only through their attributes (``parents``, ``feedback``, ``trainable``),
 so it sits below :mod:`feedprop.node`.
@@ -32,28 +31,20 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import weakref
 from collections.abc import Iterable, Sequence
-from string import Template
 from typing import TYPE_CHECKING, Any
 
-from feedprop import llm as llm_module
 from feedprop.errors import ConfigurationError, InvalidInputError
-from feedprop.llm.base import LLM, Message
 
 if TYPE_CHECKING:  # types only: node sits below this module and imports it
     from feedprop.node import Feedback, Node
 
 __all__ = [
-    "TEXTUAL_GRADIENT_SYSTEM",
-    "TEXTUAL_GRADIENT_USER",
     "BackwardRun",
     "MinimalSubgraph",
     "ParameterFeedback",
     "Propagator",
-    "TextualGradient",
     "backward",
     "minimal_subgraph",
     "toposort",
@@ -282,147 +273,3 @@ def backward(
     rule.begin(run)
     rule.walk(order, run, retain_feedback)
     run.release()
-
-
-#: The system prompt of :class:`TextualGradient`.
-TEXTUAL_GRADIENT_SYSTEM = """\
-You are part of a system that improves a program by giving feedback to its parts. You see one \
-step of the program: an operation, its inputs and its output, and the feedback the output \
-received. Write feedback for ONE input: say concretely how that input should change so that \
-the output would get better feedback. Do not suggest changes to the other inputs. Be brief \
-(at most three sentences). Reply with the feedback only."""
-
-#: The user prompt of :class:`TextualGradient` (``string.Template`` fields: ``$operation``,
-#: ``$inputs``, ``$output_name``, ``$output``, ``$feedback``, ``$target``, ``$target_role``).
-TEXTUAL_GRADIENT_USER = """\
-Operation: $operation
-
-Inputs:
-$inputs
-
-Output $output_name:
-$output
-
-Feedback on the output:
-$feedback
-
-Write feedback for the input $target$target_role."""
-
-
-def _clip(text: str, limit: int) -> str:
-    """``text`` without its middle when longer than ``limit`` characters (saying so)."""
-    if len(text) <= limit:
-        return text
-    half = max(limit // 2, 1)
-    return f"{text[:half]}...[truncated {len(text) - 2 * half:,} chars]...{text[-half:]}"
-
-
-def _show(value: Any, limit: int) -> str:
-    if isinstance(value, str):
-        return _clip(value, limit)
-    try:
-        return _clip(json.dumps(value, ensure_ascii=False), limit)
-    except (TypeError, ValueError):
-        return _clip(repr(value), limit)
-
-
-class TextualGradient(Propagator):
-    """A language model writes each input's feedback from its output's feedback (TextGrad style).
-
-    Walking backwards, for every op output that received feedback and every input of it that
-    leads to a trainable parameter, the model is asked (:data:`TEXTUAL_GRADIENT_SYSTEM`,
-    :data:`TEXTUAL_GRADIENT_USER`) how that input should change. Inputs that lead to no trainable
-    parameter cost no call. A node that feeds several others gets all their feedback, joined.
-    ``llm=None`` uses ``feedprop.llm.default()``; ``params`` (``temperature``, ``max_tokens``)
-    pass through to every call.
-
-    Example:
-        >>> from feedprop.llm import MockLLM
-        >>> from feedprop.node import Parameter
-        >>> x = Parameter("hello", name="greeting")
-        >>> out = x + " world"
-        >>> out.backward("should be a question", propagator=TextualGradient(MockLLM("End it with '?'.")))
-        >>> x.feedback[0].feedback.text, x.feedback[0].output_feedback.text
-        ("End it with '?'.", 'should be a question')
-    """
-
-    def __init__(self, llm: LLM | None = None, *, max_value_chars: int = 1500, **params: Any) -> None:
-        if llm is not None and not isinstance(llm, LLM):
-            raise InvalidInputError(f"llm must be a feedprop.llm.LLM, got {type(llm).__name__}")
-        if max_value_chars < 20:
-            raise InvalidInputError(f"max_value_chars must be at least 20, got {max_value_chars}")
-        self.llm = llm
-        self.max_value_chars = max_value_chars
-        self.params = {"temperature": 0.0, "max_tokens": 256, **params}
-        self._leads: set[int] = set()
-
-    def begin(self, run: BackwardRun) -> None:
-        # Which nodes have a trainable parameter among themselves or their ancestors.
-        leads: set[int] = set()
-        for node in run.order():
-            if node.trainable or any(id(p) in leads for p in node.parents):
-                leads.add(id(node))
-        self._leads = leads
-
-    def deliver(self, parameter: Node[Any], received: Sequence[Feedback], run: BackwardRun) -> ParameterFeedback:
-        return ParameterFeedback(parameter, _joined(received), run)
-
-    def propagate(
-        self, node: Node[Any], received: Sequence[Feedback], run: BackwardRun
-    ) -> Iterable[tuple[Node[Any], Feedback]]:
-        targets = [p for p in node.parents if id(p) in self._leads]
-        if not targets:
-            return []
-        feedback = _joined(received)
-        model = self.llm if self.llm is not None else llm_module.default()
-        out = []
-        for target in targets:
-            messages = [
-                Message(role="system", content=TEXTUAL_GRADIENT_SYSTEM),
-                Message(role="user", content=self._prompt(node, target, feedback)),
-            ]
-            reply = model.complete(messages, **self.params).text.strip()
-            out.append((target, _replace_text(feedback, reply or feedback.text)))
-        return out
-
-    def _prompt(self, node: Node[Any], target: Node[Any], feedback: Feedback) -> str:
-        limit = self.max_value_chars
-        inputs = getattr(node, "inputs", ()) or tuple((p.name, p) for p in node.parents)
-        lines = []
-        for arg, value in inputs:
-            shown = value._data if hasattr(value, "_data") else value
-            label = f"{arg} ({value.name})" if hasattr(value, "_data") else arg
-            lines.append(f"{label} = {_show(shown, limit)}")
-        extra = [p for p in node.parents if all(p is not v for _, v in inputs)]
-        lines.extend(f"{p.name} (also read) = {_show(p._data, limit)}" for p in extra)
-        op = node.op
-        role = ""
-        if target.trainable:
-            description = getattr(target, "description", "")
-            role = f", a trainable variable ({description})" if description else ", a trainable variable"
-        score = f" (score: {feedback.score:g})" if feedback.score is not None else ""
-        return Template(TEXTUAL_GRADIENT_USER).substitute(
-            operation=(op.description or op.name) if op is not None else "(none)",
-            inputs="\n".join(lines) or "(none)",
-            output_name=node.name,
-            output=_show(node._data, limit),
-            feedback=_clip(feedback.text, limit) + score,
-            target=target.name,
-            target_role=role,
-        )
-
-
-def _joined(received: Sequence[Feedback]) -> Feedback:
-    """One feedback from several (a node used twice hears from both uses)."""
-    if len(received) == 1:
-        return received[0]
-    texts: list[str] = []
-    for f in received:
-        if f.text not in texts:
-            texts.append(f.text)
-    return received[0] if len(texts) == 1 else _replace_text(received[0], "\n".join(texts))
-
-
-def _replace_text(feedback: Feedback, text: str) -> Feedback:
-    """A copy of ``feedback`` with new text (no score: the score belongs to the output)."""
-    return dataclasses.replace(feedback, text=text, score=None)

@@ -66,32 +66,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from feedprop._text import truncate_middle
 from feedprop.errors import InvalidInputError
 from feedprop.llm import estimate_tokens
 from feedprop.node import ExceptionNode, Node, Parameter
 from feedprop.propagate import ParameterFeedback
 
-__all__ = ["SECTIONS", "Problem", "estimate_tokens", "render_problem", "truncate_middle"]
+__all__ = ["SECTIONS", "Problem", "estimate_tokens", "render_problem"]
 
 #: The section headers, in order.
 SECTIONS = ("#Code", "#Definitions", "#Variables", "#Constraints", "#Inputs", "#Others", "#Outputs", "#Feedback")
 
 _AUTO_NAME = re.compile(r"^(?P<base>.+):\d+$")
 _UNLIMITED = 1 << 62
-
-
-def truncate_middle(text: str, limit: int) -> str:
-    """``text`` cut to about ``limit`` characters by removing its middle, saying how much went.
-
-    Example:
-        >>> truncate_middle("a" * 50 + "b" * 50, 40)
-        'aaaaaaaaaa...[truncated 80 chars]...bbbbbbbbbb'
-    """
-    if len(text) <= limit:
-        return text
-    keep = max(limit // 2, 2)
-    head, tail = keep // 2, keep - keep // 2
-    return f"{text[:head]}...[truncated {len(text) - head - tail:,} chars]...{text[len(text) - tail :]}"
 
 
 @dataclass

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from feedprop._text import show
 from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.node import ExceptionNode, Feedback, Node, Parameter
 from feedprop.propagate import ParameterFeedback, toposort
@@ -51,13 +52,8 @@ def _nodes(graph: Node[Any] | Sequence[Node[Any]]) -> list[Node[Any]]:
 
 
 def _short(value: Any, limit: int, *, one_line: bool = True) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    if one_line:
-        text = text.replace("\n", "\\n")
-    if len(text) <= limit:
-        return text
-    half = max(limit // 2 - 2, 1)
-    return f"{text[:half]}...{text[-half:]}"
+    """A value as drawn: strings as they are, anything else as its ``repr``, long ones cut in the middle."""
+    return show(value if isinstance(value, str) else repr(value), limit, one_line=one_line)
 
 
 def _feedback_texts(node: Node[Any]) -> list[str]:

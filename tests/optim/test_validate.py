@@ -7,7 +7,6 @@ import pytest
 from feedprop.errors import SuggestionError
 from feedprop.optim.validate import (
     check_constraint,
-    infer_kind,
     json_shape_problem,
     repair_string_newlines,
     validate_value,
@@ -170,18 +169,6 @@ def test_json_shape_problem_directly() -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(SuggestionError, match="unknown parameter kind"):
         validate_value("image", None, 1)
-
-
-def test_infer_kind() -> None:
-    assert [infer_kind(v) for v in ("a", 1, 2.5, True, [1], {"a": 1}, None)] == [
-        "text",
-        "number",
-        "number",
-        "json",
-        "json",
-        "json",
-        "json",
-    ]
 
 
 # --- constraints ----------------------------------------------------------------------------

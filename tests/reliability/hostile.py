@@ -30,7 +30,7 @@ from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OPRO, Hindsight, Optimizer, OptoPrime, TextualGradientDescent
 from feedprop.optim.replies import parse_reply
-from feedprop.propagate import TextualGradient
+from feedprop.textual_gradient import TextualGradient
 from feedprop.training.guide import ExactMatch, LLMJudge, MultipleChoice, Numeric, parse_judgement
 
 OPTIMIZERS: tuple[type[Optimizer], ...] = (OptoPrime, Hindsight, TextualGradientDescent, OPRO)

@@ -35,23 +35,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from feedprop.errors import SuggestionError
-from feedprop.node import demos_problem
+from feedprop.node import KINDS, demos_problem, infer_kind
 from feedprop.optim.replies import arithmetic
 
 __all__ = ["check_constraint", "infer_kind", "json_shape_problem", "strip_fences", "validate_value"]
 
-KINDS = ("text", "code", "number", "json", "demos")
-
 _FENCE = re.compile(r"^\s*```[^\n`]*\n(.*?)\n?```\s*$", re.DOTALL)
-
-
-def infer_kind(value: Any) -> str:
-    """The kind a parameter holding ``value`` has when none was given: str→text, numbers→number, else json."""
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "number"
-    return "json"
 
 
 def strip_fences(text: str) -> str:
