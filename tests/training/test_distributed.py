@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from distributed_toys import (
+    AsyncPipeline,
     Calls,
     EchoEndpoint,
     KillOnce,
@@ -36,6 +37,7 @@ from distributed_toys import (
 
 from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError
 from feedprop.llm import MockLLM, UsageMeter, replay, set_default, track_usage
+from feedprop.ops import llm_calls
 from feedprop.optim import OptoPrime
 from feedprop.training import Budget, RayExecutor, evaluate, train
 from feedprop.training.data import Item, as_items
@@ -129,6 +131,20 @@ def test_a_refused_call_raises_budget_exhausted_on_the_worker() -> None:
     local.calls = 2
     assert isinstance(error, BudgetExhausted) and str(error) == local.exhausted_reason()
     assert reply["usage"]["calls"] == 2 and ledger.counts()[0]["calls"] == 2
+
+
+def test_a_worker_runs_an_async_workflow_under_the_ledger() -> None:
+    model = AsyncPipeline()
+    ledger = BudgetLedger()
+    ledger.open(3, [{"calls": 0, "max_calls": 1, "prompt_tokens": 0, "completion_tokens": 0, "max_tokens": None}])
+    request = RayExecutor(llm=MOCK).request(model, batch=3)
+    reply = json.loads(run_item(request, 0, Item("q1", "q1?"), exact, ledger))
+    outcome = Rebuilder(model).outcome(reply["outcome"])
+    assert outcome.score == 1.0 and outcome.output.data == "q1?" and reply["usage"]["calls"] == 1
+    (call,) = llm_calls(outcome.output)
+    assert call.parents[0] is model.instruction, "the graph leads to the driver's parameters"
+    refused = json.loads(run_item(request, 1, Item("q2", "q2?"), exact, ledger))  # the one call was used
+    assert isinstance(_rebuild_failure(refused["failure"]), BudgetExhausted)
 
 
 def test_the_ledger_refuses_calls_of_a_closed_batch_and_counts_tokens() -> None:
