@@ -273,6 +273,16 @@ def test_export_of_an_async_workflow_awaits_before_reading_values(tmp_path: Path
         set_default(None)
 
 
+def test_save_raises_only_typed_errors_and_leaves_no_file(tmp_path: Path) -> None:
+    m = FewShot()
+    m.shots.data.append({"input": "1+1?", "output": "\ud800"})  # in place: past the parameter's checks
+    with pytest.raises(InvalidInputError, match="parameter 'shots' holds a lone surrogate"):
+        m.save(tmp_path / "few.json")
+    with pytest.raises(InvalidInputError, match="NUL character; remove it"):
+        FewShot().save(tmp_path / "a\0b.json")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_refuses_what_it_cannot_write() -> None:
     class Local(Module):
         pass
