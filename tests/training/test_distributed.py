@@ -228,8 +228,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
         patch.undo()
 
 
-def train_pipeline(executor: Any, budget: Budget | None = None) -> tuple[Any, Pipeline, list[Any]]:
-    model = Pipeline()
+def train_pipeline(
+    executor: Any, budget: Budget | None = None, workflow: type[Pipeline] = Pipeline
+) -> tuple[Any, Pipeline, list[Any]]:
+    model = workflow()
     opt = OptoPrime(model.parameters(), llm=optimizer_llm())
     result = train(
         model,
@@ -257,6 +259,16 @@ def test_training_on_ray_matches_local_threads(cluster: SimpleNamespace) -> None
     assert without_seconds(remote.history) == without_seconds(local.history)
     assert without_seconds(remote.usage) == without_seconds(local.usage)
     assert remote.usage["evaluation"]["calls"] == local.usage["evaluation"]["calls"] > 0
+
+
+@needs_ray
+def test_an_async_workflow_trains_on_ray_as_in_threads(cluster: SimpleNamespace) -> None:
+    local, local_model, local_prompts = train_pipeline("local", workflow=AsyncPipeline)
+    with RayExecutor(llm=MOCK) as executor:
+        remote, remote_model, remote_prompts = train_pipeline(executor, workflow=AsyncPipeline)
+    assert local.steps == 2 and remote_prompts == local_prompts
+    assert remote_model.state_dict() == local_model.state_dict()
+    assert without_seconds(remote.history) == without_seconds(local.history)
 
 
 @needs_ray

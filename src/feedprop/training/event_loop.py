@@ -17,7 +17,8 @@ running in the calling thread it runs one there. Inside a running loop (a notebo
 async web handler) it runs a fresh loop in a helper thread that sees a copy of the caller's
 context, and the caller waits for it, as for any synchronous call; interrupting the caller
 cancels the items. A workflow that only *returns* a coroutine without declaring ``async def``
-(a plain ``forward`` that calls an async sub-module) is run item by item with :func:`awaited`.
+(a plain ``forward`` that calls an async sub-module) is run item by item with :func:`awaited`,
+and so is each item of an async workflow on a Ray cluster (``executor="ray"``), in its task.
 
 Example:
     >>> import asyncio
