@@ -16,9 +16,12 @@ item's calls.
 running in the calling thread it runs one there. Inside a running loop (a notebook cell, an
 async web handler) it runs a fresh loop in a helper thread that sees a copy of the caller's
 context, and the caller waits for it, as for any synchronous call; interrupting the caller
-cancels the items. A workflow that only *returns* a coroutine without declaring ``async def``
-(a plain ``forward`` that calls an async sub-module) is run item by item with :func:`awaited`,
-and so is each item of an async workflow on a Ray cluster (``executor="ray"``), in its task.
+cancels the items. An object already bound to the caller's loop (an async client used there)
+cannot be awaited on the helper loop; let ``forward`` make or fetch such objects itself.
+
+A workflow that only *returns* a coroutine without declaring ``async def`` (a plain ``forward``
+that calls an async sub-module) is run item by item with :func:`awaited`, and so is each item of
+an async workflow on a Ray cluster (``executor="ray"``), in its task.
 
 Example:
     >>> import asyncio
