@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import subprocess
@@ -16,7 +17,7 @@ from feedprop.errors import CheckpointError, InvalidInputError, StateDictError
 from feedprop.llm import MockLLM, set_default
 from feedprop.module import Module, export_source
 from feedprop.node import Demos, Node, Parameter
-from feedprop.ops import llm_call
+from feedprop.ops import allm_call, llm_call
 
 SCALE_NAME = "scale"
 
@@ -245,6 +246,41 @@ def test_export_of_a_model_using_llm_calls_keeps_the_import(tmp_path: Path) -> N
         assert mod.Solver()("What is 6*7?") == "42"  # plain strings flow through the learned code
     finally:
         set_default(None)
+
+
+class AsyncSolver(Module):
+    def __init__(self) -> None:
+        self.instruction = Parameter("Answer.", name="instruction")
+
+    async def forward(self, question: str) -> Any:
+        reply = await allm_call(self.instruction, question)
+        return reply
+
+
+def test_export_of_an_async_workflow_awaits_before_reading_values(tmp_path: Path) -> None:
+    s = AsyncSolver()
+    s.instruction.data = "Answer with a number."
+    source = export_source(s)
+    assert "reply = (await allm_call(self.instruction, question)).data" in source
+    spec = importlib.util.spec_from_file_location("async_export", s.export(tmp_path / "async_export.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    set_default(MockLLM(lambda messages, **params: f"{messages[0]['content']} 42"))
+    try:
+        assert asyncio.run(mod.AsyncSolver()("What is 6*7?")) == "Answer with a number. 42"
+    finally:
+        set_default(None)
+
+
+def test_save_raises_only_typed_errors_and_leaves_no_file(tmp_path: Path) -> None:
+    m = FewShot()
+    m.shots.data.append({"input": "1+1?", "output": "\ud800"})  # in place: past the parameter's checks
+    with pytest.raises(InvalidInputError, match="parameter 'shots' holds a lone surrogate"):
+        m.save(tmp_path / "few.json")
+    with pytest.raises(InvalidInputError, match="NUL character; remove it"):
+        FewShot().save(tmp_path / "a\0b.json")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_refuses_what_it_cannot_write() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 from typing import Any
 
 import pytest
@@ -64,7 +65,9 @@ def test_parameter_names_are_the_users_or_unique() -> None:
         (3, {"kind": "text"}, InvalidInputError),
         ("x", {"bounds": (0, 1)}, InvalidInputError),
         (0.5, {"bounds": (1, 0)}, InvalidInputError),
-        (5, {"bounds": (0, 1)}, SuggestionError),
+        (5, {"bounds": (0, 1)}, InvalidInputError),
+        ("x", {"trainable": "no"}, InvalidInputError),
+        ("a\ud800", {}, InvalidInputError),
         ("x", {"name": ""}, InvalidInputError),
     ],
 )
@@ -250,3 +253,24 @@ def test_demos_problem_says_what_is_wrong() -> None:
     assert demos_problem([]) is None and demos_problem(({"input": "q", "output": "a"},)) is None
     problem = demos_problem([{"input": "q", "output": "a"}] * 3, max_demos=2)
     assert problem is not None and "at most 2" in problem
+
+
+def test_node_makes_a_node_or_a_parameter_as_in_trace() -> None:
+    import feedprop as fp
+
+    x = fp.node(1)
+    assert type(x) is Node and x.data == 1 and not x.trainable
+    p = fp.node(0.5, name="w", trainable=True, description="a weight", bounds=(0, 1))
+    assert type(p) is Parameter and p.trainable and p.name == "w" and p.bounds == (0, 1)
+    assert fp.node(p) is p and fp.node(x) is x
+    assert "node" in fp.__all__ and callable(fp.node)
+
+
+def test_the_node_module_stays_a_module() -> None:
+    import feedprop as fp
+    import feedprop.node as n
+    from feedprop.node import Node as Imported
+    from feedprop.node import node as function
+
+    assert n is fp.node and isinstance(n, types.ModuleType) and n.Node is Imported is Node
+    assert function(2).data == 2 and n(3).data == 3

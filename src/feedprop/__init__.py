@@ -23,7 +23,7 @@ Example:
     'Hi, Ada'
 """
 
-from feedprop import llm, ops, optim, tasks
+from feedprop import llm, node, ops, optim, tasks
 from feedprop.bundle import bundle
 from feedprop.errors import (
     BudgetExhausted,
@@ -94,6 +94,7 @@ __all__ = [
     "llm",
     "name_scope",
     "no_trace",
+    "node",
     "ops",
     "optim",
     "set_default_executor",

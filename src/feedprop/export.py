@@ -246,7 +246,7 @@ class _Exporter:
                         new_body.append(_learned_mark())
                 item.decorator_list = [d for d in item.decorator_list if not _is_bundle(d)]
             new_body.append(item)
-        defines = {s.name for s in new_body if isinstance(s, ast.FunctionDef)}
+        defines = {s.name for s in new_body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)}
         if "__call__" not in defines and "forward" in defines:
             call = ast.parse("def __call__(self, *args, **kwargs):\n    return self.forward(*args, **kwargs)\n")
             new_body.append(call.body[0])
@@ -302,6 +302,14 @@ class _Plain(ast.NodeTransformer):
         self.generic_visit(node)
         if node.attr == "data" and isinstance(node.ctx, ast.Load):
             return node.value
+        return node
+
+    def visit_Await(self, node: ast.Await) -> ast.AST:
+        # ``await allm_call(...)`` reads the value of what the await returns: ``(await allm_call(...)).data``.
+        self.generic_visit(node)
+        inner = node.value
+        if isinstance(inner, ast.Attribute) and inner.attr == "data" and isinstance(inner.value, ast.Call):
+            return ast.Attribute(value=ast.Await(value=inner.value), attr="data", ctx=ast.Load())
         return node
 
 

@@ -174,11 +174,23 @@ class Module:
         if not isinstance(path, str | os.PathLike):
             raise InvalidInputError(f"save takes a file path (str or Path), got {type(path).__name__}")
         target = Path(path)
+        if "\0" in str(target):
+            raise InvalidInputError(
+                f"cannot save to {str(target)!r}: a file path cannot hold a NUL character; remove it"
+            )
         if target.is_dir():
             raise CheckpointError(f"{target} is a directory; give a file path such as {target / 'model.json'}")
-        data = {"format": SAVE_FORMAT, "class": _qualified(type(self)), "state": self.state_dict()}
+        state = self.state_dict()
+        data = {"format": SAVE_FORMAT, "class": _qualified(type(self)), "state": state}
         try:
             text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                f"cannot save {type(self).__name__}: parameter {_unencodable(state)!r} holds a lone surrogate (such as "
+                "'\\ud800'), which is not a character and cannot be written; it was changed in place, past the "
+                "checks of param.data = ...; set a cleaned value, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
+            ) from None
         except (TypeError, ValueError, RecursionError) as e:
             raise InvalidInputError(
                 f"cannot save {type(self).__name__}: a parameter value is not JSON data ({e}); a value changed in "
@@ -302,6 +314,16 @@ def _adopt_names(name: str, value: Any, seen: set[int] | None = None) -> None:
 
 def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _unencodable(state: Mapping[str, Any]) -> str:
+    """The name of the first parameter whose value UTF-8 cannot write."""
+    for name, value in state.items():
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return name
+    return "?"
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ import json
 import math
 import operator
 import reprlib
+import sys
+import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -50,6 +52,7 @@ __all__ = [
     "as_feedback",
     "demos_problem",
     "infer_kind",
+    "node",
 ]
 
 T = TypeVar("T")
@@ -435,9 +438,13 @@ class Parameter(Node[T]):
             raise InvalidInputError(
                 f"Parameter constraint must be a sentence (str) or a callable check, got {type(constraint).__name__}"
             )
+        if not isinstance(trainable, bool):
+            raise InvalidInputError(
+                f"Parameter trainable must be True or False, got {trainable!r}; pass trainable=False to freeze it"
+            )
         self.description = description
         self.constraint = constraint
-        self.trainable = bool(trainable)
+        self.trainable = trainable
         self.kind = infer_kind(value) if kind is None else kind
         if self.kind not in KINDS:
             raise InvalidInputError(f"Parameter kind must be one of {KINDS}, got {kind!r}")
@@ -490,6 +497,7 @@ def infer_kind(value: Any) -> str:
 def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:
     """``value`` as the parameter will store it, or a typed error saying why it does not fit."""
     where = f"parameter {param.name!r} ({param.kind})"
+    _check_encodable(value, where)
     if param.kind in ("text", "code"):
         if not isinstance(value, str):
             raise InvalidInputError(f"{where} holds a str; got {type(value).__name__}")
@@ -504,6 +512,11 @@ def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:
             value = int(value)
         if param.bounds is not None and not param.bounds[0] <= value <= param.bounds[1]:
             lo, hi = param.bounds
+            if initial:
+                raise InvalidInputError(
+                    f"{where} starts at {value!r}, outside its bounds [{lo}, {hi}]; "
+                    "give an initial value within the bounds, or widen them"
+                )
             raise SuggestionError(f"{where} must lie within [{lo}, {hi}]; got {value!r}", param.name, value)
         return value
     if param.kind == "demos":
@@ -517,6 +530,33 @@ def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:
             if isinstance(param._data, shape) and not isinstance(value, shape):
                 raise InvalidInputError(f"{where} holds a {shape.__name__}; got {type(value).__name__}")
     return value
+
+
+def _check_encodable(value: Any, where: str) -> None:
+    """Refuse text that UTF-8 cannot write (a lone surrogate), anywhere in ``value``: saving it would fail."""
+    stack = [value]
+    seen: set[int] = set()  # a value that contains itself is refused later, as not JSON data
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise InvalidInputError(
+                    f"{where} holds {item[e.start]!r} at position {e.start} of a text, a lone surrogate, which is "
+                    "not a character and cannot be saved; remove it, or clean the text with "
+                    "text.encode('utf-8', 'replace').decode('utf-8') (lone surrogates come from bytes decoded with "
+                    "errors='surrogateescape' or a JSON '\\ud800' escape)"
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
 def demos_problem(value: Any, max_demos: int | None = None) -> str | None:
@@ -739,3 +779,71 @@ ABS = _unary("abs", abs, "abs(x)")
 GETITEM = Op("getitem", operator.getitem, ("obj", "key"), "[getitem] obj[key]")
 KEYS = Op("keys", lambda d: list(d.keys()), ("obj",), "[keys] list(obj.keys())")
 CALL = Op("call", lambda fn, *a, **k: fn(*a, **k), ("fn",), "[call] fn(*args, **kwargs)")
+
+
+# -- node(): Trace's way of making a node ------------------------------------------------------------
+
+
+def node(
+    value: Any,
+    name: str | None = None,
+    trainable: bool = False,
+    description: str = "",
+    *,
+    constraint: str | None = None,
+    kind: str | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> Node[Any]:
+    """A node holding ``value``: a :class:`Parameter` when ``trainable``, else a plain :class:`Node`.
+
+    The function Trace users know as ``node()``. ``fp.node`` is this module, made callable: calling
+    it calls this function, while ``import feedprop.node`` and ``from feedprop.node import Node``
+    work as for any module (type checkers see the module; ``from feedprop.node import node`` gives
+    them the function). A node given as ``value`` comes back unchanged. ``constraint``, ``kind``
+    and ``bounds`` describe what an optimizer may write, so they need ``trainable=True``.
+
+    Example:
+        >>> import feedprop as fp
+        >>> x = fp.node(3, name="x")
+        >>> type(x).__name__, x.data, x.trainable
+        ('Node', 3, False)
+        >>> p = fp.node("Answer briefly.", name="instruction", trainable=True)
+        >>> type(p).__name__, p.kind, fp.node(p) is p
+        ('Parameter', 'text', True)
+    """
+    if not isinstance(trainable, bool):
+        raise InvalidInputError(f"node's trainable must be True or False, got {trainable!r}")
+    if isinstance(value, Node):
+        asked = (name, description or None, constraint, kind, bounds)
+        if any(option is not None for option in asked) or (trainable and not value.trainable):
+            raise InvalidInputError(
+                f"node() was given the node {value.name!r}, which it returns unchanged; to make a new node with "
+                "other settings, pass its value: node(x.data, ...)"
+            )
+        return value
+    if trainable:
+        return Parameter(
+            value, name=name, description=description, constraint=constraint, kind=kind, bounds=bounds, trainable=True
+        )
+    if constraint is not None or kind is not None or bounds is not None:
+        raise InvalidInputError(
+            "constraint, kind and bounds describe what an optimizer may write; pass trainable=True "
+            "(or fp.Parameter(..., trainable=False) for a parameter that stays fixed)"
+        )
+    if name is not None and (not isinstance(name, str) or not name):
+        raise InvalidInputError(f"node name must be a non-empty str, got {name!r}")
+    if not isinstance(description, str):
+        raise InvalidInputError(f"node description must be a str, got {type(description).__name__}")
+    return Node(value, name=name, description=description)
+
+
+class _CallableModule(types.ModuleType):
+    """The type of this module: calling the module calls :func:`node`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Node[Any]:
+        return node(*args, **kwargs)
+
+
+# ``fp.node`` must be this module (``import feedprop.node as n`` reads the package attribute) and
+# Trace's ``node()`` at once; a module whose type is callable is both.
+sys.modules[__name__].__class__ = _CallableModule

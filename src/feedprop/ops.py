@@ -274,7 +274,25 @@ def llm_call(system: Any, *user: Any, demos: Any = None, llm: LLM | None = None,
 async def allm_call(
     system: Any, *user: Any, demos: Any = None, llm: LLM | None = None, **params: Any
 ) -> MessageNode[str]:
-    """Async form of :func:`llm_call` (uses ``LLM.acomplete``)."""
+    """Async form of :func:`llm_call` (uses ``LLM.acomplete``): the way to ask a model in ``async def forward``.
+
+    It awaits the reply, so while one item waits for its model the other items of a batch run
+    (``fp.train`` and ``fp.evaluate`` run an async workflow's items as tasks on one event loop);
+    a plain :func:`llm_call` there would block every item until its reply came. The node it
+    returns is the same as :func:`llm_call`'s.
+
+    Example:
+        >>> import asyncio
+        >>> from feedprop.llm import MockLLM
+        >>> from feedprop.node import Parameter
+        >>> instruction = Parameter("Answer with a number.", name="instruction")
+        >>> async def ask_both():
+        ...     return await asyncio.gather(
+        ...         allm_call(instruction, "2+2?", llm=MockLLM("4")), allm_call(instruction, "3+3?", llm=MockLLM("6"))
+        ...     )
+        >>> [(out.data, out.parents[0] is instruction) for out in asyncio.run(ask_both())]
+        [('4', True), ('6', True)]
+    """
     messages, inputs = _prepare(system, user, demos)
     model = llm if llm is not None else llm_module.default()
     if not isinstance(model, LLM):

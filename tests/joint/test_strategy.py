@@ -44,6 +44,14 @@ class Solver(Module):
         return ops.strip(ops.llm_call(self.instruction, question, llm=self.student, temperature=0))
 
 
+class AsyncSolver(Solver):
+    """:class:`Solver` with ``async def forward``: the student is asked with ``ops.allm_call``."""
+
+    async def forward(self, question: str) -> Node[Any]:  # type: ignore[override]
+        reply = await ops.allm_call(self.instruction, question, llm=self.student, temperature=0)
+        return ops.strip(reply)
+
+
 def exact(output: Any, target: Any) -> float:
     return float(output == target)
 
@@ -151,6 +159,28 @@ def test_prompts_then_weights_then_prompts(weights_setup: Any) -> None:
     assert result.val_after == 1.0 and model.student.adapter.data != {}
     # The weight phase learned from traces made with the prompt the first phase settled on.
     assert result.phases[0].detail["steps"] == 1
+
+
+def test_an_async_workflow_alternates_prompts_and_weights(weights_setup: Any, tmp_path: Path) -> None:
+    model = AsyncSolver()
+    result = alternate(
+        model,
+        TRAIN,
+        exact,
+        "p -> w -> p",
+        val_set=VAL,
+        test_set=TEST,
+        optimizer=prompt_optimizer(),
+        prompt={"max_steps": 1, "batch_size": 2},
+        weights=options(),
+        checkpoint=tmp_path,
+        progress=False,
+    )
+    assert [p.kind for p in result.phases] == ["p", "w", "p"]
+    assert [p.val for p in result.phases] == [0.0, 1.0, 1.0]
+    assert result.phases[1].kept and result.phases[1].detail["examples"] == 2, "harvested from async runs"
+    assert result.val_after == 1.0 and result.test_after == 1.0
+    assert (tmp_path / "phase-1-p" / "checkpoint.json").is_file()
 
 
 @pytest.mark.parametrize("optimizer_class", [OptoPrime, Hindsight, OPRO])

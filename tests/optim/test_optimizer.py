@@ -177,6 +177,40 @@ def test_tolerant_keys_and_refusal_of_non_parameters(params: Any) -> None:
     assert [n.split(":")[0] for n in opt.rejection_notes()] == ["'Question'", "'banana'"]
 
 
+class Offers(Optimizer):
+    """Offers the model only the parameters that received feedback, as OptoPrime's problem does."""
+
+    def _propose(self) -> Proposal:
+        shown = {name: p for name, p in self.named_parameters().items() if p.feedback}
+        messages = [Message(role="user", content="improve the variables")]
+        return self.sample_candidates(lambda sample: self.ask(messages, shown=shown, sample=sample))
+
+
+def test_a_trainable_parameter_without_feedback_is_refused_as_such_once_per_numbered_attempt() -> None:
+    a, b = Parameter("first", name="a"), Parameter("second", name="b")
+    (a + "!").backward("too plain")  # only a receives feedback
+    llm = MockLLM([reply({"b": "changed"}), reply({"b": "changed again"})])
+    opt = Offers([a, b], llm=llm, max_retries=1)
+    proposal = opt.step()
+    assert b.trainable and b.data == "second" and a.data == "first"
+    expected = "'b' is trainable but received no feedback this step, so it stays as it is; "
+    expected += "only these, which did, may be changed now: 'a'"
+    assert [(r.key, r.attempt, r.reason) for r in proposal.rejected] == [("b", 1, expected), ("b", 2, expected)]
+    assert [r["attempt"] for r in proposal.to_dict()["rejected"]] == [1, 2]
+    assert "not a trainable parameter" not in llm.calls[1].messages[-1]["content"]
+    assert opt.rejection_notes() == [f"'b': {expected}"], "shown to the model next time once, not per attempt"
+
+
+def test_a_trainable_parameter_left_out_of_a_request_is_refused_as_such() -> None:
+    a, b = Parameter("first", name="a"), Parameter("second", name="b")
+    (a + b).backward("both matter")
+    opt = Echo([a, b], llm=MockLLM(reply({"b": "x"})), max_retries=0)
+    updates, rejected = opt.resolve({"b": "x"}, shown={"a": a})
+    assert updates == {} and [r.reason for r in rejected] == [
+        "'b' is trainable but not part of this request; only these may be changed here: 'a'"
+    ]
+
+
 def test_invalid_value_is_refused_and_never_applied(params: Any) -> None:
     llm = MockLLM(
         [

@@ -64,6 +64,13 @@ def param_containing_itself() -> None:
     p.set([p])
 
 
+def param_mutated_to_hold_a_lone_surrogate_then_saved(tmp: Path) -> None:
+    holder = Greeter()
+    holder.names = fp.Parameter(["Ada"], name="names")
+    holder.names.data.append("\ud800")  # in place, past the checks of param.data = ...
+    holder.save(tmp / "holder.json")
+
+
 def param_mutated_to_hold_itself_then_saved(tmp: Path) -> None:
     class Holder(fp.Module):
         def __init__(self) -> None:
@@ -120,6 +127,45 @@ CASES: list[Case] = [
     ("Parameter constraint not text", lambda t: fp.Parameter("x", constraint=5), InvalidInputError, "callable"),
     ("Parameter set to the wrong type", lambda t: Greeter().weight.set("high"), InvalidInputError, "finite int"),
     ("Parameter set out of bounds", lambda t: Greeter().weight.set(2.0), SuggestionError, "within [0.0, 1.0]"),
+    (
+        "Parameter starting out of bounds",
+        lambda t: fp.Parameter(5, bounds=(0, 1)),
+        InvalidInputError,
+        "give an initial value within the bounds, or widen them",
+    ),
+    (
+        "Parameter trainable='no'",
+        lambda t: fp.Parameter("x", trainable="no"),
+        InvalidInputError,
+        "trainable must be True or False, got 'no'; pass trainable=False to freeze it",
+    ),
+    (
+        "Parameter of text with a lone surrogate",
+        lambda t: fp.Parameter("a\ud800b"),
+        InvalidInputError,
+        "'\\ud800' at position 1 of a text, a lone surrogate, which is not a character and cannot be saved; "
+        "remove it, or clean the text with text.encode('utf-8', 'replace').decode('utf-8')",
+    ),
+    (
+        "Parameter set to JSON with a lone surrogate",
+        lambda t: fp.Parameter({"k": ["v"]}).set({"k": ["\udcff"]}),
+        InvalidInputError,
+        "a lone surrogate",
+    ),
+    # node()
+    ("node trainable='yes'", lambda t: fp.node(1, trainable="yes"), InvalidInputError, "True or False"),
+    (
+        "node of a node with new settings",
+        lambda t: fp.node(fp.Node(1, name="one"), name="two"),
+        InvalidInputError,
+        "returns unchanged; to make a new node with other settings, pass its value: node(x.data, ...)",
+    ),
+    (
+        "node with a constraint but not trainable",
+        lambda t: fp.node(1, constraint="positive"),
+        InvalidInputError,
+        "pass trainable=True (or fp.Parameter(..., trainable=False) for a parameter that stays fixed)",
+    ),
     # Module
     (
         "load_state_dict with an unknown name",
@@ -161,6 +207,19 @@ CASES: list[Case] = [
     ("save to a directory", lambda t: Greeter().save(t), CheckpointError, "file path"),
     ("save to a non-path", lambda t: Greeter().save(123), InvalidInputError, "file path"),
     ("save a value mutated to hold itself", param_mutated_to_hold_itself_then_saved, InvalidInputError, "JSON"),
+    (
+        "save a value mutated to hold a lone surrogate",
+        param_mutated_to_hold_a_lone_surrogate_then_saved,
+        InvalidInputError,
+        "parameter 'names' holds a lone surrogate",
+    ),
+    (
+        "load_state_dict of a lone surrogate",
+        lambda t: Greeter().load_state_dict({"greeting": json.loads('"Hi \\ud800"'), "weight": 0.1}),
+        InvalidInputError,
+        "a lone surrogate",
+    ),
+    ("save to a path with a NUL", lambda t: Greeter().save(t / "a\0b.json"), InvalidInputError, "NUL character"),
     # bundle and ops
     ("bundle of a non-function", lambda t: fp.bundle(3), InvalidInputError, "function"),
     ("trainable bundle of a builtin", lambda t: fp.bundle(trainable=True)(len), InvalidInputError, "source"),

@@ -77,6 +77,14 @@ class Pipeline(Module):
         return self.clean(reply) + self.separator + self.suffix
 
 
+class AsyncPipeline(Pipeline):
+    """:class:`Pipeline` with ``async def forward``, asking the model with ``ops.allm_call``."""
+
+    async def forward(self, question: str) -> Node[Any]:  # type: ignore[override]
+        reply = await ops.allm_call(self.instruction, question)
+        return self.clean(reply) + self.separator + self.suffix
+
+
 def exact(output: Any, target: Any) -> Feedback:
     """Score 1 for an exact match, else 0 with the expected answer in the text."""
     if output == target:

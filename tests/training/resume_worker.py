@@ -1,7 +1,8 @@
 """A small deterministic training run, used by the resume tests in and out of process.
 
-``python resume_worker.py <checkpoint dir> <result json>`` trains with ``resume=True`` and
-writes what the run ended with; the tests kill it with SIGKILL part way and run it again.
+``python resume_worker.py <checkpoint dir> <result json> [async]`` trains with ``resume=True``
+and writes what the run ended with; the tests kill it with SIGKILL part way and run it again.
+With ``async`` the workflow's ``forward`` is ``async def`` (its items run on an event loop).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from train_toys import Suffix, exact, hashed_suggestions
+from train_toys import AsyncSuffix, Suffix, exact, hashed_suggestions
 
 from feedprop.llm import MockLLM
 from feedprop.optim import OptoPrime
@@ -24,10 +25,12 @@ TRAIN = [(f"t{i}", f"t{i}{ENDINGS[i % 5]}") for i in range(16)]
 VAL = [(f"v{j}_{k}", f"v{j}_{k}{e}") for j, e in enumerate(ENDINGS) for k in range(len(ENDINGS) - j)]
 
 
-def run(checkpoint: str | Path, latency: float = 0.01) -> tuple[TrainResult, dict[str, Any]]:
+def run(
+    checkpoint: str | Path, latency: float = 0.01, asynchronous: bool = False
+) -> tuple[TrainResult, dict[str, Any]]:
     """Train (resuming whatever ``checkpoint`` holds) and return the result and the final optimizer state."""
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency)
-    model = Suffix("z", llm=workflow)
+    model = (AsyncSuffix if asynchronous else Suffix)("z", llm=workflow)
     opt = OptoPrime(model.parameters(), llm=hashed_suggestions(ENDINGS, latency=latency))
     result = train(
         model,
@@ -61,5 +64,5 @@ def summary(result: TrainResult, opt_state: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    result, opt_state = run(sys.argv[1])
+    result, opt_state = run(sys.argv[1], asynchronous=sys.argv[3:] == ["async"])
     Path(sys.argv[2]).write_text(json.dumps(summary(result, opt_state), sort_keys=True))

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from distributed_toys import (
+    AsyncPipeline,
     Calls,
     EchoEndpoint,
     KillOnce,
@@ -36,6 +37,7 @@ from distributed_toys import (
 
 from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError
 from feedprop.llm import MockLLM, UsageMeter, replay, set_default, track_usage
+from feedprop.ops import llm_calls
 from feedprop.optim import OptoPrime
 from feedprop.training import Budget, RayExecutor, evaluate, train
 from feedprop.training.data import Item, as_items
@@ -131,6 +133,20 @@ def test_a_refused_call_raises_budget_exhausted_on_the_worker() -> None:
     assert reply["usage"]["calls"] == 2 and ledger.counts()[0]["calls"] == 2
 
 
+def test_a_worker_runs_an_async_workflow_under_the_ledger() -> None:
+    model = AsyncPipeline()
+    ledger = BudgetLedger()
+    ledger.open(3, [{"calls": 0, "max_calls": 1, "prompt_tokens": 0, "completion_tokens": 0, "max_tokens": None}])
+    request = RayExecutor(llm=MOCK).request(model, batch=3)
+    reply = json.loads(run_item(request, 0, Item("q1", "q1?"), exact, ledger))
+    outcome = Rebuilder(model).outcome(reply["outcome"])
+    assert outcome.score == 1.0 and outcome.output.data == "q1?" and reply["usage"]["calls"] == 1
+    (call,) = llm_calls(outcome.output)
+    assert call.parents[0] is model.instruction, "the graph leads to the driver's parameters"
+    refused = json.loads(run_item(request, 1, Item("q2", "q2?"), exact, ledger))  # the one call was used
+    assert isinstance(_rebuild_failure(refused["failure"]), BudgetExhausted)
+
+
 def test_the_ledger_refuses_calls_of_a_closed_batch_and_counts_tokens() -> None:
     ledger = BudgetLedger()
     limit = {"calls": 0, "max_calls": None, "prompt_tokens": 90, "completion_tokens": 0, "max_tokens": 100}
@@ -212,8 +228,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
         patch.undo()
 
 
-def train_pipeline(executor: Any, budget: Budget | None = None) -> tuple[Any, Pipeline, list[Any]]:
-    model = Pipeline()
+def train_pipeline(
+    executor: Any, budget: Budget | None = None, workflow: type[Pipeline] = Pipeline
+) -> tuple[Any, Pipeline, list[Any]]:
+    model = workflow()
     opt = OptoPrime(model.parameters(), llm=optimizer_llm())
     result = train(
         model,
@@ -241,6 +259,16 @@ def test_training_on_ray_matches_local_threads(cluster: SimpleNamespace) -> None
     assert without_seconds(remote.history) == without_seconds(local.history)
     assert without_seconds(remote.usage) == without_seconds(local.usage)
     assert remote.usage["evaluation"]["calls"] == local.usage["evaluation"]["calls"] > 0
+
+
+@needs_ray
+def test_an_async_workflow_trains_on_ray_as_in_threads(cluster: SimpleNamespace) -> None:
+    local, local_model, local_prompts = train_pipeline("local", workflow=AsyncPipeline)
+    with RayExecutor(llm=MOCK) as executor:
+        remote, remote_model, remote_prompts = train_pipeline(executor, workflow=AsyncPipeline)
+    assert local.steps == 2 and remote_prompts == local_prompts
+    assert remote_model.state_dict() == local_model.state_dict()
+    assert without_seconds(remote.history) == without_seconds(local.history)
 
 
 @needs_ray

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 
+from feedprop import ops
+from feedprop.bundle import bundle
 from feedprop.errors import BudgetExhausted, InvalidInputError
 from feedprop.llm import MockLLM, track_usage
-from feedprop.node import Feedback
+from feedprop.module import Module
+from feedprop.node import Feedback, Node, Parameter
+from feedprop.ops import llm_calls
+from feedprop.tracing import name_scope, no_trace
 from feedprop.training.data import as_items
 from feedprop.training.evaluation import evaluate, run_items, to_feedback
 
@@ -93,3 +100,134 @@ def test_check_runs_before_each_item() -> None:
     with pytest.raises(BudgetExhausted):
         run_items(lambda x: x, as_items([(i, i) for i in range(10)], "d"), lambda o, t: 1.0, max_workers=1, check=check)
     assert calls["n"] == 4
+
+
+# -- async workflows -------------------------------------------------------------------------------
+
+
+class AsyncSolver(Module):
+    """Asks its model with ops.allm_call; counts how many items are inside forward at once, and on which threads."""
+
+    def __init__(self, llm: MockLLM) -> None:
+        self.instruction = Parameter("Repeat the question.", name="instruction")
+        self.llm = llm
+        self.running = 0
+        self.peak = 0
+        self.threads: set[int] = set()
+
+    async def forward(self, question: str) -> Node[Any]:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        self.threads.add(threading.get_ident())
+        try:
+            return await ops.allm_call(self.instruction, question, llm=self.llm)
+        finally:
+            self.running -= 1
+
+
+def echo(latency: float = 0.05) -> MockLLM:
+    return MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency)
+
+
+def test_an_async_workflows_items_run_concurrently_on_one_event_loop() -> None:
+    model = AsyncSolver(echo())
+    data = [(f"q{i}", f"q{i}" if i % 2 == 0 else "-") for i in range(8)]
+    with track_usage() as outer:
+        result = evaluate(model, data, lambda out, t: out == t, max_workers=4)
+    assert result.outputs == [f"q{i}" for i in range(8)] and result.scores == [1.0, 0.0] * 4
+    assert model.peak == 4, "max_workers items at once"
+    assert len(model.threads) == 1, "all on one event loop, not in threads"
+    assert result.usage["calls"] == 8 and outer.calls == 8
+
+
+def test_concurrent_items_each_trace_in_their_own_context() -> None:
+    llm = echo(latency=0.02)
+
+    class Scoped(Module):
+        def __init__(self) -> None:
+            self.instruction = Parameter("Repeat.", name="instruction")
+
+        async def forward(self, question: str) -> Any:
+            with name_scope(question):
+                if question == "quiet":  # no graph for this item, while the others trace theirs
+                    with no_trace():
+                        await asyncio.sleep(0.01)
+                        return await ops.allm_call(self.instruction, question, llm=llm)
+                first = await ops.allm_call(self.instruction, question, llm=llm)
+                return await ops.allm_call(self.instruction, first, llm=llm)
+
+    questions = ["a", "quiet", "b", "c"]
+    outcomes = run_items(Scoped(), as_items([(q, q) for q in questions], "d"), lambda o, t: o == t, max_workers=4)
+    for question, outcome in zip(questions, outcomes, strict=True):
+        calls = llm_calls(outcome.output)
+        if question == "quiet":
+            assert calls == [outcome.output] and outcome.output.parents == (), "untraced: a leaf"
+            continue
+        assert [c.info["messages"][-1]["content"] for c in calls] == [question, question]
+        assert all(c.name.startswith(f"{question}/") for c in calls), [c.name for c in calls]
+
+
+def test_an_async_workflow_evaluates_inside_a_running_event_loop() -> None:
+    async def notebook_cell() -> Any:
+        return evaluate(AsyncSolver(echo(0.0)), [("a", "a"), ("b", "c")], lambda out, t: out == t)
+
+    assert asyncio.run(notebook_cell()).scores == [1.0, 0.0]
+
+
+def test_async_guides_and_plain_callables_returning_coroutines_are_awaited() -> None:
+    inner = AsyncSolver(echo(0.0))
+
+    class Wrapper(Module):  # a plain forward that calls an async sub-module
+        def __init__(self) -> None:
+            self.inner = inner
+
+        def forward(self, question: str) -> Any:
+            return self.inner(question)
+
+    async def guide(output: str, target: str) -> float:
+        await asyncio.sleep(0)
+        return float(output == target)
+
+    assert evaluate(Wrapper(), [("a", "a"), ("b", "c")], guide).scores == [1.0, 0.0]
+    assert evaluate(inner, [("a", "a"), ("b", "c")], guide).scores == [1.0, 0.0]
+
+
+def test_an_async_workflow_error_is_feedback_and_other_failures_stop_the_rest() -> None:
+    @bundle()
+    def parse(text: str) -> int:
+        return int(text)
+
+    class Parser(Module):
+        async def forward(self, x: str) -> Any:
+            await asyncio.sleep(0)
+            if x == "stop":
+                raise RuntimeError("not about the answer")
+            return parse(x)
+
+    result = evaluate(Parser(), [("1", 1), ("x", 1)], lambda out, t: out == t)
+    assert result.scores == [1.0, 0.0] and result.errors == 1
+    assert "invalid literal" in result.feedback[1].text
+    with pytest.raises(RuntimeError, match="not about the answer"):
+        evaluate(Parser(), [("stop", 0)] + [("1", 1)] * 5, lambda out, t: out == t, max_workers=1)
+
+
+def test_check_runs_before_each_async_item() -> None:
+    calls = {"n": 0}
+
+    def check() -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise BudgetExhausted("budget: seconds")
+
+    items = as_items([(f"q{i}", f"q{i}") for i in range(10)], "d")
+    with pytest.raises(BudgetExhausted):
+        run_items(AsyncSolver(echo(0.0)), items, lambda o, t: 1.0, max_workers=1, check=check)
+    assert calls["n"] == 4
+
+
+def test_a_call_budget_holds_exactly_for_concurrent_async_items() -> None:
+    model = AsyncSolver(echo(0.01))
+    data = [(f"q{i}", f"q{i}") for i in range(8)]
+    with track_usage(max_calls=5) as meter, pytest.raises(BudgetExhausted):
+        evaluate(model, data, lambda out, t: out == t, max_workers=8)
+    assert meter.calls == 5

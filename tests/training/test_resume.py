@@ -32,10 +32,12 @@ def _checkpoint_step(directory: Path) -> int:
         return -1
 
 
-def _start_worker(directory: Path, out: Path, script: str = "resume_worker.py") -> subprocess.Popen[bytes]:
+def _start_worker(
+    directory: Path, out: Path, script: str = "resume_worker.py", *options: str
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FEEDPROP_CACHE": "0"}
     return subprocess.Popen(
-        [sys.executable, str(HERE / script), str(directory), str(out)],
+        [sys.executable, str(HERE / script), str(directory), str(out), *options],
         cwd=HERE,
         env=env,
         stdout=subprocess.PIPE,
@@ -59,27 +61,29 @@ def _kill_after(proc: subprocess.Popen[bytes], directory: Path, k: int, delay: f
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forward", ["def", "async def"])
+def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path: Path, forward: str) -> None:
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     first_k, second_k = rng.randint(1, 6), rng.randint(8, 12)
-    where = f"(random seed {seed}: kills after checkpoints {first_k} and {second_k})"
+    where = f"({forward} forward, random seed {seed}: kills after checkpoints {first_k} and {second_k})"
     run_dir, out = tmp_path / "killed", tmp_path / "killed.json"
+    options = ["async"] if forward == "async def" else []
 
-    proc = _start_worker(run_dir, out)
+    proc = _start_worker(run_dir, out, "resume_worker.py", *options)
     seen = _kill_after(proc, run_dir, first_k, rng.uniform(0.0, 0.05))
     assert proc.returncode == -signal.SIGKILL, where
     assert not out.exists(), where
     assert seen >= first_k
-    proc = _start_worker(run_dir, out)
+    proc = _start_worker(run_dir, out, "resume_worker.py", *options)
     _kill_after(proc, run_dir, max(second_k, seen + 1), rng.uniform(0.0, 0.05))
     assert proc.returncode == -signal.SIGKILL, where
-    proc = _start_worker(run_dir, out)
+    proc = _start_worker(run_dir, out, "resume_worker.py", *options)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()[-3000:]
     resumed = json.loads(out.read_text())
 
-    result, opt_state = resume_worker.run(tmp_path / "straight")
+    result, opt_state = resume_worker.run(tmp_path / "straight", asynchronous=bool(options))
     straight = json.loads(json.dumps(resume_worker.summary(result, opt_state), sort_keys=True))
     assert len(straight["history"]) == 16
     for key in ("best_state", "val_after", "optimizer", "usage", "stop_reason"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from train_toys import Suffix, data, exact, per_sample, scripted_llm, suggest
+from train_toys import AsyncSuffix, Suffix, data, exact, per_sample, scripted_llm, suggest
 
 from feedprop.bundle import bundle
 from feedprop.errors import ConfigurationError, InvalidInputError
@@ -415,3 +416,43 @@ def test_calls_from_threads_the_workflow_starts_count_against_the_budget(how: st
     assert result.usage["evaluation"]["calls"] == len(workflow.calls) > 0
     assert result.stop_reason.startswith("budget: calls")
     assert len(result.history) == 2
+
+
+# -- async workflows -------------------------------------------------------------------------------
+
+
+def echo(latency: float = 0.0) -> MockLLM:
+    return MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency)
+
+
+def test_an_async_workflow_trains_with_its_minibatch_run_concurrently() -> None:
+    model = AsyncSuffix("?", llm=echo(latency=0.2))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    result = run(model, opt, data(16), val_set=data(2), batch_size=16, max_workers=16)
+    assert result.val_before == 0.0 and result.val_after == 1.0 and model.suffix.data == "!"
+    assert result.history[0]["seconds"] < 0.5 * 16 * 0.2, "the 16 items of 0.2 s overlapped"
+    assert "suffix" in opt.llm.calls[0].messages[-1]["content"]  # type: ignore[attr-defined]
+
+
+def test_a_calls_budget_stops_an_async_workflow_exactly_where_a_plain_one_stops(tmp_path: Path) -> None:
+    ended = []
+    for make, where in ((Suffix, tmp_path / "plain"), (AsyncSuffix, tmp_path / "async")):
+        model = make("?", llm=echo())
+        choices = [suggest(suffix=s) for s in ("!", ".", "?!", "!!")]
+        opt = OptoPrime(model.parameters(), llm=scripted_llm(choices * 10))
+        result = run(model, opt, data(20), val_set=data(3), batch_size=2, budget=Budget(calls=17), checkpoint=where)
+        ended.append((result.usage["total"]["calls"], result.stop_reason, len(result.history), model.suffix.data))
+        assert (where / "checkpoint.json").is_file() and (where / "best.json").is_file()
+    assert ended[0] == ended[1] == (17, ended[0][1], 2, "!"), ended
+    assert ended[0][1].startswith("budget: calls")
+
+
+def test_an_async_workflow_trains_inside_a_running_event_loop() -> None:
+    model = AsyncSuffix("?", llm=echo())
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+
+    async def notebook_cell() -> Any:
+        return run(model, opt, data(4), val_set=data(2), batch_size=4)
+
+    result = asyncio.run(notebook_cell())
+    assert result.val_after == 1.0 and model.suffix.data == "!"

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from feedprop import ops
 from feedprop.llm import LLM, MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
@@ -27,6 +28,20 @@ class Suffix(Module):
         if self.llm is not None:  # a workflow that calls a model for each item
             x = self.llm.complete([{"role": "user", "content": x}]).text
         return x + self.suffix
+
+
+class AsyncSuffix(Module):
+    """:class:`Suffix` with ``async def forward``: awaits ``ops.allm_call`` on the input first when given ``llm``."""
+
+    def __init__(self, suffix: str = "?", llm: LLM | None = None) -> None:
+        self.suffix = Parameter(suffix, name="suffix", description="appended to every answer")
+        self.llm = llm
+
+    async def forward(self, x: str) -> Node[Any]:
+        reply: Any = x
+        if self.llm is not None:
+            reply = await ops.allm_call(None, x, llm=self.llm)
+        return reply + self.suffix
 
 
 def exact(output: Any, target: Any) -> Feedback:

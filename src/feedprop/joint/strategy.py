@@ -701,7 +701,8 @@ def alternate(
 
     Args:
         model: a :class:`~feedprop.Module` whose workflow calls a :class:`Student` (needed only
-            for ``w`` phases; found inside the model unless ``student`` is given).
+            for ``w`` phases; found inside the model unless ``student`` is given). Its ``forward``
+            may be ``async def`` (see :mod:`feedprop.training.event_loop`).
         train_set, val_set, test_set: ``(input, target)`` pairs. Validation scores every phase
             and decides what is kept; the test set is only measured.
         guide: ``guide(output, target)`` -> ``Feedback``/number/bool, as for :func:`feedprop.train`.

@@ -24,7 +24,7 @@ import copy
 import json
 import textwrap
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from feedprop import llm as llm_package
@@ -83,24 +83,31 @@ class Candidate:
 class Rejection:
     """A suggestion that was refused: the ``key`` the model wrote, its ``value`` and the ``reason``.
 
-    ``parameter`` is the parameter the key resolved to, when it resolved to one.
+    ``parameter`` is the parameter the key resolved to, when it resolved to one. ``attempt``
+    numbers the reply it came from when the optimizer asked again after refusals (1 for the
+    first reply, 2 for the first retry, ...), so a suggestion refused on each try is listed once
+    per attempt, each with its number.
     """
 
     key: str
     value: Any
     reason: str
     parameter: str | None = None
+    attempt: int | None = None
 
     def message(self) -> str:
         """The refusal as one line addressed to the model (a runaway key or reason is cut in the middle)."""
         return f"{truncate_middle(self.key, MAX_NOTE_KEY_CHARS)!r}: {truncate_middle(self.reason, MAX_NOTE_CHARS)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "value": _jsonable(self.value), "reason": self.reason, "parameter": self.parameter}
+        data = {"key": self.key, "value": _jsonable(self.value), "reason": self.reason, "parameter": self.parameter}
+        if self.attempt is not None:
+            data["attempt"] = self.attempt
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Rejection:
-        return cls(str(data["key"]), data.get("value"), str(data["reason"]), data.get("parameter"))
+        return cls(str(data["key"]), data.get("value"), str(data["reason"]), data.get("parameter"), data.get("attempt"))
 
 
 @dataclass
@@ -516,7 +523,9 @@ class Optimizer:
             key = str(raw_key)
             match = match_key(key, legal)
             if match.name is None:
-                reason = self._refusal(key, match.reason, match.how, other_names, legal_list)
+                reason = self._not_offered(key, legal, legal_list) or self._refusal(
+                    key, match.reason, match.how, other_names, legal_list
+                )
                 rejected.append(Rejection(key, _jsonable(value), reason))
                 continue
             name = self.name_of(legal[match.name])
@@ -663,7 +672,7 @@ class Optimizer:
                 conversation = self._retry_conversation(messages, completion.text, note)
                 continue
             updates, rejected, echoed = self._resolve(reply.suggestion, shown=shown, others=others)
-            out.rejected.extend(rejected)
+            out.rejected.extend(replace(r, attempt=attempt + 1) for r in rejected)
             out.reply = reply
             last = attempt == int(opts["max_retries"])
             if updates or not (rejected or echoed) or last:
@@ -739,6 +748,18 @@ class Optimizer:
         """A deep copy of every owned parameter's value, by name."""
         return {name: copy.deepcopy(p.data) for name, p in self._names.items()}
 
+    def _not_offered(self, key: str, legal: Mapping[str, Parameter[Any]], legal_list: str) -> str | None:
+        """Why ``key`` may not be set when it names a parameter of this optimizer (so trainable) not offered now."""
+        owned = match_key(key, self._names)
+        if owned.name is None or any(p is self._names[owned.name] for p in legal.values()):
+            return None
+        if not self._names[owned.name].feedback:
+            return (
+                f"{owned.name!r} is trainable but received no feedback this step, so it stays as it is; "
+                f"only these, which did, may be changed now: {legal_list}"
+            )
+        return f"{owned.name!r} is trainable but not part of this request; only these may be changed here: {legal_list}"
+
     @staticmethod
     def _refusal(key: str, why: str, how: str, others: list[str], legal_list: str) -> str:
         norm = normalize_key(key)
@@ -752,8 +773,8 @@ class Optimizer:
         return f"{key!r} is not a trainable parameter; only these may be changed: {legal_list}"
 
     def rejection_notes(self) -> list[str]:
-        """The refusals of the previous proposal, as lines to show the model on this attempt."""
-        return [Rejection.from_dict(r).message() for r in self.global_state.get("rejected", [])]
+        """The refusals of the previous proposal, as lines to show the model on this attempt (each line once)."""
+        return list(dict.fromkeys(Rejection.from_dict(r).message() for r in self.global_state.get("rejected", [])))
 
     # -- saving -------------------------------------------------------------------------------
 

@@ -3,6 +3,9 @@
 Items run in a bounded pool of threads that see the caller's context (usage meters, budgets,
 tracing state), so every LLM call counts. How many calls reach one model at once is still
 capped by that model's own concurrency limit; the pool only bounds the threads waiting on it.
+The items of a workflow with ``async def forward`` run instead as tasks on one event loop, as
+many at once as there would be threads (:mod:`feedprop.training.event_loop`); a guide may be
+``async def`` too.
 
 Where the items run is pluggable: an :class:`ItemExecutor` runs them, by default the
 :class:`LocalExecutor` (threads in this process); ``executor="ray"`` runs each item as a task on
@@ -30,6 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -40,6 +44,7 @@ from feedprop.llm import ContextThreadPoolExecutor, track_usage
 from feedprop.node import Feedback, Node
 from feedprop.training.budget import RunMeter
 from feedprop.training.data import Item, as_items
+from feedprop.training.event_loop import awaited, gather_limited, is_async, run_sync
 
 __all__ = [
     "DEFAULT_WORKERS",
@@ -192,15 +197,45 @@ def _score_one(
     if check is not None:
         check()
     try:
-        output = model(item.input)
+        output = awaited(model(item.input))
     except ExecutionError as exc:
-        fatal = _fatal_cause(exc)
-        if fatal is not None:
-            raise fatal from exc
-        return Outcome(index, None, error_feedback(exc), exc)
-    value = output.data if isinstance(output, Node) else output
-    result = guide(value, item.target, example=item.example) if pass_example else guide(value, item.target)
+        return _failed(exc, index)
+    return Outcome(index, output, to_feedback(awaited(_judge(output, item, guide, pass_example)), guide))
+
+
+async def _ascore_one(
+    model: Callable[[Any], Any],
+    item: Item,
+    index: int,
+    guide: GuideFn,
+    pass_example: bool,
+    check: Callable[[], None] | None,
+) -> Outcome:
+    """:func:`_score_one` for an async workflow (and guide), as a task on the running event loop."""
+    if check is not None:
+        check()
+    try:
+        output = model(item.input)
+        if inspect.isawaitable(output):
+            output = await output
+    except ExecutionError as exc:
+        return _failed(exc, index)
+    result = _judge(output, item, guide, pass_example)
+    if inspect.isawaitable(result):
+        result = await result
     return Outcome(index, output, to_feedback(result, guide))
+
+
+def _failed(exc: ExecutionError, index: int) -> Outcome:
+    fatal = _fatal_cause(exc)
+    if fatal is not None:
+        raise fatal from exc
+    return Outcome(index, None, error_feedback(exc), exc)
+
+
+def _judge(output: Any, item: Item, guide: GuideFn, pass_example: bool) -> Any:
+    value = output.data if isinstance(output, Node) else output
+    return guide(value, item.target, example=item.example) if pass_example else guide(value, item.target)
 
 
 def run_items(
@@ -216,12 +251,17 @@ def run_items(
 
     ``check`` runs before each item starts (the trainer raises ``BudgetExhausted`` from it when
     time is up). The first failure other than a workflow error cancels the items not yet started
-    and is raised once the running ones finish.
+    and is raised once the running ones finish. An async workflow's items run as tasks on one
+    event loop instead of threads (:func:`~feedprop.training.event_loop.run_sync` says where
+    that loop runs), under the same rules.
     """
     if not callable(guide):
         raise InvalidInputError(f"guide must be callable (output, target) -> Feedback, got {type(guide).__name__}")
     workers = max(1, min(max_workers or DEFAULT_WORKERS, len(items)))
     pass_example = _accepts_example(guide)
+    if is_async(model):
+        jobs = [partial(_ascore_one, model, item, i, guide, pass_example, check) for i, item in enumerate(items)]
+        return run_sync(lambda: gather_limited(jobs, limit=workers, on_done=on_done))
     stop = threading.Event()
     outcomes: list[Outcome | None] = [None] * len(items)
     with ContextThreadPoolExecutor(max_workers=workers, thread_name_prefix="feedprop-eval") as pool:
@@ -427,10 +467,19 @@ def evaluate(
     The LLM usage of the evaluation is in ``result.usage``. ``executor`` says where items run:
     ``"local"`` (threads here), ``"ray"`` (tasks on a Ray cluster; see
     :class:`~feedprop.training.distributed.RayExecutor` for its options), or an :class:`ItemExecutor`.
+    An async workflow (``async def forward``, or an ``async def`` function) runs its items as
+    tasks on one event loop, also when called inside a running loop such as a notebook's
+    (:mod:`feedprop.training.event_loop`); it asks models with :func:`feedprop.ops.allm_call`.
 
     Example:
         >>> evaluate(str.upper, [("a", "A"), ("b", "B")], lambda out, target: out == target).score
         1.0
+        >>> import asyncio
+        >>> async def shout(x):
+        ...     await asyncio.sleep(0)
+        ...     return x.upper()
+        >>> evaluate(shout, [("a", "A"), ("b", "c")], lambda out, target: out == target).scores
+        [1.0, 0.0]
     """
     if not callable(model):
         raise InvalidInputError(

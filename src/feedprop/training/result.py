@@ -12,10 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedprop._text import show, truncate_middle
 from feedprop.training.checkpoint import RunDirectory
 from feedprop.training.summary import plot_curve, render_report
 
 __all__ = ["TrainResult"]
+
+#: How many parameters, and how much of each value, ``repr(TrainResult)`` shows.
+_SHOWN_PARAMETERS = 8
+_SHOWN_CHARS = 40
+
+
+def _short(value: Any) -> str:
+    return repr(truncate_middle(value, _SHOWN_CHARS)) if isinstance(value, str) else show(value, _SHOWN_CHARS)
+
+
+def _score(value: float | None) -> str:
+    return "None" if value is None else f"{value:.4g}"
 
 
 @dataclass
@@ -67,6 +80,29 @@ class TrainResult:
     def report(self) -> str:
         """The markdown report (the same text as ``report.md``)."""
         return render_report(self)
+
+    def __repr__(self) -> str:
+        """The outcome on one screen; ``history``, ``events`` and :meth:`report` hold the detail.
+
+        Example:
+            >>> r = TrainResult(history=[{"accepted": True}] * 500, best_state={"p": "y" * 500}, initial_state={})
+            >>> text = repr(r)
+            >>> text[:48], len(text) < 400
+            ('TrainResult(steps=500, accepted=500, best_step=0', True)
+        """
+        names = list(self.best_state)
+        values = ", ".join(f"{name!r}: {_short(self.best_state[name])}" for name in names[:_SHOWN_PARAMETERS])
+        more = f", ... ({len(names) - _SHOWN_PARAMETERS} more)" if len(names) > _SHOWN_PARAMETERS else ""
+        total = self.usage.get("total", {})
+        scores = ", ".join(
+            f"{name}={_score(getattr(self, name))}" for name in ("val_before", "val_after", "test_before", "test_after")
+        )
+        return (
+            f"TrainResult(steps={self.steps}, accepted={self.accepted}, best_step={self.best_step}, {scores}, "
+            f"stop_reason={truncate_middle(self.stop_reason, 200)!r}, calls={total.get('calls', 0)}, "
+            f"tokens={total.get('tokens', 0)}, elapsed_seconds={self.elapsed_seconds:.1f}, "
+            f"best_state={{{values}{more}}}, events={len(self.events)}, report_path={self.report_path!r})"
+        )
 
     def write_files(self, run_dir: RunDirectory, *, plot: bool = True) -> None:
         """Write ``report.md`` (and ``curve.png`` with ``plot``) into ``run_dir``; the ``*_path`` fields point there."""

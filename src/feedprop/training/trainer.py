@@ -472,7 +472,9 @@ def train(
     """Train ``model``'s parameters with ``optimizer`` so that ``guide`` scores its outputs higher.
 
     Args:
-        model: a :class:`~feedprop.Module`; called as ``model(input)`` for each example.
+        model: a :class:`~feedprop.Module`; called as ``model(input)`` for each example. With
+            ``async def forward`` the items of a batch run as tasks on one event loop
+            (:mod:`feedprop.training.event_loop`; call models with ``ops.allm_call``).
         train_set, val_set, test_set: sequences of ``(input, target)`` pairs (or objects with
             ``.input``/``.target``, or mappings with those keys). ``val_set`` gates updates
             (without one, every valid update is applied and the last state counts as best);
