@@ -57,10 +57,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+from feedprop._text import truncate_middle
 from feedprop.errors import ConfigurationError, SuggestionError
 from feedprop.llm import LLM
 from feedprop.node import Feedback, Parameter
-from feedprop.optim.budget import fit_blocks, truncate_middle
+from feedprop.optim.fitting import fit_blocks
 from feedprop.optim.memory import format_value
 from feedprop.optim.opro import mean_score
 from feedprop.optim.optimizer import Attempt, Candidate, Proposal, Rejection, kind_of, same_value

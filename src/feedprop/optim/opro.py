@@ -12,11 +12,12 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from feedprop._text import truncate_middle
 from feedprop.errors import InvalidInputError
 from feedprop.llm import LLM, Message
-from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens
 from feedprop.node import Feedback, Parameter
-from feedprop.optim.budget import fit_blocks, truncate_middle
+from feedprop.optim.fitting import fit_blocks
 from feedprop.optim.memory import format_value
 from feedprop.optim.optimizer import Attempt, Optimizer, Proposal, check_int_option, describe_parameter
 from feedprop.optim.templates import fill, template

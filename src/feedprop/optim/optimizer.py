@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from feedprop import llm as llm_package
+from feedprop._text import truncate_middle
 from feedprop.errors import ConfigurationError, InvalidInputError, ReplyParseError, StateDictError, SuggestionError
 from feedprop.llm import LLM, Completion, Message, UsageMeter, thread_map, track_usage
-from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens
 from feedprop.node import Feedback, Parameter
-from feedprop.optim.budget import truncate_middle
 from feedprop.optim.keys import match_key, normalize_key
 from feedprop.optim.replies import REPLY_FORMATS, Reply, parse_reply
 from feedprop.optim.templates import fill

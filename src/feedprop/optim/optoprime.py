@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from feedprop import report
 from feedprop.llm import LLM, Message
-from feedprop.llm.mock import estimate_prompt_tokens, estimate_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens, estimate_tokens
 from feedprop.node import Parameter
 from feedprop.optim.memory import Memory
 from feedprop.optim.opro import feedback_summary, mean_score

@@ -56,12 +56,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from feedprop._text import truncate_middle
 from feedprop.errors import SuggestionError
 from feedprop.llm import LLM, Message, thread_map
-from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens
 from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Parameter
 from feedprop.ops import LLM_CALL
-from feedprop.optim.budget import truncate_middle
 from feedprop.optim.optimizer import (
     Candidate,
     Optimizer,

@@ -19,11 +19,12 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from feedprop._text import truncate_middle
 from feedprop.errors import InvalidInputError
 from feedprop.llm import LLM, Message, thread_map
-from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens, estimate_tokens
 from feedprop.node import Feedback, Parameter
-from feedprop.optim.budget import fit_blocks, truncate_middle
+from feedprop.optim.fitting import fit_blocks
 from feedprop.optim.memory import format_value
 from feedprop.optim.opro import feedback_summary, mean_score
 from feedprop.optim.optimizer import Attempt, Candidate, Optimizer, Proposal, check_int_option, kind_of
@@ -131,12 +132,12 @@ class TextualGradientDescent(Optimizer):
         }
         system = template("tgd_system").strip()
         bare = fill("tgd_user", momentum="", **{**fields, "value": "", "feedback": ""})
-        room = budget - estimate_prompt_tokens([Message(role="system", content=system)]) - (len(bare) + 3) // 4 - 8
+        room = budget - estimate_prompt_tokens([Message(role="system", content=system)]) - estimate_tokens(bare) - 8
         # Share what is left: the value first, then feedback, then momentum.
         fields["value"] = format_value(param.data, max(200, room * 4 // 2))
-        room -= (len(fields["value"]) + 3) // 4
+        room -= estimate_tokens(fields["value"])
         fields["feedback"] = truncate_middle(feedback, max(200, room * 4 * 2 // 3))
-        room -= (len(fields["feedback"]) + 3) // 4
+        room -= estimate_tokens(fields["feedback"])
         user = fill("tgd_user", momentum=self._momentum_block(name, max(room, 0)), **fields)
         return [Message(role="system", content=system), Message(role="user", content=user)]
 
