@@ -96,7 +96,7 @@ def _edited(solver: CountingSolver) -> list[Parameter[Any]]:
 def _optoprime(solver: CountingSolver, llm: LLM, samples: int, schema: bool, row: Row) -> list[dict[str, Any]]:
     opt = OptoPrime(_edited(solver), llm=llm, n_candidates=samples, max_retries=0, json_schema=schema)
     proposal = opt.propose()
-    params = opt.named_parameters()
+    params = dict(opt.named_parameters())
     changes = []
     for text in proposal.replies:
         record: dict[str, Any] = {"reply": text, "parsed": False, "updates": {}}
@@ -117,7 +117,7 @@ def _optoprime(solver: CountingSolver, llm: LLM, samples: int, schema: bool, row
 
 def _reflect(solver: CountingSolver, llm: LLM, samples: int, row: Row) -> list[dict[str, Any]]:
     opt = Reflect(_edited(solver), llm=llm, n_candidates=samples, params_per_step=None)
-    params = opt.named_parameters()
+    params = dict(opt.named_parameters())
     changes = []
     for name in opt.failing():
         param = params[name]

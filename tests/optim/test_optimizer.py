@@ -53,14 +53,14 @@ def test_groups_options_and_names(params: Any) -> None:
     a, b, c = params
     opt = Echo([{"params": [a, b]}, {"params": [c], "max_tokens": 50}], llm=MockLLM("{}"), max_tokens=100)
     assert [g["max_tokens"] for g in opt.param_groups] == [100, 50]
-    assert list(opt.named_parameters()) == ["instruction", "__code0", "temperature"]
+    assert [name for name, _ in opt.named_parameters()] == ["instruction", "__code0", "temperature"]
     assert opt.state == {"instruction": {}, "__code0": {}, "temperature": {}}
 
 
 def test_colliding_names_get_suffixes() -> None:
     a, b = Parameter("x", name="prompt"), Parameter("y", name="prompt")
     opt = Echo([a, b], llm=MockLLM("{}"))
-    assert list(opt.named_parameters()) == ["prompt", "prompt_2"]
+    assert [name for name, _ in opt.named_parameters()] == ["prompt", "prompt_2"]
     assert opt.name_of(b) == "prompt_2"
 
 

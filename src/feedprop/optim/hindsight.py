@@ -195,7 +195,7 @@ class Hindsight(OptoPrime):
         gs.setdefault("scale", {"u": 0.0, "n": 0})
         gs.setdefault("tried", [])
         gs.setdefault("not_accepted", [])
-        for name in self.named_parameters():
+        for name, _ in self.named_parameters():
             self.state[name].update({"trust": 0.0, "n": 0, "wins": 0, "losses": 0, "radius": None})
 
     def format_help(self, names: Iterable[str] | None = None) -> str:
@@ -296,7 +296,7 @@ class Hindsight(OptoPrime):
 
     def _equal(self, name: str, a: Any, b: Any) -> bool:
         """Whether two values of ``name`` behave the same (code: equal by syntax tree)."""
-        params = self.named_parameters()
+        params = dict(self.named_parameters())
         return same_value(a, b, kind_of(params[name])) if name in params else _same(a, b)
 
     def _not_accepted(self, updates: Mapping[str, Any]) -> str | None:
@@ -353,7 +353,7 @@ class Hindsight(OptoPrime):
             elif edit["outcome"] == "worse":
                 st["losses"] += 1
             before, after = edit["changes"][name]
-            if kind_of(self.named_parameters()[name]) == "number":
+            if kind_of(self.get_parameter(name)) == "number":
                 step = abs(float(after) - float(before))
                 if edit["outcome"] == "worse":
                     st["radius"] = 0.5 * step
@@ -438,7 +438,7 @@ class Hindsight(OptoPrime):
 
     def _render_guidance(self) -> str:
         lines = []
-        for name, param in self.named_parameters().items():
+        for name, param in self.named_parameters():
             st = self.state[name]
             if not st["n"]:
                 continue
@@ -503,7 +503,7 @@ class Hindsight(OptoPrime):
         notes = []
         for name, value in list(candidate.updates.items()):
             radius = self.state[name]["radius"]
-            if radius is None or kind_of(self.named_parameters()[name]) != "number":
+            if radius is None or kind_of(self.get_parameter(name)) != "number":
                 continue
             lo, hi = float(base[name]) - radius, float(base[name]) + radius
             clipped = min(max(float(value), lo), hi)

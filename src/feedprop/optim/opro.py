@@ -114,7 +114,7 @@ class OPRO(Optimizer):
         history = self.global_state.get("history", [])
         if not history:
             return Proposal()
-        named = self.named_parameters()
+        named = dict(self.named_parameters())
         fixed = fill(
             "opro_user",
             task=self.defaults["task"],

@@ -23,7 +23,7 @@ import ast
 import copy
 import json
 import textwrap
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -363,11 +363,30 @@ class Optimizer:
             i += 1
         return f"{name}_{i}"
 
-    def named_parameters(self) -> dict[str, Parameter[Any]]:
-        """The owned parameters by the names this optimizer uses for them (in updates and state)."""
-        return dict(self._names)
+    def named_parameters(self) -> Iterator[tuple[str, Parameter[Any]]]:
+        """``(name, parameter)`` pairs under the names this optimizer uses (in updates and state).
+
+        Example:
+            >>> from feedprop.node import Parameter
+            >>> from feedprop.llm import MockLLM
+            >>> from feedprop.optim import OptoPrime
+            >>> a, b = Parameter("x", name="p"), Parameter("y", name="p")
+            >>> [name for name, _ in OptoPrime([a, b], llm=MockLLM("{}")).named_parameters()]
+            ['p', 'p_2']
+        """
+        yield from self._names.items()
+
+    def get_parameter(self, name: str) -> Parameter[Any]:
+        """The parameter this optimizer calls ``name``; :class:`ConfigurationError` if it owns none."""
+        try:
+            return self._names[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"this optimizer owns no parameter named {name!r}; it owns {sorted(self._names)}"
+            ) from None
 
     def parameters(self) -> list[Parameter[Any]]:
+        """The owned parameters, in the order they were added."""
         return list(self._names.values())
 
     def name_of(self, param: Parameter[Any]) -> str:

@@ -85,7 +85,7 @@ class OptoPrime(Optimizer):
         """
         budget = int(self.defaults["max_prompt_tokens"])
         system = template("optoprime_system").strip()
-        legal = ", ".join(self.named_parameters())
+        legal = ", ".join(name for name, _ in self.named_parameters())
         bare = fill("optoprime_user", problem="", context="", legal=legal, format_help=self.format_help())
         fixed = estimate_prompt_tokens([Message(role="system", content=system), Message(role="user", content=bare)])
         if blocks is None:
@@ -93,7 +93,7 @@ class OptoPrime(Optimizer):
         context = "\n\n".join(blocks)
         room = budget - fixed - estimate_tokens(context) - 8
         problem = report.render_problem(self.parameters(), max_tokens=max(room, 1))
-        names = list(self.shown_names(problem)[0]) or list(self.named_parameters())
+        names = list(self.shown_names(problem)[0]) or [name for name, _ in self.named_parameters()]
         user = fill(
             "optoprime_user",
             problem=problem.render(),

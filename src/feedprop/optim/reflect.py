@@ -521,7 +521,7 @@ class Reflect(Optimizer):
 
     def failing(self) -> list[str]:
         """The owned parameters whose feedback includes a failure, code first, then text."""
-        owned = self.named_parameters()
+        owned = dict(self.named_parameters())
         order = sorted(owned, key=lambda n: kind_of(owned[n]) != "code")
         return [n for n in order if any(is_failure(_output_feedback(e)) for e in owned[n].feedback)]
 
@@ -542,7 +542,7 @@ class Reflect(Optimizer):
 
     def cases(self, name: str) -> tuple[list[Case], list[Case]]:
         """The distinct failing and passing cases in the feedback of the parameter called ``name``."""
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         kind = kind_of(param)
         failing: list[Case] = []
         passing: list[Case] = []
@@ -558,9 +558,9 @@ class Reflect(Optimizer):
     # -- the prompts -----------------------------------------------------------------------------------
 
     def _what(self, name: str) -> str:
-        if kind_of(self.named_parameters()[name]) == "code":
+        if kind_of(self.get_parameter(name)) == "code":
             return "function"
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         for entry in self.feedback_entries(name):
             node = _llm_node(getattr(entry, "subgraph", ()))
             if node is not None:
@@ -568,7 +568,7 @@ class Reflect(Optimizer):
         return "text"
 
     def _subject(self, name: str) -> str:
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         kind = kind_of(param)
         role = f" ({param.description})" if param.description else ""
         value = str(param.data).strip("\n")
@@ -597,7 +597,7 @@ class Reflect(Optimizer):
     def diagnose_messages(self, name: str) -> list[Message]:
         """The messages of the diagnose call for the parameter called ``name``."""
         failing, passing = self.cases(name)
-        code = kind_of(self.named_parameters()[name]) == "code"
+        code = kind_of(self.get_parameter(name)) == "code"
 
         def build(chars: int, fails: int, passes: int) -> list[Message]:
             user = fill(
@@ -614,7 +614,7 @@ class Reflect(Optimizer):
     def rewrite_messages(self, name: str, diagnosis: str) -> list[Message]:
         """The messages of a rewrite call for the parameter called ``name``, given the ``diagnosis``."""
         failing, _ = self.cases(name)
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         fn = _first_function(str(param.data)) if kind_of(param) == "code" else None
         shown_diagnosis = truncate_middle(diagnosis.strip() or "(no diagnosis)", MAX_DIAGNOSIS_CHARS)
 
@@ -663,7 +663,7 @@ class Reflect(Optimizer):
 
         A value equal to the current one is returned as it is (:meth:`_propose` refuses it).
         """
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         if kind_of(param) == "code":
             return self.validate(name, read_code(reply, str(param.data)))
         value = read_text(reply)
@@ -679,7 +679,7 @@ class Reflect(Optimizer):
         return proposal
 
     def _propose_for(self, name: str, proposal: Proposal) -> None:
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         kind = kind_of(param)
         state = self.state[name]
         if state.get("base") != fingerprint(param.data, kind):  # the value moved on: earlier refusals are moot

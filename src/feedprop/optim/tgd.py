@@ -107,7 +107,7 @@ class TextualGradientDescent(Optimizer):
         return fill("tgd_momentum", name=name, history="\n".join(kept)) if kept else ""
 
     def _messages(self, name: str, feedback: str) -> list[Message]:
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         opts = self.options(name)
         constraints = [c for c in [getattr(param, "constraint", None), *opts["constraints"]] if isinstance(c, str)]
         bounds = getattr(param, "bounds", None)
@@ -144,7 +144,7 @@ class TextualGradientDescent(Optimizer):
     def _propose(self) -> Proposal:
         jobs: list[tuple[str, list[Message]]] = []
         step = int(self.global_state.get("step", 0))
-        for name in self.named_parameters():
+        for name, _ in self.named_parameters():
             text, feedbacks = self._feedback_text(name)
             if not feedbacks:
                 continue
@@ -156,7 +156,7 @@ class TextualGradientDescent(Optimizer):
         def build(sample: int) -> Attempt:
             def one(job: tuple[str, list[Message]]) -> Attempt:
                 name, messages = job
-                return self.ask(messages, shown={name: self.named_parameters()[name]}, sample=sample)
+                return self.ask(messages, shown={name: self.get_parameter(name)}, sample=sample)
 
             attempts = thread_map(one, jobs, max_workers=len(jobs)) if len(jobs) > 1 else [one(jobs[0])]
             merged = Attempt(candidate=Candidate())
@@ -179,7 +179,7 @@ class TextualGradientDescent(Optimizer):
         if k <= 0:
             return
         past: list[dict[str, Any]] = self.state[name].setdefault("momentum", [])
-        value = json.loads(json.dumps(self.named_parameters()[name].data))
+        value = json.loads(json.dumps(self.get_parameter(name).data))
         past.append(
             {"step": step, "value": value, "feedback": feedback_summary(feedbacks), "score": mean_score(feedbacks)}
         )
