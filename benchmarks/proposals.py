@@ -44,7 +44,8 @@ from feedprop.errors import ExecutionError, ReplyParseError, SuggestionError
 from feedprop.llm import LLM, LocalModel, track_usage
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OptoPrime, Reflect
-from feedprop.optim.optimizer import kind_of, same_value
+from feedprop.optim.conversation import same_value
+from feedprop.optim.optimizer import kind_of
 from feedprop.optim.replies import parse_reply
 from feedprop.tasks import load_bbh
 from feedprop.training import ExactMatch
@@ -106,7 +107,7 @@ def _optoprime(solver: CountingSolver, llm: LLM, samples: int, schema: bool, row
             record["error"] = str(e)
         else:
             record["parsed"] = True
-            updates, rejected = opt.resolve(reply.suggestion)
+            updates, rejected = opt.conversation.resolve(reply.suggestion)
             record["updates"] = updates
             record["refused"] = [r.reason for r in rejected]
             for name in updates:

@@ -62,14 +62,8 @@ from feedprop.llm import LLM, Message, thread_map
 from feedprop.llm.tokens import estimate_prompt_tokens
 from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Parameter
 from feedprop.ops import LLM_CALL
-from feedprop.optim.optimizer import (
-    Candidate,
-    Optimizer,
-    Proposal,
-    Rejection,
-    check_int_option,
-    kind_of,
-)
+from feedprop.optim.conversation import Conversation
+from feedprop.optim.optimizer import Candidate, Optimizer, Proposal, Rejection, check_int_option, kind_of
 from feedprop.optim.templates import fill, template
 
 __all__ = ["Case", "Reflect", "fingerprint", "is_failure", "read_code", "read_text"]
@@ -143,7 +137,7 @@ def is_failure(feedback: Feedback) -> bool:
 
 
 def fingerprint(value: Any, kind: str) -> str:
-    """A short digest of a value, equal for values :func:`~feedprop.optim.optimizer.same_value` calls equal.
+    """A short digest of a value, equal for values :func:`~feedprop.optim.conversation.same_value` calls equal.
 
     Code is compared by syntax tree (comments, quotes and blank lines do not count), text by its
     lines without trailing whitespace.
@@ -510,6 +504,7 @@ class Reflect(Optimizer):
         super().__init__(
             params, llm, n_candidates=n_candidates, max_cases=max_cases, params_per_step=params_per_step, **options
         )
+        self.conversation = Conversation(self)
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         super().check_options(options)
@@ -588,7 +583,7 @@ class Reflect(Optimizer):
             messages = build(chars, fails, n_pass if with_passing else 0)
             if estimate_prompt_tokens(messages) <= limit:
                 return messages
-        self.check_prompt(messages)  # raises, saying to raise max_prompt_tokens
+        self.conversation.check_prompt(messages)  # raises, saying to raise max_prompt_tokens
         return messages
 
     def _render_cases(self, cases: list[Case], chars: int) -> str:
@@ -645,13 +640,13 @@ class Reflect(Optimizer):
     def diagnose(self, name: str) -> str:
         """One call at temperature 0: what is wrong with the parameter ``name`` and what rule would fix it."""
         tokens = min(DIAGNOSIS_TOKENS, int(self.options(name)["max_tokens"]))
-        return self.complete(self.diagnose_messages(name), temperature=0.0, max_tokens=tokens).text.strip()
+        return self.conversation.complete(self.diagnose_messages(name), temperature=0.0, max_tokens=tokens).text.strip()
 
     def rewrite(self, name: str, diagnosis: str, sample: int) -> str:
         """Rewrite call number ``sample`` (its ``cache_salt``): the model's reply, unread."""
         opts = self.options(name)
         messages = self.rewrite_messages(name, diagnosis)
-        return self.complete(
+        return self.conversation.complete(
             messages,
             temperature=float(opts["candidate_temperature"]),
             max_tokens=int(opts["max_tokens"]),

@@ -24,10 +24,11 @@ from feedprop.errors import InvalidInputError
 from feedprop.llm import LLM, Message, thread_map
 from feedprop.llm.tokens import estimate_prompt_tokens, estimate_tokens
 from feedprop.node import Feedback, Parameter
+from feedprop.optim.conversation import Attempt, Conversation
 from feedprop.optim.fitting import fit_blocks
 from feedprop.optim.memory import format_value
 from feedprop.optim.opro import feedback_summary, mean_score
-from feedprop.optim.optimizer import Attempt, Candidate, Optimizer, Proposal, check_int_option, kind_of
+from feedprop.optim.optimizer import Candidate, Optimizer, Proposal, check_int_option, kind_of
 from feedprop.optim.templates import fill, template
 
 __all__ = ["TextualGradientDescent"]
@@ -72,6 +73,7 @@ class TextualGradientDescent(Optimizer):
             examples=_as_list("examples", examples),
             **options,
         )
+        self.conversation = Conversation(self)
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         super().check_options(options)
@@ -118,7 +120,7 @@ class TextualGradientDescent(Optimizer):
         if opts["examples"]:
             shown = fit_blocks([truncate_middle(str(e), 1200) for e in opts["examples"]], budget // 5)
             examples = "\nExamples of good values:\n" + "\n".join(f"- {e}" for e in shown)
-        notes = [n for n in self.rejection_notes() if name in n]
+        notes = [n for n in self.conversation.rejection_notes() if name in n]
         fields = {
             "name": name,
             "kind": kind_of(param),
@@ -128,7 +130,7 @@ class TextualGradientDescent(Optimizer):
             "feedback": truncate_middle(feedback, budget * 2),
             "examples": examples,
             "notes": ("Your previous suggestion was refused:\n" + "\n".join(notes)) if notes else "",
-            "format_help": self.format_help([name]),
+            "format_help": self.conversation.format_help([name]),
         }
         system = template("tgd_system").strip()
         bare = fill("tgd_user", momentum="", **{**fields, "value": "", "feedback": ""})
@@ -156,7 +158,7 @@ class TextualGradientDescent(Optimizer):
         def build(sample: int) -> Attempt:
             def one(job: tuple[str, list[Message]]) -> Attempt:
                 name, messages = job
-                return self.ask(messages, shown={name: self.get_parameter(name)}, sample=sample)
+                return self.conversation.ask(messages, shown={name: self.get_parameter(name)}, sample=sample)
 
             attempts = thread_map(one, jobs, max_workers=len(jobs)) if len(jobs) > 1 else [one(jobs[0])]
             merged = Attempt(candidate=Candidate())
@@ -171,7 +173,7 @@ class TextualGradientDescent(Optimizer):
             merged.candidate.reasoning = merged.candidate.reasoning.strip()
             return merged
 
-        return self.sample_candidates(build)
+        return self.conversation.sample_candidates(build)
 
     def _remember(self, name: str, step: int, feedbacks: list[Feedback]) -> None:
         # The value *and* the feedback it received — the pair momentum needs.
