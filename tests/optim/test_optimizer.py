@@ -127,6 +127,29 @@ def test_apply_is_atomic_and_typed(params: Any) -> None:
         opt.apply(["instruction", "x"])  # type: ignore[arg-type]
 
 
+def test_a_refused_candidate_value_changes_nothing_and_is_a_suggestion_error(params: Any) -> None:
+    a, _b, c = params
+    opt = Echo(params, llm=MockLLM("{}"))
+    with pytest.raises(SuggestionError, match="temperature"):
+        opt.apply(Candidate({"instruction": "New.", "temperature": "hot"}))
+    assert (a.data, c.data) == ("Answer the question.", 0.5)
+
+
+def test_an_applied_update_is_validated_once(params: Any) -> None:
+    checked: list[str] = []
+
+    class Counting(Echo):
+        def validate(self, name: str, value: Any) -> Any:
+            checked.append(name)
+            return super().validate(name, value)
+
+    opt = Counting(params, llm=MockLLM(reply({"temperature": 0.2})))
+    opt.step()
+    assert checked == ["temperature"] and params[2].data == 0.2
+    opt.apply({"temperature": 0.3})
+    assert checked == ["temperature", "temperature"] and params[2].data == 0.3
+
+
 def test_empty_proposal_applies_nothing(params: Any) -> None:
     opt = Echo(params, llm=MockLLM(reply({})))
     proposal = opt.step()

@@ -358,7 +358,8 @@ class Optimizer:
     def apply(self, proposal: Proposal | Candidate | Mapping[str, Any]) -> None:
         """Set parameter values from a proposal (its first candidate), a candidate, or a name → value map.
 
-        Every value is validated first; if any is invalid nothing is changed and
+        A candidate's values were validated when it was proposed; a map's values are validated
+        here. Either way they are set all or none: if any is invalid nothing is changed and
         :class:`~feedprop.errors.SuggestionError` says which and why.
         """
         if isinstance(proposal, Proposal):
@@ -373,7 +374,8 @@ class Optimizer:
             raise InvalidInputError(
                 f"apply() takes a Proposal, a Candidate or a mapping of name → value, got {type(proposal).__name__}"
             )
-        checked: list[tuple[Parameter[Any], Any]] = []
+        raw = not isinstance(proposal, Proposal | Candidate)
+        changes: list[tuple[str, Any]] = []
         for key, value in updates.items():
             match = match_key(str(key), self._names)
             if match.name is None:
@@ -382,10 +384,24 @@ class Optimizer:
                     parameter=str(key),
                     value=value,
                 )
-            param = self._names[match.name]
-            checked.append((param, self.validate(match.name, value)))
-        for param, value in checked:
-            param.set(value)
+            changes.append((match.name, self.validate(match.name, value) if raw else value))
+        self._set_all(changes)
+
+    def _set_all(self, changes: list[tuple[str, Any]]) -> None:
+        """Set every ``(name, value)``, or none: a value its parameter refuses undoes those set before it."""
+        done: list[tuple[Parameter[Any], Any]] = []
+        for name, value in changes:
+            param = self._names[name]
+            old = param.data
+            try:
+                param.set(value)
+            except (InvalidInputError, SuggestionError) as e:
+                for earlier, earlier_value in reversed(done):
+                    earlier.set(earlier_value)
+                if isinstance(e, SuggestionError):
+                    raise
+                raise SuggestionError(f"cannot apply {name!r}: {e}", parameter=name, value=value) from None
+            done.append((param, old))
 
     def step(self) -> Proposal:
         """:meth:`propose`, then :meth:`apply` its first candidate. Returns the proposal."""
