@@ -148,6 +148,21 @@ class Conversation:
     The options come from ``optimizer.defaults`` as they are at each call (so a loaded state
     applies), the model from ``optimizer.llm``. Subclasses change the reply's form
     (:meth:`format_help`, :meth:`reply_schema`) or refuse more suggestions (``_resolve``).
+
+    Example:
+        >>> from feedprop.llm import Message, MockLLM
+        >>> from feedprop.node import Parameter
+        >>> from feedprop.optim import Optimizer, Proposal
+        >>> class Ask(Optimizer):
+        ...     def __init__(self, params, llm=None, **options):
+        ...         super().__init__(params, llm, **options)
+        ...         self.conversation = Conversation(self)
+        ...     def _propose(self) -> Proposal:
+        ...         return self.conversation.propose([Message(role="user", content="Improve t.")])
+        >>> t = Parameter(0.5, name="t", bounds=(0, 1))
+        >>> opt = Ask([t], llm=MockLLM(['{"suggestion": {"t": 3}}', '{"suggestion": {"t": 0.25}}']))
+        >>> proposal = opt.step(); t.data, [r.reason.split(";")[0] for r in proposal.rejected]
+        (0.25, ['3 is outside the bounds [0, 1]'])
     """
 
     def __init__(self, optimizer: Optimizer) -> None:

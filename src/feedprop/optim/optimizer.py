@@ -305,7 +305,15 @@ class Optimizer:
         yield from self._names.items()
 
     def get_parameter(self, name: str) -> Parameter[Any]:
-        """The parameter this optimizer calls ``name``; :class:`ConfigurationError` if it owns none."""
+        """The parameter this optimizer calls ``name``; :class:`ConfigurationError` if it owns none.
+
+        Example:
+            >>> from feedprop.node import Parameter
+            >>> from feedprop.llm import MockLLM
+            >>> from feedprop.optim import OptoPrime
+            >>> OptoPrime([Parameter(1.0, name="x")], llm=MockLLM("{}")).get_parameter("x").data
+            1.0
+        """
         try:
             return self._names[name]
         except KeyError:
