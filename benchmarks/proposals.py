@@ -44,7 +44,8 @@ from feedprop.errors import ExecutionError, ReplyParseError, SuggestionError
 from feedprop.llm import LLM, LocalModel, track_usage
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OptoPrime, Reflect
-from feedprop.optim.optimizer import kind_of, same_value
+from feedprop.optim.conversation import same_value
+from feedprop.optim.optimizer import kind_of
 from feedprop.optim.replies import parse_reply
 from feedprop.tasks import load_bbh
 from feedprop.training import ExactMatch
@@ -96,7 +97,7 @@ def _edited(solver: CountingSolver) -> list[Parameter[Any]]:
 def _optoprime(solver: CountingSolver, llm: LLM, samples: int, schema: bool, row: Row) -> list[dict[str, Any]]:
     opt = OptoPrime(_edited(solver), llm=llm, n_candidates=samples, max_retries=0, json_schema=schema)
     proposal = opt.propose()
-    params = opt.named_parameters()
+    params = dict(opt.named_parameters())
     changes = []
     for text in proposal.replies:
         record: dict[str, Any] = {"reply": text, "parsed": False, "updates": {}}
@@ -106,7 +107,7 @@ def _optoprime(solver: CountingSolver, llm: LLM, samples: int, schema: bool, row
             record["error"] = str(e)
         else:
             record["parsed"] = True
-            updates, rejected = opt.resolve(reply.suggestion)
+            updates, rejected = opt.conversation.resolve(reply.suggestion)
             record["updates"] = updates
             record["refused"] = [r.reason for r in rejected]
             for name in updates:
@@ -117,7 +118,7 @@ def _optoprime(solver: CountingSolver, llm: LLM, samples: int, schema: bool, row
 
 def _reflect(solver: CountingSolver, llm: LLM, samples: int, row: Row) -> list[dict[str, Any]]:
     opt = Reflect(_edited(solver), llm=llm, n_candidates=samples, params_per_step=None)
-    params = opt.named_parameters()
+    params = dict(opt.named_parameters())
     changes = []
     for name in opt.failing():
         param = params[name]

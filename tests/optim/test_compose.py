@@ -35,7 +35,7 @@ def test_colliding_names_are_translated_to_the_composite_names() -> None:
     a, b = Parameter("x", name="p"), Parameter("y", name="p")
     (a + b).backward("change the second")
     opt = Compose(OptoPrime([a], llm=MockLLM(reply(p="x"))), OptoPrime([b], llm=MockLLM(reply(p="z"))))
-    assert sorted(opt.named_parameters()) == ["p", "p_2"]
+    assert sorted(dict(opt.named_parameters())) == ["p", "p_2"]
     updates = [c.updates for c in opt.propose().candidates]
     assert {"p_2": "z"} in updates
     opt.apply({"p_2": "z"})

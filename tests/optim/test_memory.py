@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from feedprop._text import truncate_middle
 from feedprop.errors import ConfigurationError
-from feedprop.optim.budget import fit_blocks, truncate_middle
+from feedprop.optim.fitting import fit_blocks
 from feedprop.optim.memory import Memory, format_value
 
 

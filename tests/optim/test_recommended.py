@@ -16,11 +16,11 @@ def test_each_kind_goes_to_its_optimizer() -> None:
     llm = MockLLM("unused")
     opt = recommended([text, shots, code, number], llm=llm, n_candidates=3, max_tokens=300)
     assert isinstance(opt, Compose)
-    kinds = {type(part): sorted(part.named_parameters()) for part in opt.parts}
+    kinds = {type(part): sorted(dict(part.named_parameters())) for part in opt.parts}
     assert kinds == {BootstrapDemos: ["shots"], Reflect: ["f", "instruction"], OptoPrime: ["k"]}
     reflect = next(p for p in opt.parts if isinstance(p, Reflect))
     assert reflect.llm is llm and reflect.defaults["n_candidates"] == 3 and reflect.defaults["max_tokens"] == 300
-    assert sorted(opt.named_parameters()) == ["f", "instruction", "k", "shots"]
+    assert sorted(dict(opt.named_parameters())) == ["f", "instruction", "k", "shots"]
 
 
 def test_only_the_kinds_present_get_a_part() -> None:

@@ -13,7 +13,7 @@
 
 All share :class:`Optimizer`: ``propose()`` returns a :class:`Proposal` of validated
 :class:`Candidate` updates without touching the parameters, ``apply()`` sets one, ``step()``
-does both.
+does both. Those that ask a model do it through a :class:`Conversation`.
 
 Example:
     >>> from feedprop.node import Parameter
@@ -29,6 +29,7 @@ Example:
 
 from feedprop.optim.bootstrap import BootstrapDemos
 from feedprop.optim.compose import Compose
+from feedprop.optim.conversation import Conversation
 from feedprop.optim.hindsight import Hindsight
 from feedprop.optim.keys import KeyMatch, match_key
 from feedprop.optim.opro import OPRO
@@ -45,6 +46,7 @@ __all__ = [
     "BootstrapDemos",
     "Candidate",
     "Compose",
+    "Conversation",
     "Hindsight",
     "KeyMatch",
     "Optimizer",

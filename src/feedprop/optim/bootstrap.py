@@ -99,7 +99,7 @@ class BootstrapDemos(Optimizer):
             n_candidates=n_candidates,
             **options,
         )
-        for name in self._names:
+        for name, _ in self.named_parameters():
             _pools(self.state[name])
 
     def check_options(self, options: Mapping[str, Any]) -> None:
@@ -116,7 +116,7 @@ class BootstrapDemos(Optimizer):
 
     def _propose(self) -> Proposal:
         subsets: dict[str, list[list[Demo]]] = {}
-        for name, param in self.named_parameters().items():
+        for name, param in self.named_parameters():
             self._harvest(name, param)
             subsets[name] = self._subsets(name, param)
         proposal = Proposal()

@@ -59,7 +59,7 @@ class Compose(Optimizer):
         for part in self.parts:
             proposal = part.propose()
             # A part may name a parameter differently when names collide; updates use ours.
-            names = {name: self.name_of(param) for name, param in part.named_parameters().items()}
+            names = {name: self.name_of(param) for name, param in part.named_parameters()}
             for candidate in proposal.candidates:
                 updates = {names.get(k, k): v for k, v in candidate.updates.items()}
                 extras = {**candidate.extras, "optimizer": type(part).__name__}

@@ -57,13 +57,15 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+from feedprop._text import truncate_middle
 from feedprop.errors import ConfigurationError, SuggestionError
 from feedprop.llm import LLM
 from feedprop.node import Feedback, Parameter
-from feedprop.optim.budget import fit_blocks, truncate_middle
+from feedprop.optim.conversation import Conversation, same_value
+from feedprop.optim.fitting import fit_blocks
 from feedprop.optim.memory import format_value
 from feedprop.optim.opro import mean_score
-from feedprop.optim.optimizer import Attempt, Candidate, Proposal, Rejection, kind_of, same_value
+from feedprop.optim.optimizer import Candidate, Proposal, Rejection, kind_of
 from feedprop.optim.optoprime import OptoPrime
 from feedprop.optim.templates import fill
 
@@ -194,28 +196,9 @@ class Hindsight(OptoPrime):
         gs.setdefault("scale", {"u": 0.0, "n": 0})
         gs.setdefault("tried", [])
         gs.setdefault("not_accepted", [])
-        for name in self.named_parameters():
+        self.conversation = _Conversation(self)
+        for name, _ in self.named_parameters():
             self.state[name].update({"trust": 0.0, "n": 0, "wins": 0, "losses": 0, "radius": None})
-
-    def format_help(self, names: Iterable[str] | None = None) -> str:
-        if not self.global_state["edits"]:  # nothing to judge or learn from yet: OptoPrime's question
-            return super().format_help(names)
-        return fill(f"hindsight_format_{self.defaults['reply_format']}", **self._format_fields(names))
-
-    def reply_schema(self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None) -> dict[str, Any]:
-        """OptoPrime's schema, plus ``verdict`` and ``lessons`` once there is an edit to judge (as the prompt asks)."""
-        schema = super().reply_schema(names)
-        if not self.global_state["edits"]:
-            return schema
-        properties = schema["properties"]
-        schema["properties"] = {
-            "reasoning": properties["reasoning"],
-            "verdict": {"type": "string", "enum": ["better", "worse", "same"]},
-            "lessons": {"type": "string"},
-            "suggestion": properties["suggestion"],
-        }
-        schema["required"] = ["reasoning", "verdict", "lessons", "suggestion"]
-        return schema
 
     # -- 1-5: observe, attribute, trust, step size, back-off ------------------------------------------
 
@@ -295,7 +278,7 @@ class Hindsight(OptoPrime):
 
     def _equal(self, name: str, a: Any, b: Any) -> bool:
         """Whether two values of ``name`` behave the same (code: equal by syntax tree)."""
-        params = self.named_parameters()
+        params = dict(self.named_parameters())
         return same_value(a, b, kind_of(params[name])) if name in params else _same(a, b)
 
     def _not_accepted(self, updates: Mapping[str, Any]) -> str | None:
@@ -312,24 +295,6 @@ class Hindsight(OptoPrime):
                     "validation); suggest something different"
                 )
         return None
-
-    def _resolve(
-        self,
-        suggestion: Mapping[str, Any],
-        *,
-        shown: Mapping[str, Parameter[Any]] | None = None,
-        others: Iterable[str] = (),
-    ) -> tuple[dict[str, Any], list[Rejection], list[str]]:
-        """OptoPrime's reading of a suggestion, refusing values measured worse or not accepted (step 5)."""
-        updates, rejected, echoed = super()._resolve(suggestion, shown=shown, others=others)
-        for name in list(updates):
-            reason = self._known_worse(name, updates[name])
-            if reason is not None:
-                rejected.append(Rejection(name, updates.pop(name), reason, name))
-        reason = self._not_accepted(updates)
-        if reason is not None:
-            rejected.extend(Rejection(name, updates.pop(name), reason, name) for name in list(updates))
-        return updates, rejected, echoed
 
     def _outcome(self, delta: float | None) -> str:
         if delta is None:
@@ -352,7 +317,7 @@ class Hindsight(OptoPrime):
             elif edit["outcome"] == "worse":
                 st["losses"] += 1
             before, after = edit["changes"][name]
-            if kind_of(self.named_parameters()[name]) == "number":
+            if kind_of(self.get_parameter(name)) == "number":
                 step = abs(float(after) - float(before))
                 if edit["outcome"] == "worse":
                     st["radius"] = 0.5 * step
@@ -437,7 +402,7 @@ class Hindsight(OptoPrime):
 
     def _render_guidance(self) -> str:
         lines = []
-        for name, param in self.named_parameters().items():
+        for name, param in self.named_parameters():
             st = self.state[name]
             if not st["n"]:
                 continue
@@ -483,11 +448,7 @@ class Hindsight(OptoPrime):
         self._update_moment(feedbacks)
         messages, problem = self.build_messages()
         shown, others = self.shown_names(problem)
-
-        def build(sample: int) -> Attempt:
-            return self.ask(messages, shown=shown, others=others, sample=sample)
-
-        proposal = self.sample_candidates(build)
+        proposal = self.conversation.propose(messages, shown=shown, others=others)
         for candidate in proposal.candidates:
             self._shape(candidate, values, revert)
         if revert and not proposal.candidates:
@@ -502,7 +463,7 @@ class Hindsight(OptoPrime):
         notes = []
         for name, value in list(candidate.updates.items()):
             radius = self.state[name]["radius"]
-            if radius is None or kind_of(self.named_parameters()[name]) != "number":
+            if radius is None or kind_of(self.get_parameter(name)) != "number":
                 continue
             lo, hi = float(base[name]) - radius, float(base[name]) + radius
             clipped = min(max(float(value), lo), hi)
@@ -540,3 +501,55 @@ class Hindsight(OptoPrime):
             delta = _VERDICTS[verdict]
             last_edit["outcome"] = self._outcome(delta) + " (judged)"
             self._credit(list(last_edit["changes"]), delta, {**last_edit, "outcome": self._outcome(delta)})
+
+
+class _Conversation(Conversation):
+    """OptoPrime's conversation with Hindsight's reply form (step 7) and refusals (step 5).
+
+    Once there is an edit to judge, the reply also holds a ``verdict`` and ``lessons``; a value
+    measured worse than the current state, or a repeat of a candidate that was not accepted, is
+    refused with the reason.
+    """
+
+    def __init__(self, hindsight: Hindsight) -> None:
+        super().__init__(hindsight)
+        self.hindsight = hindsight
+
+    def format_help(self, names: Iterable[str] | None = None) -> str:
+        """OptoPrime's answer format, plus ``verdict`` and ``lessons`` once there is an edit to judge."""
+        if not self.hindsight.global_state["edits"]:  # nothing to judge or learn from yet: OptoPrime's question
+            return super().format_help(names)
+        return fill(f"hindsight_format_{self.options['reply_format']}", **self._format_fields(names))
+
+    def reply_schema(self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None) -> dict[str, Any]:
+        """OptoPrime's schema, plus ``verdict`` and ``lessons`` once there is an edit to judge (as the prompt asks)."""
+        schema = super().reply_schema(names)
+        if not self.hindsight.global_state["edits"]:
+            return schema
+        properties = schema["properties"]
+        schema["properties"] = {
+            "reasoning": properties["reasoning"],
+            "verdict": {"type": "string", "enum": ["better", "worse", "same"]},
+            "lessons": {"type": "string"},
+            "suggestion": properties["suggestion"],
+        }
+        schema["required"] = ["reasoning", "verdict", "lessons", "suggestion"]
+        return schema
+
+    def _resolve(
+        self,
+        suggestion: Mapping[str, Any],
+        *,
+        shown: Mapping[str, Parameter[Any]] | None = None,
+        others: Iterable[str] = (),
+    ) -> tuple[dict[str, Any], list[Rejection], list[str]]:
+        """OptoPrime's reading of a suggestion, refusing values measured worse or not accepted."""
+        updates, rejected, echoed = super()._resolve(suggestion, shown=shown, others=others)
+        for name in list(updates):
+            reason = self.hindsight._known_worse(name, updates[name])
+            if reason is not None:
+                rejected.append(Rejection(name, updates.pop(name), reason, name))
+        reason = self.hindsight._not_accepted(updates)
+        if reason is not None:
+            rejected.extend(Rejection(name, updates.pop(name), reason, name) for name in list(updates))
+        return updates, rejected, echoed

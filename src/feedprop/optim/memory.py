@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from feedprop._text import truncate_middle
 from feedprop.errors import ConfigurationError
-from feedprop.optim.budget import fit_blocks, truncate_middle
+from feedprop.optim.fitting import fit_blocks
 
 __all__ = ["Memory", "format_value"]
 

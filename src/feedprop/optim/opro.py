@@ -12,13 +12,15 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from feedprop._text import truncate_middle
 from feedprop.errors import InvalidInputError
 from feedprop.llm import LLM, Message
-from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens
 from feedprop.node import Feedback, Parameter
-from feedprop.optim.budget import fit_blocks, truncate_middle
+from feedprop.optim.conversation import Conversation, describe_parameter
+from feedprop.optim.fitting import fit_blocks
 from feedprop.optim.memory import format_value
-from feedprop.optim.optimizer import Attempt, Optimizer, Proposal, check_int_option, describe_parameter
+from feedprop.optim.optimizer import Optimizer, Proposal, check_int_option
 from feedprop.optim.templates import fill, template
 
 __all__ = ["OPRO"]
@@ -66,6 +68,7 @@ class OPRO(Optimizer):
         **options: Any,
     ) -> None:
         super().__init__(params, llm, top_k=top_k, history_size=history_size, task=task, **options)
+        self.conversation = Conversation(self)
         self.global_state.setdefault("history", [])
 
     def check_options(self, options: Mapping[str, Any]) -> None:
@@ -113,7 +116,7 @@ class OPRO(Optimizer):
         history = self.global_state.get("history", [])
         if not history:
             return Proposal()
-        named = self.named_parameters()
+        named = dict(self.named_parameters())
         fixed = fill(
             "opro_user",
             task=self.defaults["task"],
@@ -121,7 +124,7 @@ class OPRO(Optimizer):
             history="{history}",
             notes=self._notes(),
             legal=", ".join(named),
-            format_help=self.format_help(),
+            format_help=self.conversation.format_help(),
         )
         system = template("opro_system").strip()
         room = int(self.defaults["max_prompt_tokens"]) - estimate_prompt_tokens(
@@ -132,14 +135,10 @@ class OPRO(Optimizer):
             Message(role="system", content=system),
             Message(role="user", content=fixed.replace("{history}", shown, 1)),
         ]
-
-        def build(sample: int) -> Attempt:
-            return self.ask(messages, sample=sample)
-
-        return self.sample_candidates(build)
+        return self.conversation.propose(messages)
 
     def _notes(self) -> str:
-        notes = self.rejection_notes()
+        notes = self.conversation.rejection_notes()
         return ("Your previous suggestions were refused:\n" + "\n".join(f"- {n}" for n in notes)) if notes else ""
 
     def _render_history(self, history: list[dict[str, Any]], max_tokens: int) -> str:

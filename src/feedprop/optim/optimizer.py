@@ -1,15 +1,15 @@
 """The optimizer base class: parameter groups, per-parameter state, propose / apply / step.
 
 An optimizer owns some :class:`~feedprop.node.Parameter` objects. After feedback has been
-propagated to them, :meth:`Optimizer.propose` asks the model for new values and returns a
-:class:`Proposal` — one or more validated :class:`Candidate` updates plus the suggestions that
-were refused and why — without touching any parameter. :meth:`Optimizer.apply` sets the values
-of a candidate; :meth:`Optimizer.step` does both. A trainer that wants to compare candidates
-calls ``propose()``, evaluates each candidate, and ``apply()``-s the best one.
+propagated to them, :meth:`Optimizer.propose` returns a :class:`Proposal` — one or more
+validated :class:`Candidate` updates plus the suggestions that were refused and why — without
+touching any parameter. :meth:`Optimizer.apply` sets the values of a candidate;
+:meth:`Optimizer.step` does both. A trainer that wants to compare candidates calls
+``propose()``, evaluates each candidate, and ``apply()``-s the best one.
 
-Subclasses implement one method, :meth:`Optimizer._propose`, and use the helpers here:
-:meth:`Optimizer.complete` to call the model (the cost is counted on the proposal) and
-:meth:`Optimizer.resolve` to turn a parsed suggestion into validated updates and rejections.
+Subclasses implement one method, :meth:`Optimizer._propose`. Those that ask a model hold a
+:class:`~feedprop.optim.conversation.Conversation`, which asks, reads the replies into
+validated candidates and retries.
 
 Like ``torch.optim.Optimizer``: ``param_groups`` is a list of dicts, each with ``"params"`` and
 the options for those parameters; ``state`` holds per-parameter state, keyed here by the
@@ -19,29 +19,25 @@ optimizer as a whole (memory of past steps, the refusals to show the model next 
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
-import textwrap
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from feedprop import llm as llm_package
-from feedprop.errors import ConfigurationError, InvalidInputError, ReplyParseError, StateDictError, SuggestionError
-from feedprop.llm import LLM, Completion, Message, UsageMeter, thread_map, track_usage
-from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop._text import truncate_middle
+from feedprop.errors import ConfigurationError, InvalidInputError, StateDictError, SuggestionError
+from feedprop.llm import LLM, UsageMeter, track_usage
 from feedprop.node import Feedback, Parameter
-from feedprop.optim.budget import truncate_middle
-from feedprop.optim.keys import match_key, normalize_key
-from feedprop.optim.replies import REPLY_FORMATS, Reply, parse_reply
-from feedprop.optim.templates import fill
+from feedprop.optim.keys import match_key
+from feedprop.optim.replies import REPLY_FORMATS
 from feedprop.optim.validate import check_constraint, infer_kind, validate_value
 
 if TYPE_CHECKING:
     from feedprop.propagate import ParameterFeedback
 
-__all__ = ["COMMON_DEFAULTS", "Attempt", "Candidate", "Optimizer", "Proposal", "Rejection"]
+__all__ = ["COMMON_DEFAULTS", "Candidate", "Optimizer", "Proposal", "Rejection"]
 
 STATE_FORMAT = "feedprop.optim/1"
 #: How many refused suggestions are kept to show the model on the next attempt.
@@ -100,7 +96,7 @@ class Rejection:
         return f"{truncate_middle(self.key, MAX_NOTE_KEY_CHARS)!r}: {truncate_middle(self.reason, MAX_NOTE_CHARS)}"
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"key": self.key, "value": _jsonable(self.value), "reason": self.reason, "parameter": self.parameter}
+        data = {"key": self.key, "value": jsonable(self.value), "reason": self.reason, "parameter": self.parameter}
         if self.attempt is not None:
             data["attempt"] = self.attempt
         return data
@@ -140,59 +136,8 @@ class Proposal:
         }
 
 
-@dataclass
-class Attempt:
-    """The outcome of :meth:`Optimizer.ask`: one candidate (or none) and what happened on the way."""
-
-    candidate: Candidate | None = None
-    reply: Reply | None = None
-    rejected: list[Rejection] = field(default_factory=list)
-    replies: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-#: Per kind: the JSON schema of a suggested value (code and text are strings; a JSON value is anything).
-_VALUE_SCHEMA: dict[str, dict[str, Any]] = {
-    "number": {"type": "number"},
-    "code": {"type": "string"},
-    "text": {"type": "string"},
-}
-
-#: Per kind: the placeholder for a value in a JSON example, and in an XML example.
-_PLACEHOLDER = {
-    "number": ("<new number>", "new number"),
-    "code": ('"<the whole new function>"', "the whole new function"),
-    "text": ('"<new text>"', "new text"),
-    "json": ("<new JSON value, same shape>", "new JSON value, same shape"),
-    "demos": ('[{"input": "<question>", "output": "<reply>"}]', "JSON list of {input, output} demonstrations"),
-}
-
-
-def same_value(new: Any, current: Any, kind: str = "text") -> bool:
-    """Whether a suggested value is the current one.
-
-    Text is compared ignoring trailing whitespace of lines; code (``kind="code"``) by its syntax
-    tree, so a change of quotes, comments or blank lines is no change.
-
-    Example:
-        >>> same_value("def f():\\n    return 1\\n", "def f():\\n    return 1"), same_value(1, 1.0)
-        (True, False)
-        >>> same_value("def f():\\n    return 'a'  # note", 'def f():\\n    return "a"', kind="code")
-        True
-    """
-    if isinstance(new, str) and isinstance(current, str):
-        if kind == "code":
-            try:
-                return ast.dump(ast.parse(textwrap.dedent(new))) == ast.dump(ast.parse(textwrap.dedent(current)))
-            except (SyntaxError, ValueError):
-                pass
-        return [line.rstrip() for line in new.strip("\n").splitlines()] == [
-            line.rstrip() for line in current.strip("\n").splitlines()
-        ]
-    return bool(new == current) and type(new) is type(current)
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` if it is JSON data (NaN and Infinity excluded), else its ``repr``."""
     try:
         json.dumps(value, allow_nan=False)  # NaN and Infinity would make the state unsavable later
     except (TypeError, ValueError, RecursionError):
@@ -243,23 +188,6 @@ def _check_options(options: Mapping[str, Any]) -> None:
         value = options.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
             raise ConfigurationError(f"{key} must be a number between 0 and 2, got {value!r}")
-
-
-def describe_parameter(name: str, param: Parameter[Any]) -> str:
-    """One line telling the model what a variable is: kind, bounds, description, constraint."""
-    kind = kind_of(param)
-    parts = [f"{name} ({kind}"]
-    bounds = getattr(param, "bounds", None)
-    if bounds is not None:
-        parts.append(f", between {bounds[0]} and {bounds[1]}")
-    parts.append(")")
-    line = "".join(parts)
-    if param.description:
-        line += f": {param.description}"
-    constraint = getattr(param, "constraint", None)
-    if isinstance(constraint, str) and constraint:
-        line += f" [constraint: {constraint}]"
-    return line
 
 
 class Optimizer:
@@ -370,11 +298,38 @@ class Optimizer:
             i += 1
         return f"{name}_{i}"
 
-    def named_parameters(self) -> dict[str, Parameter[Any]]:
-        """The owned parameters by the names this optimizer uses for them (in updates and state)."""
-        return dict(self._names)
+    def named_parameters(self) -> Iterator[tuple[str, Parameter[Any]]]:
+        """``(name, parameter)`` pairs under the names this optimizer uses (in updates and state).
+
+        Example:
+            >>> from feedprop.node import Parameter
+            >>> from feedprop.llm import MockLLM
+            >>> from feedprop.optim import OptoPrime
+            >>> a, b = Parameter("x", name="p"), Parameter("y", name="p")
+            >>> [name for name, _ in OptoPrime([a, b], llm=MockLLM("{}")).named_parameters()]
+            ['p', 'p_2']
+        """
+        yield from self._names.items()
+
+    def get_parameter(self, name: str) -> Parameter[Any]:
+        """The parameter this optimizer calls ``name``; :class:`ConfigurationError` if it owns none.
+
+        Example:
+            >>> from feedprop.node import Parameter
+            >>> from feedprop.llm import MockLLM
+            >>> from feedprop.optim import OptoPrime
+            >>> OptoPrime([Parameter(1.0, name="x")], llm=MockLLM("{}")).get_parameter("x").data
+            1.0
+        """
+        try:
+            return self._names[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"this optimizer owns no parameter named {name!r}; it owns {sorted(self._names)}"
+            ) from None
 
     def parameters(self) -> list[Parameter[Any]]:
+        """The owned parameters, in the order they were added."""
         return list(self._names.values())
 
     def name_of(self, param: Parameter[Any]) -> str:
@@ -407,7 +362,7 @@ class Optimizer:
             p.zero_feedback()
 
     def propose(self) -> Proposal:
-        """Ask the model for new values. Validates them; changes no parameter."""
+        """New values from the parameters' feedback, validated; changes no parameter."""
         with track_usage() as usage:
             proposal = self._propose()
         proposal.usage = usage
@@ -418,7 +373,8 @@ class Optimizer:
     def apply(self, proposal: Proposal | Candidate | Mapping[str, Any]) -> None:
         """Set parameter values from a proposal (its first candidate), a candidate, or a name → value map.
 
-        Every value is validated first; if any is invalid nothing is changed and
+        A candidate's values were validated when it was proposed; a map's values are validated
+        here. Either way they are set all or none: if any is invalid nothing is changed and
         :class:`~feedprop.errors.SuggestionError` says which and why.
         """
         if isinstance(proposal, Proposal):
@@ -433,7 +389,8 @@ class Optimizer:
             raise InvalidInputError(
                 f"apply() takes a Proposal, a Candidate or a mapping of name → value, got {type(proposal).__name__}"
             )
-        checked: list[tuple[Parameter[Any], Any]] = []
+        raw = not isinstance(proposal, Proposal | Candidate)
+        changes: list[tuple[str, Any]] = []
         for key, value in updates.items():
             match = match_key(str(key), self._names)
             if match.name is None:
@@ -442,10 +399,24 @@ class Optimizer:
                     parameter=str(key),
                     value=value,
                 )
-            param = self._names[match.name]
-            checked.append((param, self.validate(match.name, value)))
-        for param, value in checked:
-            param.set(value)
+            changes.append((match.name, self.validate(match.name, value) if raw else value))
+        self._set_all(changes)
+
+    def _set_all(self, changes: list[tuple[str, Any]]) -> None:
+        """Set every ``(name, value)``, or none: a value its parameter refuses undoes those set before it."""
+        done: list[tuple[Parameter[Any], Any]] = []
+        for name, value in changes:
+            param = self._names[name]
+            old = param.data
+            try:
+                param.set(value)
+            except (InvalidInputError, SuggestionError) as e:
+                for earlier, earlier_value in reversed(done):
+                    earlier.set(earlier_value)
+                if isinstance(e, SuggestionError):
+                    raise
+                raise SuggestionError(f"cannot apply {name!r}: {e}", parameter=name, value=value) from None
+            done.append((param, old))
 
     def step(self) -> Proposal:
         """:meth:`propose`, then :meth:`apply` its first candidate. Returns the proposal."""
@@ -456,12 +427,6 @@ class Optimizer:
     def _propose(self) -> Proposal:
         """Build a :class:`Proposal` from the parameters' feedback. The one method subclasses implement."""
         raise NotImplementedError(f"{type(self).__name__} must implement _propose()")
-
-    # -- helpers for subclasses -------------------------------------------------------------
-
-    def complete(self, messages: list[Message], **params: Any) -> Completion:
-        """Call the model; the cost is counted on the proposal being built."""
-        return self.llm.complete(messages, **params)
 
     def validate(self, name: str, value: Any) -> Any:
         """Validate ``value`` for the parameter called ``name``; return it converted or raise SuggestionError."""
@@ -487,245 +452,6 @@ class Optimizer:
                 raise SuggestionError(problem, parameter=name, value=value)
         return checked
 
-    def resolve(
-        self,
-        suggestion: Mapping[str, Any],
-        *,
-        shown: Mapping[str, Parameter[Any]] | None = None,
-        others: Iterable[str] = (),
-    ) -> tuple[dict[str, Any], list[Rejection]]:
-        """Turn a parsed suggestion into validated updates and rejections.
-
-        ``shown`` maps the names the model saw to the parameters (default: this optimizer's
-        names); ``others`` are names of variables the model saw but may not change (inputs,
-        intermediate results). Keys are matched tolerantly (see :func:`~feedprop.optim.keys.match_key`);
-        a key naming a non-parameter, an unknown key and an invalid value are each refused with
-        a reason the model will see next time. Suggestions equal to the current value are dropped.
-        """
-        updates, rejected, _ = self._resolve(suggestion, shown=shown, others=others)
-        return updates, rejected
-
-    def _resolve(
-        self,
-        suggestion: Mapping[str, Any],
-        *,
-        shown: Mapping[str, Parameter[Any]] | None = None,
-        others: Iterable[str] = (),
-    ) -> tuple[dict[str, Any], list[Rejection], list[str]]:
-        """:meth:`resolve`, plus the names whose suggested value repeated the current one."""
-        legal = dict(self._names) if shown is None else dict(shown)
-        other_names = [o for o in others if o not in legal]
-        legal_list = ", ".join(repr(n) for n in legal)
-        updates: dict[str, Any] = {}
-        rejected: list[Rejection] = []
-        echoed: list[str] = []
-        for raw_key, value in suggestion.items():
-            key = str(raw_key)
-            match = match_key(key, legal)
-            if match.name is None:
-                reason = self._not_offered(key, legal, legal_list) or self._refusal(
-                    key, match.reason, match.how, other_names, legal_list
-                )
-                rejected.append(Rejection(key, _jsonable(value), reason))
-                continue
-            name = self.name_of(legal[match.name])
-            if name in updates:
-                rejected.append(Rejection(key, _jsonable(value), f"a value for {name!r} was already given", name))
-                continue
-            try:
-                checked = self.validate(name, value)
-            except SuggestionError as e:
-                rejected.append(Rejection(key, _jsonable(value), str(e), name))
-                continue
-            if same_value(checked, self._names[name].data, kind_of(self._names[name])):
-                echoed.append(name)
-                continue
-            updates[name] = checked
-        return updates, rejected, echoed
-
-    def format_help(self, names: Iterable[str] | None = None) -> str:
-        """How the model must write its answer, with an example keyed by the variables ``names``.
-
-        Small models copy the example's keys, so it names the real variables (all owned ones by
-        default) with a placeholder of the right kind for each value.
-        """
-        return fill(f"format_{self.defaults['reply_format']}", **self._format_fields(names))
-
-    def _format_fields(self, names: Iterable[str] | None) -> dict[str, str]:
-        chosen = list(self._names if names is None else names)
-        kinds = {n: kind_of(self._names[n]) if n in self._names else "text" for n in chosen}
-        shown = chosen[:3]
-        if self.defaults["reply_format"] == "xml":
-            example = "\n".join(f'<suggestion name="{n}">{_PLACEHOLDER[kinds[n]][1]}</suggestion>' for n in shown)
-        else:
-            pairs = ", ".join(f"{json.dumps(n)}: {_PLACEHOLDER[kinds[n]][0]}" for n in shown)
-            example = "{" + pairs + (", ..." if len(chosen) > 3 else "") + "}"
-        return {"suggestion": example, "legal": ", ".join(chosen)}
-
-    def reply_schema(self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None) -> dict[str, Any]:
-        """The JSON schema of a reply: ``reasoning`` then ``suggestion``, keyed by the legal ``names`` only.
-
-        ``names`` are the names the model saw (a map of them to the parameters when they differ
-        from this optimizer's names); by default, every owned parameter.
-
-        Sent as ``response_format`` to models that enforce schemas (see :meth:`response_format`),
-        so a small model can neither break the JSON nor invent a key. Subclasses asking for more
-        fields extend it.
-
-        Example:
-            >>> from feedprop.node import Parameter
-            >>> from feedprop.llm import MockLLM
-            >>> from feedprop.optim import OptoPrime
-            >>> opt = OptoPrime([Parameter(1.0, name="x")], llm=MockLLM("{}"))
-            >>> opt.reply_schema()["properties"]["suggestion"]["properties"]
-            {'x': {'type': 'number'}}
-        """
-        params: Mapping[str, Parameter[Any]] = names if isinstance(names, Mapping) else self._names
-        chosen = list(self._names if names is None else names)
-        values = {n: dict(_VALUE_SCHEMA.get(kind_of(params[n]), {})) if n in params else {} for n in chosen}
-        return {
-            "type": "object",
-            "properties": {
-                "reasoning": {"type": "string"},
-                "suggestion": {"type": "object", "properties": values, "additionalProperties": False},
-            },
-            "required": ["reasoning", "suggestion"],
-            "additionalProperties": False,
-        }
-
-    def response_format(
-        self, names: Iterable[str] | Mapping[str, Parameter[Any]] | None = None
-    ) -> dict[str, Any] | None:
-        """The ``response_format`` to send with a JSON request, or ``None`` to send none.
-
-        A schema (:meth:`reply_schema`) goes only to a model whose ``supports_json_schema`` is
-        true, with ``reply_format="json"`` and the ``json_schema`` option on; the tolerant reply
-        parser reads the reply either way.
-
-        Example:
-            >>> from feedprop.node import Parameter
-            >>> from feedprop.llm import MockLLM
-            >>> from feedprop.optim import OptoPrime
-            >>> x = Parameter(1.0, name="x")
-            >>> OptoPrime([x], llm=MockLLM("{}")).response_format() is None
-            True
-            >>> OptoPrime([x], llm=MockLLM("{}", json_schema=True), json_schema=True).response_format()["type"]
-            'json_schema'
-        """
-        if self.defaults["reply_format"] != "json" or not self.defaults["json_schema"]:
-            return None
-        if not self.llm.supports_json_schema:
-            return None
-        return {"type": "json_schema", "json_schema": {"name": "reply", "schema": self.reply_schema(names)}}
-
-    def check_prompt(self, messages: list[Message]) -> int:
-        """The prompt's estimated tokens; :class:`ConfigurationError` if it exceeds ``max_prompt_tokens``."""
-        used = estimate_prompt_tokens(messages)
-        limit = int(self.defaults["max_prompt_tokens"])
-        if used > limit:
-            raise ConfigurationError(
-                f"the prompt needs about {used} tokens even after summarising, over max_prompt_tokens={limit}; "
-                "raise max_prompt_tokens (if the model's context allows) or optimize fewer parameters at once"
-            )
-        return used
-
-    def ask(
-        self,
-        messages: list[Message],
-        *,
-        shown: Mapping[str, Parameter[Any]] | None = None,
-        others: Iterable[str] = (),
-        sample: int = 0,
-    ) -> Attempt:
-        """Ask the model and read its reply into one validated :class:`Candidate`.
-
-        An unreadable reply is retried (up to ``max_retries`` times) with the parse error shown
-        to the model; so is a reply whose every suggestion was refused or repeated the current
-        value, with the reasons. Sample 0 uses ``temperature``, later samples and retries
-        ``candidate_temperature`` (later samples also a distinct cache salt). A model that
-        enforces JSON schemas gets :meth:`response_format` (a sampling parameter, so it is part
-        of the cache key).
-        """
-        opts = self.defaults
-        temperature = opts["temperature"] if sample == 0 else opts["candidate_temperature"]
-        params: dict[str, Any] = {"temperature": temperature, "max_tokens": opts["max_tokens"]}
-        if sample:
-            params["cache_salt"] = sample
-        self.check_prompt(messages)
-        conversation = list(messages)
-        out = Attempt()
-        others = list(others)
-        legal_names = list(shown) if shown is not None else None
-        response_format = self.response_format(shown)
-        if response_format is not None:
-            params["response_format"] = response_format
-        for attempt in range(int(opts["max_retries"]) + 1):
-            if attempt:  # a retry at temperature 0 tends to repeat the refused answer word for word
-                params["temperature"] = max(float(params["temperature"]), float(opts["candidate_temperature"]))
-            completion = self.complete(conversation, **params)
-            out.replies.append(completion.text)
-            try:
-                reply = parse_reply(completion.text, opts["reply_format"])
-            except ReplyParseError as e:
-                out.errors.append(str(e))
-                note = fill("retry_parse", error=str(e), format_help=self.format_help(legal_names))
-                conversation = self._retry_conversation(messages, completion.text, note)
-                continue
-            updates, rejected, echoed = self._resolve(reply.suggestion, shown=shown, others=others)
-            out.rejected.extend(replace(r, attempt=attempt + 1) for r in rejected)
-            out.reply = reply
-            last = attempt == int(opts["max_retries"])
-            if updates or not (rejected or echoed) or last:
-                out.candidate = Candidate(updates, reply.reasoning, dict(reply.extras))
-                break
-            # Nothing usable: every suggestion was refused, or repeated its variable's current value
-            # (small models often copy the current value while their reasoning says what to change).
-            reasons = "\n".join(
-                [f"- {r.message()}" for r in rejected]
-                + [
-                    f"- {n}: your suggestion is its current value unchanged, which is what produced the feedback; "
-                    "write a changed value that acts on your reasoning"
-                    for n in echoed
-                ]
-            )
-            note = fill("retry_rejected", rejections=reasons, format_help=self.format_help(legal_names))
-            conversation = self._retry_conversation(messages, completion.text, note)
-        return out
-
-    def _retry_conversation(self, messages: list[Message], reply: str, note: str) -> list[Message]:
-        # Show the model its own reply when the budget allows, cut in the middle if needed.
-        base = [*messages, Message(role="user", content=note)]
-        room = int(self.defaults["max_prompt_tokens"]) - estimate_prompt_tokens(base) - 8
-        if room < 50:
-            return base
-        echo = truncate_middle(reply, min(room * 4, 4000))
-        return [*messages, Message(role="assistant", content=echo), Message(role="user", content=note)]
-
-    def sample_candidates(self, build: Any) -> Proposal:
-        """Run ``build(sample) -> Attempt`` for each of ``n_candidates`` samples and collect a proposal.
-
-        Samples run in parallel threads (the model's concurrency limit applies). Candidates with
-        identical updates are merged; empty candidates are kept only if no other exists.
-        """
-        n = int(self.defaults["n_candidates"])
-        attempts: list[Attempt] = thread_map(build, range(n), max_workers=n) if n > 1 else [build(0)]
-        proposal = Proposal()
-        seen: set[str] = set()
-        for attempt in attempts:
-            proposal.rejected.extend(attempt.rejected)
-            proposal.replies.extend(attempt.replies)
-            proposal.errors.extend(attempt.errors)
-            if attempt.candidate is None:
-                continue
-            key = json.dumps(attempt.candidate.updates, sort_keys=True, default=repr)
-            if key not in seen:
-                seen.add(key)
-                proposal.candidates.append(attempt.candidate)
-        non_empty = [c for c in proposal.candidates if c.updates]
-        if non_empty:
-            proposal.candidates = non_empty
-        return proposal
-
     # -- reading feedback ----------------------------------------------------------------------
 
     def feedback_entries(self, name: str) -> list[ParameterFeedback]:
@@ -748,46 +474,18 @@ class Optimizer:
         """A deep copy of every owned parameter's value, by name."""
         return {name: copy.deepcopy(p.data) for name, p in self._names.items()}
 
-    def _not_offered(self, key: str, legal: Mapping[str, Parameter[Any]], legal_list: str) -> str | None:
-        """Why ``key`` may not be set when it names a parameter of this optimizer (so trainable) not offered now."""
-        owned = match_key(key, self._names)
-        if owned.name is None or any(p is self._names[owned.name] for p in legal.values()):
-            return None
-        if not self._names[owned.name].feedback:
-            return (
-                f"{owned.name!r} is trainable but received no feedback this step, so it stays as it is; "
-                f"only these, which did, may be changed now: {legal_list}"
-            )
-        return f"{owned.name!r} is trainable but not part of this request; only these may be changed here: {legal_list}"
-
-    @staticmethod
-    def _refusal(key: str, why: str, how: str, others: list[str], legal_list: str) -> str:
-        norm = normalize_key(key)
-        if how != "ambiguous" and any(o == key or normalize_key(o) == norm for o in others):
-            return (
-                f"{key!r} is not a trainable parameter (it is an input or an intermediate value); "
-                f"only these may be changed: {legal_list}"
-            )
-        if how == "ambiguous":
-            return f"{why}. Legal keys: {legal_list}"
-        return f"{key!r} is not a trainable parameter; only these may be changed: {legal_list}"
-
-    def rejection_notes(self) -> list[str]:
-        """The refusals of the previous proposal, as lines to show the model on this attempt (each line once)."""
-        return list(dict.fromkeys(Rejection.from_dict(r).message() for r in self.global_state.get("rejected", [])))
-
     # -- saving -------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state as plain JSON data (parameters are referred to by name)."""
         groups = []
         for group in self.param_groups:
-            opts = {k: v for k, v in group.items() if k != "params" and _jsonable(v) is v}
+            opts = {k: v for k, v in group.items() if k != "params" and jsonable(v) is v}
             groups.append({"params": [self.name_of(p) for p in group["params"]], **opts})
         sd = {
             "format": STATE_FORMAT,
             "optimizer": type(self).__name__,
-            "defaults": {k: v for k, v in self.defaults.items() if _jsonable(v) is v},
+            "defaults": {k: v for k, v in self.defaults.items() if jsonable(v) is v},
             "state": self.state,
             "global_state": self.global_state,
             "param_groups": groups,

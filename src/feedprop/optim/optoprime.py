@@ -15,11 +15,12 @@ from typing import Any, ClassVar
 
 from feedprop import report
 from feedprop.llm import LLM, Message
-from feedprop.llm.mock import estimate_prompt_tokens, estimate_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens, estimate_tokens
 from feedprop.node import Parameter
+from feedprop.optim.conversation import Conversation
 from feedprop.optim.memory import Memory
 from feedprop.optim.opro import feedback_summary, mean_score
-from feedprop.optim.optimizer import Attempt, Optimizer, Proposal
+from feedprop.optim.optimizer import Optimizer, Proposal
 from feedprop.optim.templates import fill, template
 
 __all__ = ["OptoPrime"]
@@ -57,6 +58,7 @@ class OptoPrime(Optimizer):
         **options: Any,
     ) -> None:
         super().__init__(params, llm, memory_size=memory_size, **options)
+        self.conversation = Conversation(self)
         self.memory = Memory(self.global_state.setdefault("memory", []), memory_size)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -68,7 +70,7 @@ class OptoPrime(Optimizer):
     def context_blocks(self, max_tokens: int) -> list[str]:
         """Blocks shown between the problem and the answer format; subclasses add their own."""
         blocks = []
-        notes = self.rejection_notes()
+        notes = self.conversation.rejection_notes()
         if notes:
             blocks.append(fill("refused", notes="\n".join(f"- {n}" for n in notes)))
         used = sum(estimate_tokens(b) for b in blocks)
@@ -85,21 +87,22 @@ class OptoPrime(Optimizer):
         """
         budget = int(self.defaults["max_prompt_tokens"])
         system = template("optoprime_system").strip()
-        legal = ", ".join(self.named_parameters())
-        bare = fill("optoprime_user", problem="", context="", legal=legal, format_help=self.format_help())
+        owned = [name for name, _ in self.named_parameters()]
+        help_all = self.conversation.format_help()
+        bare = fill("optoprime_user", problem="", context="", legal=", ".join(owned), format_help=help_all)
         fixed = estimate_prompt_tokens([Message(role="system", content=system), Message(role="user", content=bare)])
         if blocks is None:
             blocks = self.context_blocks(int((budget - fixed) * CONTEXT_SHARE))
         context = "\n\n".join(blocks)
         room = budget - fixed - estimate_tokens(context) - 8
         problem = report.render_problem(self.parameters(), max_tokens=max(room, 1))
-        names = list(self.shown_names(problem)[0]) or list(self.named_parameters())
+        names = list(self.shown_names(problem)[0]) or owned
         user = fill(
             "optoprime_user",
             problem=problem.render(),
             context=("\n" + context + "\n") if context else "",
             legal=", ".join(names),
-            format_help=self.format_help(names),
+            format_help=self.conversation.format_help(names),
         )
         return [Message(role="system", content=system), Message(role="user", content=user)], problem
 
@@ -124,8 +127,4 @@ class OptoPrime(Optimizer):
             mean_score(feedbacks),
         )
         shown, others = self.shown_names(problem)
-
-        def build(sample: int) -> Attempt:
-            return self.ask(messages, shown=shown, others=others, sample=sample)
-
-        return self.sample_candidates(build)
+        return self.conversation.propose(messages, shown=shown, others=others)

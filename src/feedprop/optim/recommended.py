@@ -15,7 +15,7 @@ minibatch's recorded inputs first, and the search keeps and merges the best per 
 Example:
     >>> from feedprop.node import Demos, Parameter
     >>> opt = recommended([Parameter("Answer.", name="instruction"), Demos(name="shots"), Parameter(0.5, name="t")])
-    >>> [(type(part).__name__, sorted(part.named_parameters())) for part in opt.parts]
+    >>> [(type(part).__name__, [name for name, _ in part.named_parameters()]) for part in opt.parts]
     [('BootstrapDemos', ['shots']), ('Reflect', ['instruction']), ('OptoPrime', ['t'])]
 """
 

@@ -56,20 +56,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from feedprop._text import truncate_middle
 from feedprop.errors import SuggestionError
 from feedprop.llm import LLM, Message, thread_map
-from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens
 from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Parameter
 from feedprop.ops import LLM_CALL
-from feedprop.optim.budget import truncate_middle
-from feedprop.optim.optimizer import (
-    Candidate,
-    Optimizer,
-    Proposal,
-    Rejection,
-    check_int_option,
-    kind_of,
-)
+from feedprop.optim.conversation import Conversation
+from feedprop.optim.optimizer import Candidate, Optimizer, Proposal, Rejection, check_int_option, kind_of
 from feedprop.optim.templates import fill, template
 
 __all__ = ["Case", "Reflect", "fingerprint", "is_failure", "read_code", "read_text"]
@@ -143,7 +137,7 @@ def is_failure(feedback: Feedback) -> bool:
 
 
 def fingerprint(value: Any, kind: str) -> str:
-    """A short digest of a value, equal for values :func:`~feedprop.optim.optimizer.same_value` calls equal.
+    """A short digest of a value, equal for values :func:`~feedprop.optim.conversation.same_value` calls equal.
 
     Code is compared by syntax tree (comments, quotes and blank lines do not count), text by its
     lines without trailing whitespace.
@@ -510,6 +504,7 @@ class Reflect(Optimizer):
         super().__init__(
             params, llm, n_candidates=n_candidates, max_cases=max_cases, params_per_step=params_per_step, **options
         )
+        self.conversation = Conversation(self)
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         super().check_options(options)
@@ -521,7 +516,7 @@ class Reflect(Optimizer):
 
     def failing(self) -> list[str]:
         """The owned parameters whose feedback includes a failure, code first, then text."""
-        owned = self.named_parameters()
+        owned = dict(self.named_parameters())
         order = sorted(owned, key=lambda n: kind_of(owned[n]) != "code")
         return [n for n in order if any(is_failure(_output_feedback(e)) for e in owned[n].feedback)]
 
@@ -542,7 +537,7 @@ class Reflect(Optimizer):
 
     def cases(self, name: str) -> tuple[list[Case], list[Case]]:
         """The distinct failing and passing cases in the feedback of the parameter called ``name``."""
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         kind = kind_of(param)
         failing: list[Case] = []
         passing: list[Case] = []
@@ -558,9 +553,9 @@ class Reflect(Optimizer):
     # -- the prompts -----------------------------------------------------------------------------------
 
     def _what(self, name: str) -> str:
-        if kind_of(self.named_parameters()[name]) == "code":
+        if kind_of(self.get_parameter(name)) == "code":
             return "function"
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         for entry in self.feedback_entries(name):
             node = _llm_node(getattr(entry, "subgraph", ()))
             if node is not None:
@@ -568,7 +563,7 @@ class Reflect(Optimizer):
         return "text"
 
     def _subject(self, name: str) -> str:
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         kind = kind_of(param)
         role = f" ({param.description})" if param.description else ""
         value = str(param.data).strip("\n")
@@ -588,7 +583,7 @@ class Reflect(Optimizer):
             messages = build(chars, fails, n_pass if with_passing else 0)
             if estimate_prompt_tokens(messages) <= limit:
                 return messages
-        self.check_prompt(messages)  # raises, saying to raise max_prompt_tokens
+        self.conversation.check_prompt(messages)  # raises, saying to raise max_prompt_tokens
         return messages
 
     def _render_cases(self, cases: list[Case], chars: int) -> str:
@@ -597,7 +592,7 @@ class Reflect(Optimizer):
     def diagnose_messages(self, name: str) -> list[Message]:
         """The messages of the diagnose call for the parameter called ``name``."""
         failing, passing = self.cases(name)
-        code = kind_of(self.named_parameters()[name]) == "code"
+        code = kind_of(self.get_parameter(name)) == "code"
 
         def build(chars: int, fails: int, passes: int) -> list[Message]:
             user = fill(
@@ -614,7 +609,7 @@ class Reflect(Optimizer):
     def rewrite_messages(self, name: str, diagnosis: str) -> list[Message]:
         """The messages of a rewrite call for the parameter called ``name``, given the ``diagnosis``."""
         failing, _ = self.cases(name)
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         fn = _first_function(str(param.data)) if kind_of(param) == "code" else None
         shown_diagnosis = truncate_middle(diagnosis.strip() or "(no diagnosis)", MAX_DIAGNOSIS_CHARS)
 
@@ -645,13 +640,13 @@ class Reflect(Optimizer):
     def diagnose(self, name: str) -> str:
         """One call at temperature 0: what is wrong with the parameter ``name`` and what rule would fix it."""
         tokens = min(DIAGNOSIS_TOKENS, int(self.options(name)["max_tokens"]))
-        return self.complete(self.diagnose_messages(name), temperature=0.0, max_tokens=tokens).text.strip()
+        return self.conversation.complete(self.diagnose_messages(name), temperature=0.0, max_tokens=tokens).text.strip()
 
     def rewrite(self, name: str, diagnosis: str, sample: int) -> str:
         """Rewrite call number ``sample`` (its ``cache_salt``): the model's reply, unread."""
         opts = self.options(name)
         messages = self.rewrite_messages(name, diagnosis)
-        return self.complete(
+        return self.conversation.complete(
             messages,
             temperature=float(opts["candidate_temperature"]),
             max_tokens=int(opts["max_tokens"]),
@@ -663,7 +658,7 @@ class Reflect(Optimizer):
 
         A value equal to the current one is returned as it is (:meth:`_propose` refuses it).
         """
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         if kind_of(param) == "code":
             return self.validate(name, read_code(reply, str(param.data)))
         value = read_text(reply)
@@ -679,7 +674,7 @@ class Reflect(Optimizer):
         return proposal
 
     def _propose_for(self, name: str, proposal: Proposal) -> None:
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         kind = kind_of(param)
         state = self.state[name]
         if state.get("base") != fingerprint(param.data, kind):  # the value moved on: earlier refusals are moot

@@ -19,14 +19,16 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from feedprop._text import truncate_middle
 from feedprop.errors import InvalidInputError
 from feedprop.llm import LLM, Message, thread_map
-from feedprop.llm.mock import estimate_prompt_tokens
+from feedprop.llm.tokens import estimate_prompt_tokens, estimate_tokens
 from feedprop.node import Feedback, Parameter
-from feedprop.optim.budget import fit_blocks, truncate_middle
+from feedprop.optim.conversation import Attempt, Conversation
+from feedprop.optim.fitting import fit_blocks
 from feedprop.optim.memory import format_value
 from feedprop.optim.opro import feedback_summary, mean_score
-from feedprop.optim.optimizer import Attempt, Candidate, Optimizer, Proposal, check_int_option, kind_of
+from feedprop.optim.optimizer import Candidate, Optimizer, Proposal, check_int_option, kind_of
 from feedprop.optim.templates import fill, template
 
 __all__ = ["TextualGradientDescent"]
@@ -71,6 +73,7 @@ class TextualGradientDescent(Optimizer):
             examples=_as_list("examples", examples),
             **options,
         )
+        self.conversation = Conversation(self)
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         super().check_options(options)
@@ -106,7 +109,7 @@ class TextualGradientDescent(Optimizer):
         return fill("tgd_momentum", name=name, history="\n".join(kept)) if kept else ""
 
     def _messages(self, name: str, feedback: str) -> list[Message]:
-        param = self.named_parameters()[name]
+        param = self.get_parameter(name)
         opts = self.options(name)
         constraints = [c for c in [getattr(param, "constraint", None), *opts["constraints"]] if isinstance(c, str)]
         bounds = getattr(param, "bounds", None)
@@ -117,7 +120,7 @@ class TextualGradientDescent(Optimizer):
         if opts["examples"]:
             shown = fit_blocks([truncate_middle(str(e), 1200) for e in opts["examples"]], budget // 5)
             examples = "\nExamples of good values:\n" + "\n".join(f"- {e}" for e in shown)
-        notes = [n for n in self.rejection_notes() if name in n]
+        notes = [n for n in self.conversation.rejection_notes() if name in n]
         fields = {
             "name": name,
             "kind": kind_of(param),
@@ -127,23 +130,23 @@ class TextualGradientDescent(Optimizer):
             "feedback": truncate_middle(feedback, budget * 2),
             "examples": examples,
             "notes": ("Your previous suggestion was refused:\n" + "\n".join(notes)) if notes else "",
-            "format_help": self.format_help([name]),
+            "format_help": self.conversation.format_help([name]),
         }
         system = template("tgd_system").strip()
         bare = fill("tgd_user", momentum="", **{**fields, "value": "", "feedback": ""})
-        room = budget - estimate_prompt_tokens([Message(role="system", content=system)]) - (len(bare) + 3) // 4 - 8
+        room = budget - estimate_prompt_tokens([Message(role="system", content=system)]) - estimate_tokens(bare) - 8
         # Share what is left: the value first, then feedback, then momentum.
         fields["value"] = format_value(param.data, max(200, room * 4 // 2))
-        room -= (len(fields["value"]) + 3) // 4
+        room -= estimate_tokens(fields["value"])
         fields["feedback"] = truncate_middle(feedback, max(200, room * 4 * 2 // 3))
-        room -= (len(fields["feedback"]) + 3) // 4
+        room -= estimate_tokens(fields["feedback"])
         user = fill("tgd_user", momentum=self._momentum_block(name, max(room, 0)), **fields)
         return [Message(role="system", content=system), Message(role="user", content=user)]
 
     def _propose(self) -> Proposal:
         jobs: list[tuple[str, list[Message]]] = []
         step = int(self.global_state.get("step", 0))
-        for name in self.named_parameters():
+        for name, _ in self.named_parameters():
             text, feedbacks = self._feedback_text(name)
             if not feedbacks:
                 continue
@@ -155,7 +158,7 @@ class TextualGradientDescent(Optimizer):
         def build(sample: int) -> Attempt:
             def one(job: tuple[str, list[Message]]) -> Attempt:
                 name, messages = job
-                return self.ask(messages, shown={name: self.named_parameters()[name]}, sample=sample)
+                return self.conversation.ask(messages, shown={name: self.get_parameter(name)}, sample=sample)
 
             attempts = thread_map(one, jobs, max_workers=len(jobs)) if len(jobs) > 1 else [one(jobs[0])]
             merged = Attempt(candidate=Candidate())
@@ -170,7 +173,7 @@ class TextualGradientDescent(Optimizer):
             merged.candidate.reasoning = merged.candidate.reasoning.strip()
             return merged
 
-        return self.sample_candidates(build)
+        return self.conversation.sample_candidates(build)
 
     def _remember(self, name: str, step: int, feedbacks: list[Feedback]) -> None:
         # The value *and* the feedback it received — the pair momentum needs.
@@ -178,7 +181,7 @@ class TextualGradientDescent(Optimizer):
         if k <= 0:
             return
         past: list[dict[str, Any]] = self.state[name].setdefault("momentum", [])
-        value = json.loads(json.dumps(self.named_parameters()[name].data))
+        value = json.loads(json.dumps(self.get_parameter(name).data))
         past.append(
             {"step": step, "value": value, "feedback": feedback_summary(feedbacks), "score": mean_score(feedbacks)}
         )

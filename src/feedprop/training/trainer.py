@@ -74,7 +74,7 @@ def _check_model(model: Any, optimizer: Any) -> None:
             "e.g. fp.optim.OptoPrime(model.parameters())"
         )
     owned = {id(p) for p in model.parameters()}
-    stray = [name for name, p in optimizer.named_parameters().items() if id(p) not in owned]
+    stray = [name for name, p in optimizer.named_parameters() if id(p) not in owned]
     if stray:
         raise ConfigurationError(
             f"the optimizer owns parameters that are not in the model: {stray}; "
