@@ -13,7 +13,7 @@ LAYERS: list[set[str]] = [
     {"tracing"},
     {"propagate"},
     {"node"},
-    {"sandbox", "_sandbox_worker", "_sandbox_boundary", "_sandbox_process"},
+    {"sandbox"},
     {"bundle"},
     {"ops"},
     {"module"},
