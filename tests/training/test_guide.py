@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import LocalModel, MockLLM, set_default
 from feedprop.node import Feedback, Node
-from feedprop.sandbox import InProcessExecutor
+from feedprop.sandbox import InProcessExecutor, run_unit_tests
 from feedprop.training.guide import (
     ExactMatch,
     Guide,
@@ -27,7 +27,6 @@ from feedprop.training.guide import (
     last_choice,
     last_number,
     parse_judgement,
-    run_unit_tests,
 )
 
 # --------------------------------------------------------------------------------------------

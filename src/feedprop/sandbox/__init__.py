@@ -8,7 +8,8 @@ compiling a string. An :class:`Executor` does that: it defines the function ``na
 * :class:`SandboxExecutor` (the default, see :func:`default_executor`) runs the code in a warm
   worker process with a wall-clock timeout, memory, CPU-time and process limits, no network, a
   scrubbed environment and a private working directory. Arguments and results cross as JSON.
-  The :class:`~feedprop.training.UnitTest` guide runs code under test through it too.
+  :func:`run_unit_tests`, which the :class:`~feedprop.training.UnitTest` guide calls, runs code
+  under test through it too.
 * :class:`InProcessExecutor` runs the code inside this interpreter: fast, any Python object
   crosses, but only for code you trust. Choose it explicitly with
   ``set_default_executor(InProcessExecutor())``.
@@ -22,7 +23,7 @@ entry; the modules inside it are private: ``executor`` (the protocol, in-process
 ``sandbox_executor``, ``pool`` and ``default`` (the sandboxed executor, its warm workers, the
 process-wide default), ``failure`` (how a failure is told), ``boundary`` (what crosses),
 ``process`` and ``namespaces`` (one worker process and its isolation), ``worker`` (the script a
-worker runs, and the JSON codec).
+worker runs, and the JSON codec), ``unit_tests`` and ``harness`` (unit tests as one sandboxed call).
 
 Example:
     >>> ex = InProcessExecutor()
@@ -36,6 +37,7 @@ from feedprop.sandbox.executor import Executor, InProcessExecutor
 from feedprop.sandbox.failure import CodeFailure
 from feedprop.sandbox.pool import SandboxWeakWarning
 from feedprop.sandbox.sandbox_executor import SandboxExecutor
+from feedprop.sandbox.unit_tests import run_unit_tests
 from feedprop.sandbox.worker import CODE_FILENAME
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "Withheld",
     "WithheldSelf",
     "default_executor",
+    "run_unit_tests",
     "set_default_executor",
     "withhold",
 ]

@@ -23,7 +23,6 @@ import contextlib
 import json
 import math
 import re
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +30,7 @@ from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.llm import LLM, default
 from feedprop.llm.base import Message, valid_unicode
 from feedprop.node import Feedback, Node
-from feedprop.sandbox import CodeFailure, Executor, SandboxExecutor
+from feedprop.sandbox import Executor, run_unit_tests
 
 __all__ = [
     "JUDGE_SYSTEM",
@@ -366,201 +365,6 @@ def _option_letter(target: str) -> str | None:
 
 # --------------------------------------------------------------------------------------------
 # Unit tests in the sandbox
-
-# Runs inside the sandbox (feedprop.sandbox), as the function `_feedprop_unit_tests(job)`: the
-# candidate program and the tests run there, in namespaces of their own, and only the verdict
-# (plain data) comes back. What the candidate prints is kept to a short tail inside the sandbox,
-# so nothing it prints can forge or garble the verdict.
-HARNESS_ENTRY = "_feedprop_unit_tests"
-_HARNESS = r'''
-import ast, io, signal, sys
-
-class _Tail(io.TextIOBase):
-    """A stdout that keeps only the last few thousand characters printed."""
-    def __init__(self): self.text = ""
-    def writable(self): return True
-    def write(self, s):
-        self.text = (self.text + str(s))[-2000:]
-        return len(s)
-
-def _source_line(source, lineno):
-    lines = source.splitlines()
-    return lines[lineno - 1].strip() if lineno and 0 < lineno <= len(lines) else ""
-
-def _statement(source, lineno):
-    """The whole statement of `source` that covers `lineno` (asserts may span lines)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    best = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.stmt) and node.lineno <= lineno <= (node.end_lineno or node.lineno):
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.While,
-                                     ast.If, ast.With, ast.Try)):
-                best = node
-    return best
-
-def _got(stmt, frame, entry):
-    """Call the code again as the failing assert did, to show what it returned.
-
-    Returns (call source or None when the call is the assert's whole left side, repr of the value).
-    """
-    if not isinstance(stmt, ast.Assert):
-        return None
-    names = {"candidate", entry}
-    calls = [n for n in ast.walk(stmt.test)
-             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names]
-    if calls:
-        target = calls[0]
-    elif isinstance(stmt.test, ast.Compare):
-        target = stmt.test.left
-    else:
-        return None
-    whole_left = isinstance(stmt.test, ast.Compare) and stmt.test.left is target
-    def _alarm(signum, frame_):
-        raise TimeoutError("re-evaluation took too long")
-    try:
-        signal.signal(signal.SIGALRM, _alarm)
-        signal.setitimer(signal.ITIMER_REAL, 2.0)
-        value = eval(compile(ast.Expression(target), "<tests>", "eval"), frame.f_globals, frame.f_locals)
-        return (None if whole_left else ast.unparse(target)[:300]), repr(value)[:500]
-    except BaseException:
-        return None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-def _describe(exc, job):
-    info = {"passed": False, "type": type(exc).__name__, "message": str(exc)[:1000]}
-    info["kind"] = "assertion" if isinstance(exc, AssertionError) else "exception"
-    if isinstance(exc, SystemExit):
-        info["kind"], info["message"] = "exit", f"the code called exit({exc.code!r})"
-    test_frame = None
-    code_line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        if name == "<tests>":
-            test_frame, test_line = tb.tb_frame, tb.tb_lineno
-        elif name == "<candidate>":
-            code_line = tb.tb_lineno
-        tb = tb.tb_next
-    if code_line is not None:
-        info["code_lineno"] = code_line
-        info["code_line"] = _source_line(job["program"], code_line)
-    if test_frame is not None:
-        stmt = _statement(job["tests"], test_line)
-        info["test_lineno"] = test_line
-        info["test"] = ast.unparse(stmt) if stmt is not None else _source_line(job["tests"], test_line)
-        if info["kind"] == "assertion":
-            got = _got(stmt, test_frame, job["entry_point"])
-            if got is not None:
-                if got[0] is not None:
-                    info["call"] = got[0]
-                info["got"] = got[1]
-    return info
-
-def _run(job):
-    ns = {"__name__": "candidate"}
-    stage = "program"
-    try:
-        exec(compile(job["program"], "<candidate>", "exec"), ns)
-        stage = "tests"
-        # The tests get their own namespace (holding the candidate's names), so a `check` defined by
-        # the tests cannot replace a helper of the same name that the candidate's code calls.
-        tns = dict(ns, __name__="tests")
-        exec(compile(job["tests"], "<tests>", "exec"), tns)
-        entry = job["entry_point"]
-        if entry:
-            if not callable(ns.get(entry)):
-                return {"passed": False, "kind": "missing", "message": f"the code does not define {entry}()"}
-            if callable(tns.get("check")):
-                tns["check"](ns[entry])
-        return {"passed": True}
-    except SyntaxError as e:
-        return {"passed": False, "kind": "syntax", "stage": stage, "type": "SyntaxError",
-                "message": str(e.msg), "code_lineno": e.lineno}
-    except BaseException as e:
-        info = _describe(e, job)
-        info["stage"] = stage
-        return info
-
-def _feedprop_unit_tests(job):
-    tail = _Tail()
-    previous = sys.stdout
-    sys.stdin = io.StringIO("")
-    sys.stdout = tail
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
-    try:
-        result = _run(job)
-    finally:
-        sys.stdout = previous
-    result["stdout"] = tail.text
-    for key, value in list(result.items()):
-        if not isinstance(value, (str, int, float, bool, type(None))):
-            result[key] = repr(value)[:1000]
-    return result
-'''
-
-#: Megabytes of memory the code may use when ``UnitTest(memory_mb=None)`` asks for no limit.
-UNLIMITED_MB = 1 << 20
-
-_executors: dict[tuple[float, int], Executor] = {}
-_executors_lock = threading.Lock()
-
-
-def unit_test_executor(timeout: float = 10.0, memory_mb: int | None = 1024) -> Executor:
-    """The shared :class:`~feedprop.sandbox.SandboxExecutor` that runs unit tests under these limits.
-
-    One per pair of limits, created on first use and kept warm for the life of the process.
-    """
-    key = (float(timeout), int(memory_mb) if memory_mb else UNLIMITED_MB)
-    with _executors_lock:
-        executor = _executors.get(key)
-        if executor is None:
-            executor = _executors[key] = SandboxExecutor(timeout=key[0], memory_mb=key[1])
-        return executor
-
-
-def run_unit_tests(
-    program: str,
-    tests: str,
-    entry_point: str | None = None,
-    *,
-    timeout: float = 10.0,
-    memory_mb: int | None = 1024,
-    executor: Executor | None = None,
-) -> dict[str, Any]:
-    """Run ``program`` then ``tests`` in the sandbox; return the verdict.
-
-    ``tests`` may assert at module level (MBPP style) or define ``check(candidate)``
-    (HumanEval style), which is called with the program's ``entry_point``. Both run in the
-    sandbox that runs every piece of code an optimizer wrote (:class:`~feedprop.sandbox.SandboxExecutor`,
-    see SECURITY.md): namespaces where the machine allows them, a private working directory, a
-    scrubbed environment, a memory limit (``memory_mb``, ``None`` for none), a CPU-time limit and a
-    wall-clock ``timeout``. ``executor`` replaces the shared sandbox (:func:`unit_test_executor`).
-
-    The verdict is a JSON-able dict: ``passed`` (bool), and on failure ``kind`` (``assertion``,
-    ``exception``, ``syntax``, ``missing``, ``exit``, ``timeout``, ``crash``), ``message`` and,
-    where known, ``test`` (the failing test statement), ``got``, ``code_lineno`` and ``code_line``.
-
-    Example:
-        >>> run_unit_tests("def inc(x):\\n    return x + 1\\n", "assert inc(1) == 2\\n")["passed"]
-        True
-    """
-    runner = executor if executor is not None else unit_test_executor(timeout, memory_mb)
-    job = {"program": program, "tests": tests, "entry_point": entry_point}
-    try:
-        verdict = runner.run(_HARNESS, HARNESS_ENTRY, (job,), {}, {})
-    except CodeFailure as failure:
-        if failure.type_name == "TimeoutError":
-            return {"passed": False, "kind": "timeout", "message": f"exceeded {timeout:g} s ({failure.message})"}
-        if failure.type_name == "MemoryError":
-            return {"passed": False, "kind": "exception", "type": "MemoryError", "message": failure.message}
-        return {"passed": False, "kind": "crash", "message": f"the process ended before the tests finished: {failure}"}
-    if not isinstance(verdict, dict):
-        return {"passed": False, "kind": "crash", "message": "the test run returned no verdict"}
-    return verdict
 
 
 class UnitTest(Guide):
