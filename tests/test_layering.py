@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"node"},
     {"llm"},
     {"textual_gradient"},
-    {"sandbox", "_sandbox_worker", "_sandbox_boundary", "_sandbox_process"},
+    {"sandbox"},
     {"bundle"},
     {"ops"},
     {"export"},

@@ -21,8 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedprop import _sandbox_worker, sandbox
-from feedprop._sandbox_worker import DICT_TAG, TUPLE_TAG, NotPlainData, decode, encode
+from feedprop import sandbox
 from feedprop.errors import ConfigurationError, InvalidInputError, SandboxError
 from feedprop.sandbox import (
     CODE_FILENAME,
@@ -33,6 +32,10 @@ from feedprop.sandbox import (
     default_executor,
     set_default_executor,
 )
+from feedprop.sandbox import default as sandbox_default
+from feedprop.sandbox import pool as sandbox_pool
+from feedprop.sandbox import worker as _sandbox_worker
+from feedprop.sandbox.worker import DICT_TAG, TUPLE_TAG, NotPlainData, decode, encode
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the sandbox needs a POSIX system")
 
@@ -155,7 +158,7 @@ def test_exceptions_come_back_with_line_numbers_and_a_traceback_of_the_code(ex: 
     assert str(failure) == "ZeroDivisionError: division by zero (line 6)"
     assert f'File "{CODE_FILENAME}", line 3, in f\n    return inner(y)' in failure.traceback
     assert f'File "{CODE_FILENAME}", line 6, in inner\n    return z / 0' in failure.traceback
-    assert "_sandbox_worker" not in failure.traceback  # the machinery's frames are not the code's
+    assert "worker.py" not in failure.traceback  # the machinery's frames are not the code's
     assert isinstance(failure.original, ZeroDivisionError)
 
 
@@ -385,7 +388,7 @@ def test_self_crosses_as_a_snapshot_of_the_plain_attributes_read(ex: SandboxExec
 
 @pytest.fixture
 def restore_default() -> Iterator[None]:
-    saved = sandbox._default
+    saved = sandbox_default._default
     yield
     set_default_executor(saved)
 
@@ -455,7 +458,7 @@ def test_falling_back_to_the_basic_mode_warns_once_and_says_how_to_fix_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no unshare, setpriv or mount to be found
-    monkeypatch.setattr(sandbox, "_warned_basic", False)
+    monkeypatch.setattr(sandbox_pool, "_warned_basic", False)
     with pytest.warns(sandbox.SandboxWeakWarning) as caught:
         with SandboxExecutor(timeout=2.0, max_workers=1) as first:
             assert "pid_namespace" not in first.protections()
@@ -465,7 +468,7 @@ def test_falling_back_to_the_basic_mode_warns_once_and_says_how_to_fix_it(
     text = str(caught[0].message)
     assert "WITHOUT operating-system isolation" in text and "unshare" in text
     assert "unprivileged user namespaces" in text and "isolation='strict'" in text
-    monkeypatch.setattr(sandbox, "_warned_basic", False)
+    monkeypatch.setattr(sandbox_pool, "_warned_basic", False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an explicit choice of the basic mode is not warned about
         with SandboxExecutor(timeout=2.0, max_workers=1, isolation="basic") as chosen:
@@ -478,7 +481,7 @@ def test_falling_back_to_the_basic_mode_warns_once_and_says_how_to_fix_it(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="user namespaces are a Linux feature")
 def test_the_user_namespace_plan_makes_everything_read_only_and_hides_home() -> None:
-    from feedprop._sandbox_process import user_namespace_script
+    from feedprop.sandbox.namespaces import user_namespace_script
 
     plan = user_namespace_script(64)
     assert plan is not None

@@ -29,8 +29,9 @@ from typing import Any
 
 import pytest
 
-from feedprop._sandbox_process import UID_BASE, _closed_ancestors, _cover, _interpreter_dirs
 from feedprop.sandbox import CodeFailure, SandboxExecutor, SandboxWeakWarning
+from feedprop.sandbox.namespaces import _closed_ancestors, _cover, _interpreter_dirs
+from feedprop.sandbox.process import UID_BASE
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the hostile suite targets Linux")
 
@@ -71,9 +72,9 @@ def ex(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 
 
 def basic_warned_before() -> bool:
-    from feedprop import sandbox
+    from feedprop.sandbox import pool
 
-    return bool(sandbox._warned_basic)
+    return bool(pool._warned_basic)
 
 
 def run(executor: SandboxExecutor, source: str, *args: Any) -> Any:

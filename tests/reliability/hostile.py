@@ -31,7 +31,8 @@ from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OPRO, Hindsight, Optimizer, OptoPrime, TextualGradientDescent
 from feedprop.optim.replies import parse_reply
 from feedprop.textual_gradient import TextualGradient
-from feedprop.training.guide import ExactMatch, LLMJudge, MultipleChoice, Numeric, parse_judgement
+from feedprop.training.guide import ExactMatch, MultipleChoice, Numeric
+from feedprop.training.judge import LLMJudge, parse_judgement
 
 OPTIMIZERS: tuple[type[Optimizer], ...] = (OptoPrime, Hindsight, TextualGradientDescent, OPRO)
 GUIDES = ((ExactMatch(), "42"), (ExactMatch(extract=True), "42"), (Numeric(), 42), (MultipleChoice(), "(B)"))

@@ -24,7 +24,8 @@ import re
 from feedprop.errors import ConfigurationError
 from feedprop.tasks.data import data_file, read_json
 from feedprop.tasks.task import Example, Task
-from feedprop.training.guide import ExactMatch, Guide, MultipleChoice, Numeric, final_answer
+from feedprop.training.answers import final_answer
+from feedprop.training.guide import ExactMatch, Guide, MultipleChoice, Numeric
 
 __all__ = ["BBH_PROTOCOLS", "BBH_TASKS", "bbh_guide", "load_bbh"]
 

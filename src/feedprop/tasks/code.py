@@ -3,7 +3,7 @@
 A row has ``task_id``, ``prompt`` (signature and docstring), ``entry_point``,
 ``canonical_solution`` (the body completing the prompt) and ``test`` (a ``check(candidate)``
 function). An :class:`~feedprop.tasks.task.Example` takes the prompt as input and, as target,
-the mapping ``{"test", "entry_point", "prompt"}`` that :class:`~feedprop.training.guide.UnitTest`
+the mapping ``{"test", "entry_point", "prompt"}`` that :class:`~feedprop.training.unit_test.UnitTest`
 runs in a subprocess; ``meta`` keeps the id and the canonical solution.
 
 MBPP follows the published split by problem id: test 11-510, few-shot 1-10, val 511-600,
@@ -24,7 +24,7 @@ from typing import Any
 from feedprop.errors import ConfigurationError
 from feedprop.tasks.data import data_file, package_data_file, read_jsonl
 from feedprop.tasks.task import Example, Task
-from feedprop.training.guide import UnitTest
+from feedprop.training.unit_test import UnitTest
 
 __all__ = ["MBPP_KNOWN_ISSUES", "MBPP_SPLITS", "load_humaneval", "load_mbpp", "reference_solution"]
 

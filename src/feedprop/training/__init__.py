@@ -12,9 +12,11 @@ from feedprop.training.budget import Budget, RunUsage
 from feedprop.training.config import TrainConfig
 from feedprop.training.distributed import RayExecutor
 from feedprop.training.evaluation import Evaluation, ItemExecutor, LocalExecutor, evaluate
-from feedprop.training.guide import ExactMatch, Guide, LLMJudge, MultipleChoice, Numeric, UnitTest
+from feedprop.training.guide import ExactMatch, Guide, MultipleChoice, Numeric
+from feedprop.training.judge import LLMJudge
 from feedprop.training.screening import Screening, screen
 from feedprop.training.trainer import TrainResult, train
+from feedprop.training.unit_test import UnitTest
 
 __all__ = [
     "Budget",

@@ -1,6 +1,6 @@
 """What crosses the sandbox boundary, and in which form.
 
-Only data crosses (JSON, see :func:`feedprop._sandbox_worker.encode`). For one call this module
+Only data crosses (JSON, see :func:`feedprop.sandbox.worker.encode`). For one call this module
 turns the caller's side into the request's parts:
 
 * arguments and keyword arguments must be plain data, or :class:`InvalidInputError` says where
@@ -33,8 +33,8 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
-from feedprop._sandbox_worker import CODE_FILENAME, PLAIN_TYPES, NotPlainData, encode
 from feedprop.errors import InvalidInputError
+from feedprop.sandbox.worker import CODE_FILENAME, PLAIN_TYPES, NotPlainData, encode
 
 SELF_NAMES = ("self", "cls")
 MAX_HELPERS = 64  # functions sent by source for one call, including the ones they call

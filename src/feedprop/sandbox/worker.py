@@ -7,7 +7,7 @@ call it forks a child, and the child
 1. moves into a fresh private working directory and a process group of its own,
 2. applies resource limits: address space, CPU time, file size, open files, and no new processes,
 3. drops to an unprivileged user id of its own (when the worker runs as root),
-4. installs an audit hook that refuses process creation, signals, sockets, ``ctypes`` and writes
+4. installs audit hooks that refuse process creation, signals, sockets, ``ctypes`` and writes
    outside the working directory,
 5. defines the function from its source, calls it, and writes the outcome back as JSON.
 
@@ -257,20 +257,52 @@ def _drop_unaudited_calls() -> None:
             delattr(module, attribute)
 
 
-def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ...]], None]:
-    """The child's guard rail.
+AuditHook = Callable[[str, tuple[Any, ...]], None]
 
-    Code can reach the hook's frame (through the traceback of an event it refused) and with it
-    everything the hook uses, so the hook uses only what code cannot change: immutable data
+
+def _install_audit_hooks(workdir: str, own_pid: int) -> None:
+    """The child's guard rail: audit hooks for refused events, for opening files, for changing them.
+
+    Code can reach a hook's frame (through the traceback of an event it refused) and with it
+    everything the hook uses, so each hook uses only what code cannot change: immutable data
     (strings, frozensets, read-only mappings) and functions written in C. No helper function, no
-    module-level Python function (whose module globals code could patch), no mutable dict.
-    Paths are resolved lexically; creating links is refused, and so is opening a directory
-    outside the working directory (whose descriptor could anchor ``dir_fd`` or ``/dev/fd`` paths).
+    module-level Python function (whose module globals code could patch), no mutable dict: each
+    hook is self-contained, and the rail is split by hook, not by helper. No variable holds a hook
+    once installed (its closure's cells could be rewritten). Every event goes to every hook, in
+    this order. Paths are resolved lexically; creating links is refused, and so is opening a
+    directory outside the working directory (whose descriptor could anchor ``dir_fd`` or
+    ``/dev/fd`` paths).
     """
+    sys.addaudithook(_event_hook())
+    sys.addaudithook(_open_hook(workdir, own_pid))
+    sys.addaudithook(_change_hook(workdir))
+
+
+def _event_hook() -> AuditHook:
+    """Refuses the events of :data:`BLOCKED_EVENTS`, rewriting functions, and :data:`BLOCKED_IMPORTS`."""
     blocked = types.MappingProxyType(dict(BLOCKED_EVENTS))
-    path_events = types.MappingProxyType(dict(PATH_EVENTS))
     blocked_imports = BLOCKED_IMPORTS
     guarded_setattr = GUARDED_SETATTR
+    deny = PermissionError
+    pure = "trainable code must be a pure computation on its arguments"
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event in blocked:
+            raise deny(f"{event} is blocked inside the feedprop sandbox (no {blocked[event]}): {pure}")
+        if event == "object.__setattr__":
+            if len(args) > 1 and args[1] in guarded_setattr:
+                why = "no rewriting functions at run time"
+                raise deny(f"setting {args[1]} is blocked inside the feedprop sandbox ({why}): {pure}")
+        elif event == "import":
+            name = args[0] if args else ""
+            if isinstance(name, str) and name.partition(".")[0] in blocked_imports:
+                raise ImportError(f"import of {name!r} is blocked inside the feedprop sandbox")
+
+    return hook
+
+
+def _open_hook(workdir: str, own_pid: int) -> AuditHook:
+    """Refuses opening another process's data, descriptor paths, and (outside ``workdir``) writing or directories."""
     magic = PROC_MAGIC_LINKS
     normpath = getattr(posix, "_path_normpath", None) or os.path.normpath  # C where the interpreter has it
     getcwd, fspath, stat = posix.getcwd, posix.fspath, posix.stat
@@ -282,70 +314,68 @@ def _make_audit_hook(workdir: str, own_pid: int) -> Callable[[str, tuple[Any, ..
     directory_bits, directory_mask = 0o040000, 0o170000
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event in blocked:
+        if event != "open":
+            return
+        path, mode, flags = (*args, None, None, None)[:3]
+        if isinstance(path, int) or path is None:
+            return  # an already-open descriptor: opening it was checked when it was opened
+        text = fspath(path)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "surrogateescape")
+        resolved = normpath(text if text.startswith("/") else getcwd() + "/" + text)
+        parts = resolved.split("/", 4)
+        is_inside = resolved == root or resolved.startswith(root_slash) or resolved == "/dev/null"
+        if parts[1] == "proc" and len(parts) > 2:
+            other = parts[2].isdigit() and parts[2] != own
+            if other or (len(parts) > 3 and parts[3] in magic and parts[2] in ("self", "thread-self", own)):
+                raise deny(f"reading {resolved} is blocked inside the feedprop sandbox (another process's data)")
+        if parts[1] == "dev" and len(parts) > 2 and parts[2] == "fd":
+            raise deny(f"opening {resolved} is blocked inside the feedprop sandbox (descriptor paths)")
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool(
+            isinstance(flags, int) and flags & write_flags
+        )
+        if writing and not is_inside:
             raise deny(
-                f"{event} is blocked inside the feedprop sandbox (no {blocked[event]}): "
-                "trainable code must be a pure computation on its arguments"
+                f"writing {resolved} is blocked inside the feedprop sandbox: "
+                "the code may write only inside its working directory"
             )
-        if event == "object.__setattr__":
-            if len(args) > 1 and args[1] in guarded_setattr:
+        if not is_inside:
+            try:
+                is_directory = stat(resolved).st_mode & directory_mask == directory_bits
+            except OSError:
+                is_directory = False
+            if is_directory:
                 raise deny(
-                    f"setting {args[1]} is blocked inside the feedprop sandbox (no rewriting functions at run time): "
-                    "trainable code must be a pure computation on its arguments"
+                    f"opening the directory {resolved} is blocked inside the feedprop sandbox: "
+                    "the code may open directories only inside its working directory"
                 )
+
+    return hook
+
+
+def _change_hook(workdir: str) -> AuditHook:
+    """Refuses the file-system changes of :data:`PATH_EVENTS` outside ``workdir``."""
+    path_events = types.MappingProxyType(dict(PATH_EVENTS))
+    normpath = getattr(posix, "_path_normpath", None) or os.path.normpath  # C where the interpreter has it
+    getcwd, fspath = posix.getcwd, posix.fspath
+    root = os.path.realpath(workdir)
+    root_slash = root + "/"
+    deny = PermissionError
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event not in path_events:
             return
-        if event == "import":
-            name = args[0] if args else ""
-            if isinstance(name, str) and name.partition(".")[0] in blocked_imports:
-                raise ImportError(f"import of {name!r} is blocked inside the feedprop sandbox")
-            return
-        if event == "open":
-            path, mode, flags = (*args, None, None, None)[:3]
-            if isinstance(path, int) or path is None:
-                return  # an already-open descriptor: opening it was checked when it was opened
-            text = fspath(path)
-            if isinstance(text, bytes):
-                text = text.decode("utf-8", "surrogateescape")
-            resolved = normpath(text if text.startswith("/") else getcwd() + "/" + text)
-            parts = resolved.split("/", 4)
-            is_inside = resolved == root or resolved.startswith(root_slash) or resolved == "/dev/null"
-            if parts[1] == "proc" and len(parts) > 2:
-                other = parts[2].isdigit() and parts[2] != own
-                if other or (len(parts) > 3 and parts[3] in magic and parts[2] in ("self", "thread-self", own)):
-                    raise deny(f"reading {resolved} is blocked inside the feedprop sandbox (another process's data)")
-            if parts[1] == "dev" and len(parts) > 2 and parts[2] == "fd":
-                raise deny(f"opening {resolved} is blocked inside the feedprop sandbox (descriptor paths)")
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool(
-                isinstance(flags, int) and flags & write_flags
-            )
-            if writing and not is_inside:
-                raise deny(
-                    f"writing {resolved} is blocked inside the feedprop sandbox: "
-                    "the code may write only inside its working directory"
-                )
-            if not is_inside:
-                try:
-                    is_directory = stat(resolved).st_mode & directory_mask == directory_bits
-                except OSError:
-                    is_directory = False
-                if is_directory:
+        for i in path_events[event]:
+            if i < len(args) and args[i] is not None and not isinstance(args[i], int):
+                text = fspath(args[i])
+                if isinstance(text, bytes):
+                    text = text.decode("utf-8", "surrogateescape")
+                resolved = normpath(text if text.startswith("/") else getcwd() + "/" + text)
+                if not (resolved == root or resolved.startswith(root_slash)):
                     raise deny(
-                        f"opening the directory {resolved} is blocked inside the feedprop sandbox: "
-                        "the code may open directories only inside its working directory"
+                        f"{event} on {resolved} is blocked inside the feedprop sandbox: "
+                        "the code may change files only inside its working directory"
                     )
-            return
-        if event in path_events:
-            for i in path_events[event]:
-                if i < len(args) and args[i] is not None and not isinstance(args[i], int):
-                    text = fspath(args[i])
-                    if isinstance(text, bytes):
-                        text = text.decode("utf-8", "surrogateescape")
-                    resolved = normpath(text if text.startswith("/") else getcwd() + "/" + text)
-                    if not (resolved == root or resolved.startswith(root_slash)):
-                        raise deny(
-                            f"{event} on {resolved} is blocked inside the feedprop sandbox: "
-                            "the code may change files only inside its working directory"
-                        )
 
     return hook
 
@@ -422,10 +452,54 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
     # Helper functions the caller's code calls run here, with the globals they need; the code
     # sees only its own namespace.
     helper_namespace: dict[str, Any] = dict(namespace)
+    unavailable, withheld, functions = _place_globals(request["globals"], namespace, helper_namespace)
+    args = decode(request["args"])
+    kwargs = decode(request["kwargs"])
+    self_spec = request.get("self")
+    if self_spec is not None:
+        args[self_spec["index"]] = _SelfSnapshot(decode(self_spec["attrs"]), self_spec["missing"])
+    limits = request["limits"]
+    if request.get("audit", True):
+        _drop_unaudited_calls()
+        _install_audit_hooks(workdir, os.getpid())
+    try:
+        _define_functions(functions, namespace, helper_namespace, flags)
+        exec(compile(request["source"], CODE_FILENAME, "exec", flags, dont_inherit=True), namespace)
+        fn = namespace.get(request["name"])
+        if not callable(fn):
+            return {
+                "ok": False,
+                "type": "NameError",
+                "message": f"the code does not define a function named {request['name']!r}",
+                "frames": [],
+                "lineno": None,
+            }
+        result = fn(*args, **kwargs)
+    except BaseException as e:
+        if isinstance(e, NameError):
+            _unavailable_name_error(e, unavailable, withheld)
+        if isinstance(e, ModuleNotFoundError) and import_hint:
+            e.msg = f"{e.msg}; {import_hint}"
+        return _failure(e, limits)
+    return _result(result)
+
+
+#: A function that crosses by source: (global name, name it defines, source, scope).
+SentFunction = tuple[str, str, str, str]
+
+
+def _place_globals(
+    specs: list[tuple[str, dict[str, Any]]], namespace: dict[str, Any], helper_namespace: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, str], list[SentFunction]]:
+    """Put the globals that crossed into the code's namespace, the helpers' namespace, or both.
+
+    Returns why each global that could not be placed is unavailable, the reasons of the withheld
+    ones, and the functions that crossed by source (defined later, under the audit hooks).
+    """
     unavailable: dict[str, str] = {}
     withheld: dict[str, str] = {}
-    functions: list[tuple[str, str, str, str]] = []
-    for name, spec in request["globals"]:
+    functions: list[SentFunction] = []
+    for name, spec in specs:
         where = spec.get("scope", "both")
         targets = [ns for ns, w in ((namespace, "code"), (helper_namespace, "helpers")) if where in (w, "both")]
         if "value" in spec:
@@ -449,40 +523,24 @@ def _execute(request: dict[str, Any], workdir: str, import_hint: str = "") -> di
             withheld[name] = str(spec["withheld"])
         else:
             unavailable[name] = spec.get("unavailable", "it cannot cross the boundary")
-    args = decode(request["args"])
-    kwargs = decode(request["kwargs"])
-    self_spec = request.get("self")
-    if self_spec is not None:
-        args[self_spec["index"]] = _SelfSnapshot(decode(self_spec["attrs"]), self_spec["missing"])
-    limits = request["limits"]
-    if request.get("audit", True):
-        _drop_unaudited_calls()
-        sys.addaudithook(_make_audit_hook(workdir, os.getpid()))
-    try:
-        for name, def_name, source, where in functions:
-            exec(compile(source, f"<feedprop-global {name}>", "exec", flags, dont_inherit=True), helper_namespace)
-            defined = helper_namespace[def_name]
-            if where != "code":
-                helper_namespace[name] = defined
-            if where != "helpers":
-                namespace[name] = defined
-        exec(compile(request["source"], CODE_FILENAME, "exec", flags, dont_inherit=True), namespace)
-        fn = namespace.get(request["name"])
-        if not callable(fn):
-            return {
-                "ok": False,
-                "type": "NameError",
-                "message": f"the code does not define a function named {request['name']!r}",
-                "frames": [],
-                "lineno": None,
-            }
-        result = fn(*args, **kwargs)
-    except BaseException as e:
-        if isinstance(e, NameError):
-            _unavailable_name_error(e, unavailable, withheld)
-        if isinstance(e, ModuleNotFoundError) and import_hint:
-            e.msg = f"{e.msg}; {import_hint}"
-        return _failure(e, limits)
+    return unavailable, withheld, functions
+
+
+def _define_functions(
+    functions: list[SentFunction], namespace: dict[str, Any], helper_namespace: dict[str, Any], flags: int
+) -> None:
+    """Define the functions that crossed by source, in the helpers' namespace, and place them."""
+    for name, def_name, source, where in functions:
+        exec(compile(source, f"<feedprop-global {name}>", "exec", flags, dont_inherit=True), helper_namespace)
+        defined = helper_namespace[def_name]
+        if where != "code":
+            helper_namespace[name] = defined
+        if where != "helpers":
+            namespace[name] = defined
+
+
+def _result(result: Any) -> dict[str, Any]:
+    """The reply for a value the code returned: encoded, or a ``TypeError`` if it is not plain data."""
     try:
         return {"ok": True, "result": encode(result, "the return value")}
     except NotPlainData as e:
@@ -614,49 +672,16 @@ def _wait_child(pid: int, result_fd: int, limits: dict[str, Any]) -> dict[str, A
     except (AttributeError, OSError):
         exit_fd = None
     chunks: list[bytes] = []
-    size, exited, reading, verdict = 0, False, True, ""
-    reaped: tuple[int, float] | None = None  # (status, cpu seconds) when polling already collected it
-    while not exited:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            verdict = "timeout"
-            break
-        watch = ([result_fd] if reading else []) + ([exit_fd] if exit_fd is not None else [])
-        ready, _, _ = select.select(watch, [], [], remaining if exit_fd is not None else min(remaining, 0.005))
-        if reading and result_fd in ready:
-            data = os.read(result_fd, 1 << 16)
-            reading = bool(data)
-            size += len(data)
-            if size > cap:
-                verdict = "too_big"
-                break
-            chunks.append(data)
-        if exit_fd is not None:
-            exited = exit_fd in ready
-        else:  # no pidfd (old kernel, other POSIX): poll
-            done, status, usage = os.wait4(pid, os.WNOHANG)
-            if done == pid:
-                reaped, exited = (status, usage.ru_utime + usage.ru_stime), True
+    verdict, reading, reaped = _collect(pid, result_fd, exit_fd, deadline, cap, chunks)
     if verdict:
         for kill in (os.killpg, os.kill):  # the group may not exist yet if the child never got to run
             with contextlib.suppress(OSError):
                 kill(pid, signal.SIGKILL)
-    status, cpu_used = reaped or (0, 0.0)
-    if reaped is None:
-        with contextlib.suppress(ChildProcessError):
-            _, status, usage = os.wait4(pid, 0)
-            cpu_used = usage.ru_utime + usage.ru_stime
+    status, cpu_used = reaped or _reap(pid)
     if exit_fd is not None:
         os.close(exit_fd)
     if not verdict and reading:  # the child has exited: take what is left in the pipe
-        os.set_blocking(result_fd, False)
-        with contextlib.suppress(BlockingIOError):
-            while data := os.read(result_fd, 1 << 16):
-                chunks.append(data)
-                size += len(data)
-                if size > cap:
-                    verdict = "too_big"
-                    break
+        verdict = _drain(result_fd, chunks, cap)
     if verdict == "timeout":
         return _worker_failure("TimeoutError", f"exceeded {float(limits['timeout'])} s wall clock")
     if verdict == "too_big":
@@ -668,6 +693,59 @@ def _wait_child(pid: int, result_fd: int, limits: dict[str, Any]) -> dict[str, A
         except ValueError:
             return _worker_failure("WorkerDied", "the code's process sent back something that is not a reply")
     return _worker_failure(*_describe_exit(status, cpu_used, limits))
+
+
+def _collect(
+    pid: int, result_fd: int, exit_fd: int | None, deadline: float, cap: int, chunks: list[bytes]
+) -> tuple[str, bool, tuple[int, float] | None]:
+    """Read the child's reply into ``chunks`` until the child exits, the deadline passes or the reply is too big.
+
+    Returns the verdict (``""``, ``"timeout"`` or ``"too_big"``), whether the pipe may hold more,
+    and the child's (status, CPU seconds) when polling (no pidfd) has already reaped it.
+    """
+    size, reading = 0, True
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout", reading, None
+        watch = ([result_fd] if reading else []) + ([exit_fd] if exit_fd is not None else [])
+        ready, _, _ = select.select(watch, [], [], remaining if exit_fd is not None else min(remaining, 0.005))
+        if reading and result_fd in ready:
+            data = os.read(result_fd, 1 << 16)
+            reading = bool(data)
+            size += len(data)
+            if size > cap:
+                return "too_big", reading, None
+            chunks.append(data)
+        if exit_fd is not None:
+            if exit_fd in ready:
+                return "", reading, None
+        else:  # no pidfd (old kernel, other POSIX): poll
+            done, status, usage = os.wait4(pid, os.WNOHANG)
+            if done == pid:
+                return "", reading, (status, usage.ru_utime + usage.ru_stime)
+
+
+def _reap(pid: int) -> tuple[int, float]:
+    """Wait for the child to end: its status and the CPU seconds it used (0 and 0.0 if already reaped)."""
+    status, cpu_used = 0, 0.0
+    with contextlib.suppress(ChildProcessError):
+        _, status, usage = os.wait4(pid, 0)
+        cpu_used = usage.ru_utime + usage.ru_stime
+    return status, cpu_used
+
+
+def _drain(result_fd: int, chunks: list[bytes], cap: int) -> str:
+    """Add to ``chunks`` what is left in the pipe of an exited child: ``"too_big"`` past ``cap``, else ``""``."""
+    size = sum(len(chunk) for chunk in chunks)
+    os.set_blocking(result_fd, False)
+    with contextlib.suppress(BlockingIOError):
+        while data := os.read(result_fd, 1 << 16):
+            chunks.append(data)
+            size += len(data)
+            if size > cap:
+                return "too_big"
+    return ""
 
 
 def _worker_failure(type_name: str, message: str) -> dict[str, Any]:
