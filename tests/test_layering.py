@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
     {"module"},
     {"report"},
     {"optim"},
+    {"tracking"},
     {"training"},
     {"tasks"},
     {"joint"},
