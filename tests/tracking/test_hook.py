@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,28 +9,12 @@ import pytest
 
 from feedprop.errors import CheckpointError, ConfigurationError, InvalidInputError
 from feedprop.joint import alternate
-from feedprop.llm import MockLLM
 from feedprop.node import Parameter
-from feedprop.optim import Optimizer, OptoPrime
+from feedprop.optim import Optimizer
 from feedprop.tracking import Tracker, resolve_tracker
 from feedprop.training import train
 
-from .toys import DATA, VAL, Recorder, Suffix, exact, optimizer
-
-
-class FailingGuide:
-    """``exact``, except that call number ``fail_at`` raises ``error``."""
-
-    def __init__(self, fail_at: int, error: BaseException) -> None:
-        self.calls = 0
-        self.fail_at = fail_at
-        self.error = error
-
-    def __call__(self, output: Any, target: Any) -> float:
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise self.error
-        return exact(output, target)
+from .toys import DATA, VAL, FailingGuide, Recorder, Suffix, exact, optimizer, scripted
 
 
 def test_train_reports_its_start_every_event_and_its_result(tmp_path: Path) -> None:
@@ -142,8 +125,3 @@ def test_alternate_resumed_after_an_interruption_calls_on_resume(tmp_path: Path)
     second = Recorder()
     alternate(Suffix(), DATA, exact, "p -> p", optimizer=scripted, resume=True, tracker=second, **run)
     assert second.hooks() == ["resume", "event", "finish"] and second.events("phase")[0]["step"] == 2
-
-
-def scripted(params: list[Parameter[Any]]) -> Optimizer:
-    reply = json.dumps({"reasoning": "scripted", "suggestion": {"suffix": "!"}})
-    return OptoPrime(params, llm=MockLLM(reply))

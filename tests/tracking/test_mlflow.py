@@ -21,8 +21,7 @@ from feedprop.tracking import MLflowTracker, store_uri
 from feedprop.tracking import mlflow as tracking_mlflow
 from feedprop.training import train
 
-from .test_hook import FailingGuide, scripted
-from .toys import DATA, VAL, Suffix, exact, optimizer
+from .toys import DATA, VAL, FailingGuide, Suffix, exact, optimizer, scripted
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from typing import Any
 from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Node, Parameter
-from feedprop.optim import OptoPrime
+from feedprop.optim import Optimizer, OptoPrime
 from feedprop.tracking import RunResult, Tracker
 
 DATA = [(f"q{i}", f"q{i}!") for i in range(6)]
@@ -61,3 +61,24 @@ class Recorder(Tracker):
 
     def events(self, kind: str) -> list[dict[str, Any]]:
         return [detail for hook, detail in self.calls if hook == "event" and detail["event"] == kind]
+
+
+class FailingGuide:
+    """``exact``, except that call number ``fail_at`` raises ``error``."""
+
+    def __init__(self, fail_at: int, error: BaseException) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+        self.error = error
+
+    def __call__(self, output: Any, target: Any) -> float:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.error
+        return exact(output, target)
+
+
+def scripted(params: list[Parameter[Any]]) -> Optimizer:
+    """A prompt optimizer for alternate(): always proposes the suffix "!"."""
+    reply = json.dumps({"reasoning": "scripted", "suggestion": {"suffix": "!"}})
+    return OptoPrime(params, llm=MockLLM(reply))
