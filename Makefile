@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,dev,distributed,joint]'
+	$(PY) -m pip install --quiet -e '.[local,dev,distributed,joint,tracking]'
 	@# Game of 24 data only; its own pins conflict with ours, so without its dependencies.
 	$(PY) -m pip install --quiet --no-deps tree-of-thoughts-llm==0.1.0
 	@touch $(STAMP)

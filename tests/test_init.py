@@ -8,7 +8,14 @@ import sys
 
 import pytest
 
-PUBLIC_MODULES = ["feedprop", "feedprop.llm", "feedprop.optim", "feedprop.training", "feedprop.tasks"]
+PUBLIC_MODULES = [
+    "feedprop",
+    "feedprop.llm",
+    "feedprop.optim",
+    "feedprop.training",
+    "feedprop.tasks",
+    "feedprop.tracking",
+]
 
 
 def isort_key(name: str) -> tuple[int, str]:

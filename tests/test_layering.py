@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"module"},
     {"report"},
     {"optim"},
+    {"tracking"},
     {"training"},
     {"tasks"},
     {"joint"},

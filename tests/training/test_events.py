@@ -52,3 +52,30 @@ def test_item_outcomes_have_one_schema_and_round_trip_through_the_log(tmp_path: 
     }
     assert len(event["items"][2]["output"]) <= 400 and " ... " in event["items"][2]["output"]
     assert all(set(item) <= set(ItemOutcome.__annotations__) for item in event["items"])
+
+
+def test_subscribers_see_each_event_after_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path)
+    seen: list[tuple[str, int]] = []
+    log.subscribe(lambda event: seen.append((event["event"], len(read_events(path)))))
+    log.emit("start", step=0)
+    log.emit("step", step=1)
+    log.close()
+    assert seen == [("start", 1), ("step", 2)]  # each one already in the file when the listener runs
+
+
+def test_a_failing_subscriber_reaches_the_caller_and_the_event_stays_logged() -> None:
+    log = EventLog(None)
+
+    def refuse(event: object) -> None:
+        raise RuntimeError("tracker down")
+
+    log.subscribe(refuse)
+    try:
+        log.emit("start")
+    except RuntimeError as exc:
+        assert str(exc) == "tracker down"
+    else:
+        raise AssertionError("the listener's error was swallowed")
+    assert [e["event"] for e in log.events] == ["start"]

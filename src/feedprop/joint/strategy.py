@@ -49,6 +49,7 @@ from feedprop.llm.base import LLM
 from feedprop.module import Module
 from feedprop.node import Parameter
 from feedprop.optim import Optimizer, OptoPrime
+from feedprop.tracking import Tracker, resolve_tracker, track
 from feedprop.training.budget import Budget, RunUsage
 from feedprop.training.checkpoint import check_fingerprint, write_json_atomic
 from feedprop.training.data import Item, as_items, fingerprint_items
@@ -339,7 +340,9 @@ class _JointRun:
         progress: bool,
         max_workers: int | None,
         test_workers: int | None = 1,
+        tracker: Tracker | None = None,
     ) -> None:
+        self.tracker = tracker or Tracker()
         self.model = model
         self.phases_todo = phases
         self.strategy = strategy
@@ -468,11 +471,13 @@ class _JointRun:
     def run(self, resume: bool) -> JointResult:
         if resume and self.load():
             logger.info("resuming joint run in %s after %d phase(s)", self.dir, len(self.results))
+            self.tracker.on_resume(run_dir=self.dir)
         else:
             if self.dir is not None and (self.dir / _STATE_FILE).exists():
                 raise CheckpointError(
                     f"{self.dir} already holds a joint run; pass resume=True to continue it or use an empty directory"
                 )
+            self.tracker.on_start(self.fingerprint(), self.model.state_dict(), run_dir=self.dir)
             self.test_before, _ = self.score(self.test_items, "test")
             self.val_before, _ = self.score(self.val_items, "evaluation")
             self.best = {"phase": 0, "state": self.model.state_dict(), "val": self.val_before}
@@ -517,6 +522,7 @@ class _JointRun:
                 self.best = {"phase": result.index, "state": self.model.state_dict(), "val": result.val}
         self.results.append(result)
         self.save()
+        self.tracker.on_event({"event": "phase", "step": result.index, **result.to_dict()})
         if self.progress:
             tqdm.write(
                 f"joint phase {result.label} ({PHASE_NAMES[result.kind]}): val {_fmt(result.val)}, "
@@ -696,6 +702,7 @@ def alternate(
     progress: bool = True,
     max_workers: int | None = None,
     test_workers: int | None = 1,
+    tracker: str | Tracker | None = None,
 ) -> JointResult:
     """Optimize ``model``'s prompts and its student's weights in the order ``strategy`` names.
 
@@ -721,6 +728,8 @@ def alternate(
         test_workers: parallel threads scoring the test set; the default, one request at a time,
             makes the scores repeat exactly (llama.cpp's parallel slots are not batch-invariant).
             ``None`` uses ``max_workers``.
+        tracker: an experiment tracker (``"mlflow"`` or a :class:`~feedprop.tracking.Tracker`): each
+            phase's validation and test scores, usage and time, and the final parameters and table.
 
     Returns:
         :class:`JointResult`; the model holds the best program found.
@@ -799,5 +808,7 @@ def alternate(
         progress=progress,
         max_workers=max_workers,
         test_workers=test_workers,
+        tracker=resolve_tracker(tracker),
     )
-    return run.run(resume)
+    with track(run.tracker, directory) as tracked:
+        return tracked.finish(run.run(resume))

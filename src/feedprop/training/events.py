@@ -24,7 +24,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, NotRequired, TypedDict
 
@@ -101,6 +101,20 @@ class EventLog:
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._fh: IO[str] | None = None
+        self._listeners: list[Callable[[Mapping[str, Any]], None]] = []
+
+    def subscribe(self, listener: Callable[[Mapping[str, Any]], None]) -> None:
+        """Call ``listener(event)`` with every event recorded from now on, once it is in the log.
+
+        The listener runs in the thread that records the event, and what it raises reaches that thread.
+
+        Example:
+            >>> log = EventLog(None)
+            >>> log.subscribe(lambda event: print(event["event"], event["step"]))
+            >>> log.emit("step", step=1)
+            step 1
+        """
+        self._listeners.append(listener)
 
     def emit(self, event: str, **fields: Any) -> None:
         """Record one event (flushed to disk at once, so a crash loses at most the line in progress)."""
@@ -108,15 +122,20 @@ class EventLog:
         line = json.dumps(record, sort_keys=True, default=repr)
         with self._lock:
             self.events.append(record)
-            if self.path is None:
-                return
-            if self._fh is None:
-                torn = _ends_mid_line(self.path)
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across events
-                if torn:  # a crash left half a line: end it, so the next event starts on a line of its own
-                    self._fh.write("\n")
-            self._fh.write(line + "\n")
-            self._fh.flush()
+            if self.path is not None:
+                self._write(line)
+        for listener in self._listeners:
+            listener(record)
+
+    def _write(self, line: str) -> None:
+        assert self.path is not None
+        if self._fh is None:
+            torn = _ends_mid_line(self.path)
+            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across events
+            if torn:  # a crash left half a line: end it, so the next event starts on a line of its own
+                self._fh.write("\n")
+        self._fh.write(line + "\n")
+        self._fh.flush()
 
     def emit_items(self, phase: str, outcomes: Sequence[ItemOutcome], **fields: Any) -> None:
         """Record the per-item outcomes of one scored set (an ``items`` event: ``phase``, ``items``).

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from feedprop.errors import BudgetExhausted, CheckpointError, ConfigurationError, InvalidInputError, StateDictError
 from feedprop.module import Module
 from feedprop.optim import Optimizer, Proposal
+from feedprop.tracking import Tracker, track
 from feedprop.training.budget import Budget, RunMeter, RunUsage
 from feedprop.training.checkpoint import RunDirectory, check_fingerprint, rng_from_json, rng_to_json
 from feedprop.training.config import TrainConfig
@@ -468,6 +469,7 @@ def train(
     progress: bool = True,
     plot: bool = True,
     executor: str | ItemExecutor = "local",
+    tracker: str | Tracker | None = None,
 ) -> TrainResult:
     """Train ``model``'s parameters with ``optimizer`` so that ``guide`` scores its outputs higher.
 
@@ -512,6 +514,9 @@ def train(
         executor: where minibatch, validation and test items run: ``"local"`` (threads here),
             ``"ray"`` (tasks on a Ray cluster, see :class:`~feedprop.training.distributed.RayExecutor`),
             or an :class:`~feedprop.training.evaluation.ItemExecutor`. The result is the same either way.
+        tracker: an experiment tracker the run reports to: ``"mlflow"`` (its options, per-step scores,
+            tokens and seconds, parameters and report, in ``mlflow.db`` of the checkpoint directory;
+            see :class:`~feedprop.tracking.MLflowTracker`) or any :class:`~feedprop.tracking.Tracker`.
 
     Returns:
         :class:`TrainResult`; the model holds the best parameters found.
@@ -573,7 +578,8 @@ def train(
     runner, made_here = resolve_executor(executor)
     run = _Run(model, guide, optimizer, (train_items, val_items, test_items), config, run_dir, runner)
     try:
-        return run.run(resume)
+        with track(tracker, checkpoint, run.log) as tracked:
+            return tracked.finish(run.run(resume))
     finally:
         if made_here:
             runner.close()
