@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 from feedprop.bundle import CODE_ATTRIBUTE, Bundle
 from feedprop.errors import CheckpointError, InvalidInputError, StateDictError
-from feedprop.node import Parameter
+from feedprop.node import Parameter, run_forward
 
 __all__ = ["IncompatibleKeys", "Module", "export_source"]
 
@@ -87,7 +87,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward(self, ...) to be called")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        """Run :meth:`forward` as one traced forward call: branching on a value read in it is traced
+        (:func:`feedprop.node.run_forward`)."""
+        return run_forward(self.forward, *args, **kwargs)
 
     # -- parameters and submodules ------------------------------------------------------------
 
