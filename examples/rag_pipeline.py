@@ -12,14 +12,17 @@ retrieve. Five LLM calls, five trainable prompts, and trainable demonstrations f
    seeing the rejected answer and the reviewer's verdict.
 
 Feedback is whether the answer contains the expected fact; it flows back through every call that
-shaped the answer. The optimizer is :func:`feedprop.optim.recommended`: ``BootstrapDemos`` fills
-the answer's demonstrations from well-scored runs and labelled training items (question in its
-retrieved context, gold fact), ``Reflect`` diagnoses the failures of one prompt per step (the
-answer prompt first) and writes several plain rewrites. ``fp.train(search="pareto")`` keeps a
-pool of pipelines, screens each candidate on the minibatch (replaying the parent's recorded calls
-that the change does not touch) and validates only those that beat their parent there.
-``--optimizer optoprime`` runs the earlier setup instead (OptoPrime over the prompts, no
-demonstrations, greedy search), for a before/after comparison.
+shaped the answer. The pipeline branches with plain ``if`` on the route and on the verdict: reading
+``route.data`` and ``verdict.data`` inside the forward is traced as a control dependency, so the
+router and the reviewer receive feedback on the answer their branch led to. The optimizer is
+:func:`feedprop.optim.recommended`: ``BootstrapDemos`` fills the answer's demonstrations from
+well-scored runs and labelled training items (question in its retrieved context, gold fact),
+``Reflect`` diagnoses the failures of one prompt per step (the answer prompt first) and writes
+several plain rewrites. ``fp.train(search="pareto")`` keeps a pool of pipelines, screens each
+candidate on the minibatch (replaying the parent's recorded calls that the change does not touch)
+and validates only those that beat their parent there. ``--optimizer optoprime`` runs the earlier
+setup instead (OptoPrime over the prompts, no demonstrations, greedy search), for a before/after
+comparison.
 
 The default split is built to leave training something to do: the starting answer prompt asks
 for one word (a first draft that keeps answers short for whatever reads them), while most
@@ -193,10 +196,8 @@ class RAGPipeline(Module):
         self._index = index
         self._k = k
 
-    @bundle(description="if the route says SEARCH, full-text search (SQLite FTS5, BM25) of the documents for the query")
-    def retrieve(self, route: str, query: str) -> str:
-        if "DIRECT" in route.upper():
-            return "(no search was made)"
+    @bundle(description="full-text search (SQLite FTS5, BM25) of the documents for the query")
+    def retrieve(self, query: str) -> str:
         docs = self._index.search(query, self._k)
         return "\n".join(f"[{d['title']}] {d['text']}" for d in docs) or "(no documents found)"
 
@@ -211,11 +212,13 @@ class RAGPipeline(Module):
             ops.format("Question: {}\n\nReply with one word: SEARCH or DIRECT.", question),
             max_tokens=8,
         )
-        query = self._ask(
-            self.rewrite_prompt, ops.format("Question: {}\n\nReply with the search query only.", question), 32
-        )
-        # The route is an input of the search (not a Python branch around it), so it is on the traced path.
-        context = self.retrieve(route, query)
+        if "DIRECT" in route.data.upper():
+            context: Any = "(no search was made)"
+        else:
+            query = self._ask(
+                self.rewrite_prompt, ops.format("Question: {}\n\nReply with the search query only.", question), 32
+            )
+            context = self.retrieve(query)
         answer = self._ask(
             self.answer_prompt,
             ops.format("Context:\n{}\n\nQuestion: {}\n\nAnswer:", context, question),
@@ -232,9 +235,8 @@ class RAGPipeline(Module):
             ),
             max_tokens=48,
         )
-        if "INVALID" not in str(verdict.data).upper():
+        if "INVALID" not in verdict.data.upper():
             return answer
-        # The second try sees the verdict, so feedback on the final answer reaches the reviewer too.
         return self._ask(
             self.fallback_prompt,
             ops.format(

@@ -373,3 +373,37 @@ def test_export_marks_a_rewritten_module_level_function(tmp_path: Path) -> None:
         assert mod.Polisher()(" hi ") == "HI"
     finally:
         polish.parameter.data = original
+
+
+class Router(Module):
+    def __init__(self, route: str) -> None:
+        self.route_prompt = Parameter("Reply SEARCH or DIRECT.", description="the router")
+        self.llm = MockLLM(route)
+
+    def forward(self, question: Any) -> Any:
+        return llm_call(self.route_prompt, question, llm=self.llm)
+
+
+class Routed(Module):
+    """Branches with a plain ``if`` on what a nested module returned."""
+
+    def __init__(self, route: str) -> None:
+        self.router = Router(route)
+        self.search_prompt = Parameter("Answer from the search results.", description="the searching answerer")
+        self.direct_prompt = Parameter("Answer from memory.", description="the direct answerer")
+
+    def forward(self, question: Any) -> Any:
+        route = self.router(question)
+        if route.data == "SEARCH":
+            return llm_call(self.search_prompt, question, llm=MockLLM("found it"))
+        return llm_call(self.direct_prompt, question, llm=MockLLM("I remember"))
+
+
+@pytest.mark.parametrize("route", ["SEARCH", "DIRECT"])
+def test_calling_a_module_traces_the_branch_so_the_router_receives_feedback(route: str) -> None:
+    model = Routed(route)
+    out = model("Who founded Hessing?")
+    out.backward("Wrong: the founder is Ilse Brandvik.")
+    reached = {name for name, p in model.named_parameters() if p.feedback}
+    assert reached == {"router.route_prompt", "search_prompt" if route == "SEARCH" else "direct_prompt"}
+    assert [n.data for n in out.control_parents] == [route]

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import math
+import threading
 import types
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from feedprop.errors import ExecutionError, GraphError, InvalidInputError, SuggestionError
+from feedprop.bundle import bundle
+from feedprop.errors import ExecutionError, FeedbackWarning, GraphError, InvalidInputError, SuggestionError
+from feedprop.llm import MockLLM
+from feedprop.module import Module
 from feedprop.node import (
     ADD,
     EQ,
     GETITEM,
     KINDS,
+    RETURN,
     Demos,
     ExceptionNode,
     Feedback,
@@ -24,7 +31,10 @@ from feedprop.node import (
     as_feedback,
     demos_problem,
     infer_kind,
+    run_forward,
 )
+from feedprop.ops import iterate, llm_call
+from feedprop.propagate import toposort
 
 
 def test_parameter_kinds_are_inferred() -> None:
@@ -274,3 +284,121 @@ def test_the_node_module_stays_a_module() -> None:
 
     assert n is fp.node and isinstance(n, types.ModuleType) and n.Node is Imported is Node
     assert function(2).data == 2 and n(3).data == 3
+
+
+# -- control dependencies: values read inside a forward call --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "read",
+    [lambda n: n.data == [1, 2], lambda n: bool(n), lambda n: len(n) == 2, lambda n: 2 in n],
+    ids=["data", "bool", "len", "in"],
+)
+def test_each_way_of_reading_a_value_makes_it_a_control_parent(read: Callable[[Node[Any]], bool]) -> None:
+    xs, other = Node([1, 2], name="xs"), Node(5, name="other")
+
+    def forward() -> Node[Any]:
+        before = other + 1
+        assert read(xs)
+        after = other + 2
+        assert before.control_parents == () and before.parents == (other,)
+        assert after.control_parents == (xs,) and after.parents == (other, xs)
+        return after
+
+    out = run_forward(forward)
+    assert out.op is ADD and out.data == 7
+
+
+def test_iterating_and_ops_reading_their_inputs_are_not_control_reads() -> None:
+    xs, prompt = Node([1, 2], name="xs"), Parameter("Be brief.", name="prompt")
+
+    @bundle
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    def forward() -> Node[Any]:
+        items = [x for x in xs] + iterate(xs)  # (list(xs) would call len(xs): a read)
+        answer = llm_call(prompt, "2+2?", llm=MockLLM("4"))
+        summed = total(xs)
+        return ADD(summed, answer.op is not None) + items[0]
+
+    out = run_forward(forward)
+    assert all(n.control_parents == () for n in toposort(out))
+
+
+def test_reads_outside_a_forward_call_record_nothing() -> None:
+    route = Node("SEARCH", name="route")
+    out = Node(1, name="x") + 1 if route.data == "SEARCH" else None
+    assert out is not None and out.control_parents == () and all(p is not route for p in out.parents)
+
+
+def test_a_result_made_before_the_last_read_comes_back_through_the_return_op() -> None:
+    answer, ok = Node("Paris", name="answer"), Node("yes", name="ok")
+    route = Node("SEARCH", name="route")
+
+    def forward() -> Node[Any]:
+        _ = route.data
+        draft = answer + "."
+        return draft if ok.data == "yes" else answer
+
+    out = run_forward(forward)
+    assert out.op is RETURN and out.data == "Paris."
+    assert out.control_parents == (route, ok) and out.parents[1:] == (route, ok)
+    draft = out.parents[0]
+    assert draft.control_parents == (route,)
+
+
+def test_a_result_made_after_the_last_read_and_plain_results_come_back_as_they_are() -> None:
+    ok = Node("yes", name="ok")
+
+    def made_after() -> Node[Any]:
+        return ok + "!" if ok.data == "yes" else ok
+
+    out = run_forward(made_after)
+    assert out.op is ADD and out.control_parents == (ok,)
+    assert run_forward(lambda: ok.data) == "yes"
+    assert run_forward(lambda: ok).op is None  # nothing was read, so there is nothing to record
+
+
+class _Checked(Module):
+    """Answers, with a check that decides whether to keep the answer or ask again."""
+
+    def __init__(self, *, read_in_a_thread: bool) -> None:
+        self.check_prompt = Parameter("Is the answer right?", name="check_prompt")
+        self.answer_prompt = Parameter("Answer.", name="answer_prompt")
+        self.read_in_a_thread = read_in_a_thread
+
+    def forward(self, question: str) -> Node[Any]:
+        answer = llm_call(self.answer_prompt, question, llm=MockLLM("4"))
+        check = llm_call(self.check_prompt, answer, llm=MockLLM("yes"))
+        if self.read_in_a_thread:  # a thread started this way does not inherit the forward's context
+            box: list[bool] = []
+            worker = threading.Thread(target=lambda: box.append(check.data == "yes"))
+            worker.start()
+            worker.join()
+            keep = box[0]
+        else:
+            keep = check.data == "yes"
+        return answer if keep else llm_call(self.answer_prompt, question, llm=MockLLM("5"))
+
+
+def test_the_prompt_that_chose_the_branch_receives_feedback_without_a_warning() -> None:
+    model = _Checked(read_in_a_thread=False)
+    out = model("2+2?")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeedbackWarning)
+        out.backward("Correct.")
+    assert out.op is RETURN
+    assert len(model.check_prompt.feedback) == 1 and len(model.answer_prompt.feedback) == 1
+
+
+def test_backward_warns_once_about_a_used_parameter_whose_read_was_not_recorded() -> None:
+    model = _Checked(read_in_a_thread=True)
+    out = model("2+2?")
+    with pytest.warns(FeedbackWarning, match=r"gave no feedback to 'check_prompt', which the forward call used"):
+        out.backward("Correct.")
+    assert model.check_prompt.feedback == [] and len(model.answer_prompt.feedback) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeedbackWarning)
+        out.backward("Still correct.")  # once per forward call
+        model("2+2?").parents[0].backward("an intermediate node: not the call's result")

@@ -10,7 +10,7 @@ from feedprop._text import truncate_middle
 from feedprop.bundle import bundle
 from feedprop.errors import ExecutionError, InvalidInputError
 from feedprop.llm import MockLLM
-from feedprop.node import Demos, Feedback, Node, Parameter
+from feedprop.node import Demos, Feedback, Node, Parameter, run_forward
 from feedprop.ops import llm_call
 from feedprop.report import SECTIONS, Problem, render_problem
 from feedprop.sandbox import InProcessExecutor
@@ -171,3 +171,31 @@ def test_demos_show_one_per_line_with_their_rule() -> None:
         '(demos) shots = [\n{"input": "1+1?", "output": "2"},\n{"input": "2+2?", "output": "4"}\n]'
     )
     assert "at most 3 demonstrations" in problem.constraints["shots"]
+
+
+def test_code_lines_show_the_values_read_before_a_branch_once_each() -> None:
+    route_prompt = Parameter("Reply SEARCH or DIRECT.", name="route_prompt")
+    check_prompt = Parameter("Reply VALID or INVALID.", name="check_prompt")
+    answer_prompt = Parameter("Answer.", name="answer_prompt")
+
+    def forward() -> Node[Any]:
+        route = llm_call(route_prompt, "2+2?", llm=MockLLM("SEARCH"))
+        if "SEARCH" not in route.data:
+            return route
+        answer = llm_call(answer_prompt, "2+2?", llm=MockLLM("4"))
+        check = llm_call(check_prompt, answer, llm=MockLLM("VALID"))
+        return answer if check.data == "VALID" else check
+
+    out = run_forward(forward)
+    out.backward("Correct.")
+    problem = render_problem([route_prompt, check_prompt])
+    assert problem.code == [
+        'llm_call:0 = llm_call(system=route_prompt, user="2+2?")',
+        'llm_call:1 = llm_call(system=answer_prompt, user="2+2?")'
+        '  # control: the program read llm_call:0 = "SEARCH" before this call',
+        "llm_call:2 = llm_call(system=check_prompt, user=llm_call:1)"
+        "  # control: the program read llm_call:0 before this call",
+        "return:0 = return(value=llm_call:1)"
+        '  # control: the program read llm_call:0, llm_call:2 = "VALID" before this call',
+    ]
+    assert "[return] what a forward returned, after the values it read" in problem.definitions

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -12,7 +15,17 @@ import pytest
 from feedprop.errors import ConfigurationError
 from feedprop.node import Node, Parameter
 from feedprop.propagate import toposort
-from feedprop.tracing import current_scope, is_tracing, name_scope, no_trace, recording_reads, scoped
+from feedprop.tracing import (
+    current_scope,
+    forward_scope,
+    is_tracing,
+    name_scope,
+    no_trace,
+    note_input,
+    recording_reads,
+    scoped,
+    state,
+)
 
 
 def test_no_trace_and_scopes_nest_and_restore() -> None:
@@ -125,3 +138,93 @@ def test_two_hundred_asyncio_tasks_trace_their_own_graphs() -> None:
     results = asyncio.run(main())
     assert [i for i, _ in results] == list(range(200))
     assert all(ok for _, ok in results)
+
+
+# -- forward calls: the values user code reads to decide what to run ---------------------------------
+
+
+def test_a_forward_records_each_value_read_once_in_first_read_order() -> None:
+    a, b = Node(1, name="a"), Node(2, name="b")
+    _ = a.data  # outside any forward call: nothing records it
+    with forward_scope() as (forward, outermost):
+        assert outermost and forward.control.parents == ()
+        before = forward.control
+        _ = b.data
+        _ = a.data
+        _ = b.data
+        assert forward.control.parents == (b, a)
+        assert before.parents == ()  # nodes made before the reads keep what held then
+        assert forward.control.forward is forward
+    assert state().forward is None
+    assert forward.control == ((), None)  # closed: it no longer holds what points back at it
+
+
+def test_reads_by_ops_under_no_trace_or_as_inputs_are_not_control_reads() -> None:
+    a, b, c = Node(1, name="a"), Node(2, name="b"), Node(3, name="c")
+    with forward_scope() as (forward, _):
+        with recording_reads() as record:  # what a bundle does while its function runs
+            _ = a.data
+        with no_trace():
+            _ = b.data
+        note_input(c)
+        assert forward.control.parents == ()
+        assert record.nodes() == [a]
+
+
+def test_a_nested_forward_joins_its_caller() -> None:
+    a, b = Node(1, name="a"), Node(2, name="b")
+    with forward_scope() as (outer, _):
+        _ = a.data
+        with forward_scope() as (inner, outermost):
+            assert inner is outer and not outermost
+            _ = b.data
+        assert outer.control.parents == (a, b)
+
+
+def test_trainable_values_read_count_as_used() -> None:
+    p, frozen = Parameter("x", name="p"), Parameter("y", name="frozen", trainable=False)
+    with forward_scope() as (forward, _):
+        _ = p.data, frozen.data
+    assert list(forward.used.values()) == [p]
+
+
+def test_a_thread_that_did_not_inherit_the_context_records_no_control_read() -> None:
+    a, b = Node(1, name="a"), Node(2, name="b")
+    with forward_scope() as (forward, _):
+        worker = threading.Thread(target=lambda: a.data)
+        worker.start()
+        worker.join()
+        context = contextvars.copy_context()
+        carried = threading.Thread(target=context.run, args=(lambda: b.data,))
+        carried.start()
+        carried.join()
+        assert forward.control.parents == (b,)
+
+
+def test_asyncio_tasks_started_in_a_forward_share_it() -> None:
+    a = Node(1, name="a")
+
+    async def read() -> None:
+        _ = a.data
+
+    async def main() -> tuple[Any, ...]:
+        with forward_scope() as (forward, _):
+            await asyncio.gather(read(), read())
+            return forward.control.parents
+
+    assert asyncio.run(main()) == (a,)
+
+
+def test_a_graph_made_in_a_forward_is_freed_without_the_cycle_collector() -> None:
+    x = Parameter(1, name="x")
+    gc.disable()
+    try:
+        with forward_scope():
+            mid = x + 1
+            _ = mid.data
+            out = mid * 2
+        refs = [weakref.ref(mid), weakref.ref(out)]
+        del mid, out
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()

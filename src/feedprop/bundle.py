@@ -38,7 +38,7 @@ from typing import Any, overload
 from feedprop.errors import ExecutionError, FeedpropError, GraphError, HiddenDependencyError, InvalidInputError
 from feedprop.node import ExceptionNode, MessageNode, Node, Op, Parameter
 from feedprop.sandbox import CODE_FILENAME, CodeFailure, Executor, default_executor, withhold
-from feedprop.tracing import no_trace, recording_reads
+from feedprop.tracing import no_trace, note_input, recording_reads
 
 __all__ = ["BoundBundle", "Bundle", "bundle", "function_source"]
 
@@ -297,7 +297,10 @@ class BoundBundle:
 
 
 def _unwrap(value: Any) -> Any:
-    return value.data if isinstance(value, Node) else value
+    if isinstance(value, Node):
+        note_input(value)  # an argument, not a control read
+        return value._data
+    return value
 
 
 def _split_arguments(
@@ -334,7 +337,7 @@ def _unwrap_container(name: str, value: Any, inputs: list[tuple[str, Any]]) -> A
     """``value`` with nodes replaced by their data; records it (or the nodes inside it) in ``inputs``."""
     if isinstance(value, Node):
         inputs.append((name, value))
-        return value.data
+        return _unwrap(value)
     if isinstance(value, list | tuple) and any(isinstance(v, Node) for v in value):
         inputs.extend((f"{name}[{i}]", v) for i, v in enumerate(value))
         return type(value)(_unwrap(v) for v in value) if isinstance(value, list) else tuple(_unwrap(v) for v in value)

@@ -29,6 +29,8 @@ Errors caused by a bad argument also subclass the matching built-in (``TypeError
     ├── CheckpointError                        a checkpoint cannot be written or read
     ├── BudgetExhausted                        a training budget ran out (the trainer stops cleanly)
     └── UnattributedCallError (RuntimeError)   an LLM call no usage meter can be charged with
+
+    FeedbackWarning (UserWarning)              a parameter the forward used got no feedback
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "DistributedError",
     "EndpointUnreachableError",
     "ExecutionError",
+    "FeedbackWarning",
     "FeedpropError",
     "GraphError",
     "HiddenDependencyError",
@@ -190,3 +193,12 @@ class UnattributedCallError(FeedpropError, RuntimeError):
     """An LLM call was made where no usage meter can be charged with it (a thread that
     :mod:`threading` did not start) while a meter or budget is active; the message says how to
     carry the meters over."""
+
+
+class FeedbackWarning(UserWarning):
+    """Backward gave no feedback to a trainable parameter that the forward call used.
+
+    Its value was read where feedprop could not record the read (in a thread that did not inherit
+    the forward's context, under ``no_trace()``, after the forward returned), or the result of the
+    op it fed was dropped. The message names the parameters.
+    """

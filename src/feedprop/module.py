@@ -35,7 +35,7 @@ from feedprop._files import atomic_write
 from feedprop.bundle import CODE_ATTRIBUTE, Bundle
 from feedprop.errors import CheckpointError, InvalidInputError, StateDictError
 from feedprop.export import Learned, plain_python
-from feedprop.node import Parameter
+from feedprop.node import Parameter, run_forward
 
 __all__ = ["IncompatibleKeys", "Module", "export_source"]
 
@@ -85,7 +85,9 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward(self, ...) to be called")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        """Run :meth:`forward` as one traced forward call: branching on a value read in it is traced
+        (:func:`feedprop.node.run_forward`)."""
+        return run_forward(self.forward, *args, **kwargs)
 
     # -- parameters and submodules ------------------------------------------------------------
 

@@ -9,6 +9,12 @@ Python operators on nodes (``a + b``, ``a[0]``, ``a < b``, ``f(x)`` when ``f`` i
 traced: they run one of the :class:`Op` objects below and return a :class:`MessageNode`.
 ``feedprop.ops`` re-exports these operators and adds the rest of the built-in ops.
 
+Branching on a value is traced too. Inside a forward call (``Module.__call__``), reading a node's
+value from user code (``node.data``, ``bool(node)``, ``len(node)``, ``x in node``) makes that node
+a control parent of every node made after the read in the same call, and of the call's result
+(see :mod:`feedprop.tracing`). ``node.control_parents`` lists them; they are also in ``parents``,
+so backward reaches the prompts that chose a branch.
+
 Example:
     >>> from feedprop.node import Parameter
     >>> x = Parameter(3, name="x", description="a number to tune")
@@ -28,13 +34,26 @@ import operator
 import reprlib
 import sys
 import types
+import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from feedprop import propagate
-from feedprop.errors import ExecutionError, GraphError, InvalidInputError, SuggestionError
-from feedprop.tracing import TraceState, counter, next_index, note_created, note_read, scoped
+from feedprop.errors import ExecutionError, FeedbackWarning, GraphError, InvalidInputError, SuggestionError
+from feedprop.tracing import (
+    Control,
+    Forward,
+    TraceState,
+    counter,
+    forward_scope,
+    next_index,
+    note_created,
+    note_input,
+    note_read,
+    scoped,
+)
 from feedprop.tracing import state as tracing_state
 
 if TYPE_CHECKING:
@@ -53,6 +72,7 @@ __all__ = [
     "demos_problem",
     "infer_kind",
     "node",
+    "run_forward",
 ]
 
 T = TypeVar("T")
@@ -234,7 +254,8 @@ class Node(Generic[T]):
 
     Operators are traced (``+ - * / // % **``, comparisons including ``==``, ``[]``, calling a
     node that holds a function) and return new nodes; hashing is by identity. Conversions Python
-    needs as plain values are not traced: ``bool(node)`` is ``bool(node.data)``, ``len``, ``in``.
+    needs as plain values return them: ``bool(node)`` is ``bool(node.data)``, ``len``, ``in``;
+    inside a forward call each such read makes the node a control parent of what is made after it.
     Iterating a list/tuple node yields traced items, a dict node traced keys.
 
     Example:
@@ -248,6 +269,9 @@ class Node(Generic[T]):
     #: Whether backward delivers feedback to this node (only trainable parameters say yes).
     trainable: bool = False
 
+    #: Where in a forward call this node was made (``None`` for leaves and nodes made outside one).
+    _control: Control | None = None
+
     def __init__(self, value: T, *, name: str | None = None, description: str = "") -> None:
         self._data = value
         self.name = name if name is not None else scoped(f"node:{next_index('node')}")
@@ -259,7 +283,8 @@ class Node(Generic[T]):
 
     @property
     def data(self) -> T:
-        """The value. Reading it inside a bundled function records the read."""
+        """The value. Reading it inside a bundled function records the read; inside a forward call,
+        the node becomes a control parent of every node made after the read."""
         note_read(self)
         return self._data
 
@@ -268,6 +293,23 @@ class Node(Generic[T]):
         raise GraphError(
             f"{self.name!r} is a computed value and cannot be assigned; only a Parameter's data can be set"
         )
+
+    @property
+    def control_parents(self) -> tuple[Node[Any], ...]:
+        """The values user code read in the forward call before this node was made (also in ``parents``).
+
+        Example:
+            >>> from feedprop.module import Module
+            >>> class Gate(Module):
+            ...     def forward(self, x):
+            ...         return x + 1 if x.data > 0 else x - 1
+            >>> x = Node(2, name="x")
+            >>> out = Gate()(x)
+            >>> out.data, out.control_parents == (x,)
+            (3, True)
+        """
+        control = self._control
+        return control.parents if control is not None else ()
 
     def backward(
         self,
@@ -282,6 +324,9 @@ class Node(Generic[T]):
         until :meth:`zero_feedback`. ``propagator`` defaults to minimal-subgraph propagation.
         """
         propagate.backward(self, as_feedback(feedback), propagator, retain_feedback=retain_feedback)
+        control = self._control
+        if control is not None and control.forward is not None:
+            _warn_unreached(self, control.forward)
 
     def zero_feedback(self) -> None:
         """Forget the feedback this node has received."""
@@ -385,7 +430,8 @@ class Node(Generic[T]):
 
     def __iter__(self) -> Iterator[MessageNode[Any]]:
         """Iterate a list or tuple as traced items, a dict as traced keys; anything else is an error."""
-        value = self.data
+        note_input(self)  # the items are traced, so iterating is not a control read
+        value = self._data
         if isinstance(value, list | tuple):
             return (GETITEM(self, i) for i in range(len(value)))
         if isinstance(value, dict):
@@ -630,6 +676,7 @@ class MessageNode(Node[T]):
 
     ``info`` holds what the op wants remembered (an LLM call's prompts, response and usage;
     hidden dependencies a bundle recorded). Under ``no_trace()`` the node has no parents.
+    Made inside a forward call, its parents end with its :attr:`~Node.control_parents`.
 
     Example:
         >>> a = Node(2, name="a")
@@ -638,7 +685,7 @@ class MessageNode(Node[T]):
         ((('lhs', Node(name='a', data=2)), ('rhs', 3)), True)
     """
 
-    __slots__ = ("info", "inputs")
+    __slots__ = ("_control", "info", "inputs")
 
     def __init__(
         self,
@@ -658,8 +705,11 @@ class MessageNode(Node[T]):
         if current.tracing:
             self.inputs = inputs
             self.parents = _unique_nodes(inputs, extra_parents)
+            forward = current.forward
+            self._control = None if forward is None else _made_in(self, forward)
         else:
             self.inputs = ()
+            self._control = None
 
 
 def _message(value: Any, op: Op, inputs: tuple[tuple[str, Any], ...], current: TraceState) -> MessageNode[Any]:
@@ -674,12 +724,76 @@ def _message(value: Any, op: Op, inputs: tuple[tuple[str, Any], ...], current: T
     if current.tracing:
         node.inputs = inputs
         node.parents = _unique_nodes(inputs, ())
+        forward = current.forward
+        node._control = None if forward is None else _made_in(node, forward)
     else:
         node.inputs = ()
         node.parents = ()
+        node._control = None
     if current.reads is not None:
         current.reads.created(node)
     return node
+
+
+def _made_in(node: MessageNode[Any], forward: Forward) -> Control:
+    """Record ``node`` as made in ``forward``: the values read so far become control parents."""
+    forward.use(node.parents)
+    control = forward.control
+    if control.parents:
+        node.parents = _unique_nodes((), node.parents + control.parents)
+    return control
+
+
+def run_forward(forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``forward(*args, **kwargs)`` as one traced forward call (what ``Module.__call__`` does).
+
+    Values user code reads inside become control parents of what is made after the read. When
+    the result is a node made before the last read (``if ok.data: return answer``), it comes
+    back through the :data:`RETURN` op, whose control parents are every value read, so feedback
+    on the result reaches the prompts that chose it. Backward on the result of the outermost
+    call, when the call made it, warns (:class:`~feedprop.errors.FeedbackWarning`, once per call)
+    about trainable parameters the call used (gave to an op, or read) that received no feedback.
+
+    Example:
+        >>> answer, ok = Node("Paris", name="answer"), Node("yes", name="ok")
+        >>> def pick():
+        ...     return answer if ok.data == "yes" else None
+        >>> out = run_forward(pick)
+        >>> out.op is RETURN, out.parents == (answer, ok), out.control_parents == (ok,)
+        (True, True, True)
+    """
+    with forward_scope() as (call, outermost):
+        result = forward(*args, **kwargs)
+        if isinstance(result, Node):
+            control = call.control
+            if control.parents and result._control is not control:
+                result = RETURN(result)
+            if outermost:
+                call.result = weakref.ref(result)
+    return result
+
+
+def _warn_unreached(output: Node[Any], forward: Forward) -> None:
+    """Warn once per forward call when backward on its result missed a parameter the call used."""
+    if forward.warned or forward.result is None or forward.result() is not output:
+        return
+    missed = [
+        p
+        for p in forward.used.values()
+        if p.trainable and not (p.feedback and getattr(p.feedback[-1], "output", None) is output)
+    ]
+    if missed:
+        forward.warned = True
+        names = ", ".join(repr(p.name) for p in missed)
+        warnings.warn(
+            FeedbackWarning(
+                f"backward on {output.name!r} gave no feedback to {names}, which the forward call used: a value "
+                "computed from them was read where it could not be recorded (in a thread that did not inherit "
+                "the forward's context, under no_trace(), or after the forward returned), or what they computed "
+                "was dropped. Read values in the forward itself, or return every node the result depends on"
+            ),
+            stacklevel=3,
+        )
 
 
 def _unique_nodes(inputs: tuple[tuple[str, Any], ...], extra: tuple[Node[Any], ...]) -> tuple[Node[Any], ...]:
@@ -779,6 +893,7 @@ ABS = _unary("abs", abs, "abs(x)")
 GETITEM = Op("getitem", operator.getitem, ("obj", "key"), "[getitem] obj[key]")
 KEYS = Op("keys", lambda d: list(d.keys()), ("obj",), "[keys] list(obj.keys())")
 CALL = Op("call", lambda fn, *a, **k: fn(*a, **k), ("fn",), "[call] fn(*args, **kwargs)")
+RETURN = Op("return", lambda value: value, ("value",), "[return] what a forward returned, after the values it read")
 
 
 # -- node(): Trace's way of making a node ------------------------------------------------------------

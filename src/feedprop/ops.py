@@ -52,6 +52,7 @@ from feedprop.node import (
     demos_problem,
 )
 from feedprop.propagate import toposort
+from feedprop.tracing import note_input
 
 __all__ = [
     "LLM_CALL",
@@ -172,7 +173,7 @@ def iterate(node: Node[Any]) -> list[MessageNode[Any]]:
     """
     if not isinstance(node, Node):
         raise InvalidInputError(f"iterate takes a Node, got {type(node).__name__}; iterate plain values directly")
-    return builtins.list(node)
+    return builtins.list(iter(node))  # list(node) would call len(node), a control read inside a forward
 
 
 #: The op of every node made by :func:`llm_call`.
@@ -182,7 +183,9 @@ LLM_CALL = Op(
 
 
 def _text(role: str, value: Any) -> str:
-    value = value.data if isinstance(value, Node) else value
+    if isinstance(value, Node):
+        note_input(value)
+        value = value._data
     if not isinstance(value, str):
         raise InvalidInputError(
             f"llm_call's {role} prompt must be text, got {type(value).__name__}; "
@@ -192,7 +195,10 @@ def _text(role: str, value: Any) -> str:
 
 
 def _demo_turns(demos: Any) -> list[Message]:
-    value = demos.data if isinstance(demos, Node) else demos
+    value = demos
+    if isinstance(demos, Node):
+        note_input(demos)
+        value = demos._data
     problem = demos_problem(value)
     if problem:
         raise InvalidInputError(

@@ -3,7 +3,8 @@
 :func:`render_problem` takes parameters holding feedback from one or more backward calls (a
 minibatch), joins their minimal subgraphs into one graph, and writes it in sections::
 
-    #Code          the ops that ran, one line each: out = op(arg=name, ...)
+    #Code          the ops that ran, one line each: out = op(arg=name, ...), with the values
+                   the program read before an op ran (its control parents) as a comment
     #Definitions   what each op does
     #Variables     the parameters the optimizer may change, with their values
     #Constraints   rules on those values
@@ -217,10 +218,11 @@ class _Graph:
     def render(self, limits: _Limits) -> Problem:
         problem = Problem()
         ops: dict[int, str] = {}
+        read: set[int] = set()  # control values already shown with their value
         for n in self.nodes:
             if id(n) not in self.computed or n.op is None:
                 continue
-            problem.code.append(self._code_line(n))
+            problem.code.append(self._code_line(n, read))
             ops.setdefault(id(n.op), n.op.description or f"[{n.op.name}]")
         problem.definitions = list(ops.values())
         for p in self.variables:
@@ -261,7 +263,7 @@ class _Graph:
         else:
             section[name] = f"{name} = {_value_text(node._data, limits.value, None)}"
 
-    def _code_line(self, n: Node[Any]) -> str:
+    def _code_line(self, n: Node[Any], read: set[int]) -> str:
         assert n.op is not None
         inputs = getattr(n, "inputs", ())
         info = getattr(n, "info", None) or {}
@@ -269,9 +271,21 @@ class _Graph:
         callee = self.name(code) if isinstance(code, Node) else n.op.name
         args = ", ".join(f"{k}={self.name(v)}" for k, v in inputs)
         line = f"{self.name(n)} = {callee}({args})"
-        hidden = [self.name(p) for p in n.parents if all(p is not v for _, v in inputs) and p is not code]
+        control = [p for p in n.control_parents if all(p is not v for _, v in inputs) and p is not code]
+        hidden = [
+            self.name(p)
+            for p in n.parents
+            if all(p is not v for _, v in inputs) and p is not code and all(p is not c for c in control)
+        ]
         if hidden:
             line += f"  # also read: {', '.join(hidden)}"
+        if control:  # values the program read (to branch on) before this op ran; each value shown once
+            shown = [
+                self.name(p) if id(p) in read else f"{self.name(p)} = {truncate_middle(_literal(p._data), 40)}"
+                for p in control
+            ]
+            read.update(id(p) for p in control)
+            line += f"  # control: the program read {', '.join(shown)} before this call"
         if isinstance(n, ExceptionNode):
             line += "  # raised"
         return line

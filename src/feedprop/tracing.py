@@ -1,11 +1,20 @@
 """Tracing state, kept in :mod:`contextvars` so every thread and asyncio task traces on its own.
 
-Three pieces of state decide what running Python records:
+Four pieces of state decide what running Python records:
 
 - whether tracing is on (:func:`no_trace` turns it off for a block),
 - the current name scope (:func:`name_scope` prefixes the names of nodes made inside it),
 - the record of nodes an op read while it ran (:func:`recording_reads`), which is how a bundled
-  function that reads a node it was not given is caught.
+  function that reads a node it was not given is caught,
+- the current forward call (:func:`forward_scope`, opened by ``Module.__call__``), which records
+  the values user code reads to decide what to run: its control dependencies.
+
+The control rule is conservative: inside a traced forward, reading a node's value from user code
+(``node.data``, ``bool(node)``, ``len(node)``, ``x in node``) makes that node a control parent of
+every op output made after the read in the same forward call (nested modules share their
+caller's forward), and of the forward's result. Reads made by ops themselves do not count, nor
+reads under :func:`no_trace`, outside any forward, or in a thread that did not inherit the
+forward's context.
 
 There is no global graph: a node holds its parents, and that is the whole graph. A new thread
 starts with tracing on and no scope; an asyncio task starts with a copy of its creator's state.
@@ -17,12 +26,18 @@ Example:
     >>> with name_scope("solver"):
     ...     scoped("llm_call")
     'solver/llm_call'
+    >>> with forward_scope() as (forward, outermost):
+    ...     note_read("a node")
+    ...     forward.control.parents, outermost
+    (('a node',), True)
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
+import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, NamedTuple
@@ -30,15 +45,19 @@ from typing import Any, NamedTuple
 from feedprop.errors import ConfigurationError
 
 __all__ = [
+    "Control",
+    "Forward",
     "ReadRecord",
     "TraceState",
     "counter",
     "current_scope",
+    "forward_scope",
     "is_tracing",
     "name_scope",
     "next_index",
     "no_trace",
     "note_created",
+    "note_input",
     "note_read",
     "recording_reads",
     "scoped",
@@ -52,10 +71,11 @@ class TraceState(NamedTuple):
     tracing: bool
     scope: str
     reads: ReadRecord | None
+    forward: Forward | None = None
 
 
-# One variable for all three, so an op reads its whole state with a single ``get``.
-_INITIAL = TraceState(tracing=True, scope="", reads=None)
+# One variable for all four, so an op reads its whole state with a single ``get``.
+_INITIAL = TraceState(tracing=True, scope="", reads=None, forward=None)
 _STATE: ContextVar[TraceState] = ContextVar("feedprop_tracing", default=_INITIAL)
 
 
@@ -159,7 +179,21 @@ class ReadRecord:
 
 
 def note_read(node: Any) -> None:
-    """Record that ``node``'s value was read (called by ``Node.data``)."""
+    """Record that ``node``'s value was read (called by ``Node.data``).
+
+    Inside an op the read belongs to the op's record; otherwise, inside a traced forward, it is
+    a control read (see the module docs).
+    """
+    current = _STATE.get()
+    record = current.reads
+    if record is not None:
+        record.read(node)
+    elif current.forward is not None and current.tracing:
+        current.forward.read(node)
+
+
+def note_input(node: Any) -> None:
+    """Record that an op read ``node`` as one of its inputs (never a control read)."""
     record = _STATE.get().reads
     if record is not None:
         record.read(node)
@@ -188,3 +222,80 @@ def recording_reads() -> Iterator[ReadRecord]:
         yield record
     finally:
         _STATE.reset(token)
+
+
+class Control(NamedTuple):
+    """The control parents of the nodes made at one point of a forward call, and that call.
+
+    Nodes made between the same two reads share one ``Control``: ``parents`` are the values read
+    so far (first-read order); ``forward`` is ``None`` for nodes rebuilt from another process.
+    """
+
+    parents: tuple[Any, ...]
+    forward: Forward | None
+
+
+class Forward:
+    """One forward call: the values user code read in it and the trainable parameters it used.
+
+    ``control`` is the current :class:`Control` (replaced at each new read, so nodes made before
+    keep theirs); ``used`` maps ``id`` to each trainable parameter an op of the forward was given
+    or user code read; ``result`` is a weak reference to what the outermost call returned, set
+    by ``Module.__call__``; ``warned`` says whether backward already warned about this call.
+    The nodes made in the forward hold it through their ``Control``, so it lives as long as they do.
+    """
+
+    __slots__ = ("_lock", "_seen", "control", "result", "used", "warned")
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._lock = threading.Lock()
+        self.control = Control((), self)
+        self.used: dict[int, Any] = {}
+        self.result: weakref.ref[Any] | None = None
+        self.warned = False
+
+    def read(self, node: Any) -> None:
+        """Make ``node`` a control parent of every node made from now on in this forward."""
+        if id(node) in self._seen:
+            return
+        with self._lock:  # threads sharing the forward's context may read at the same time
+            if id(node) not in self._seen:
+                self._seen.add(id(node))
+                self.control = Control((*self.control.parents, node), self)
+        if getattr(node, "trainable", False):
+            self.used.setdefault(id(node), node)
+
+    def use(self, nodes: tuple[Any, ...]) -> None:
+        """Note the trainable parameters among ``nodes`` (the parents of a node made in this forward)."""
+        for node in nodes:
+            if node.trainable:
+                self.used.setdefault(id(node), node)
+
+
+@contextlib.contextmanager
+def forward_scope() -> Iterator[tuple[Forward, bool]]:
+    """Run a block as one forward call; yields ``(forward, outermost)``.
+
+    A scope opened inside another forward joins it (``outermost`` is False), so the values the
+    caller read also control what a nested module makes, and the other way round.
+
+    Example:
+        >>> with forward_scope() as (outer, _), forward_scope() as (inner, outermost):
+        ...     inner is outer, outermost
+        (True, False)
+    """
+    current = _STATE.get()
+    if current.forward is not None:
+        yield current.forward, False
+        return
+    forward = Forward()
+    token = _STATE.set(current._replace(forward=forward))
+    try:
+        yield forward, True
+    finally:
+        _STATE.reset(token)
+        # The current Control points back at the forward and holds the nodes read, which point at
+        # the forward too: dropping it after the call leaves no reference cycle, so the graph is
+        # freed as soon as its nodes are.
+        forward.control = Control((), None)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from feedprop.errors import InvalidInputError
+from feedprop.errors import FeedbackWarning, InvalidInputError
+from feedprop.llm import MockLLM
+from feedprop.node import RETURN
+from feedprop.report import render_problem
 
 
 def test_search_finds_the_document_holding_each_answer(load_example: Callable[[str], ModuleType]) -> None:
@@ -111,3 +116,71 @@ def test_feedback_reaches_every_prompt_on_the_path(load_example: Callable[[str],
     # the first answer is rejected, so the fallback's answer depends on all five prompts and the demonstrations
     prompts = {"route_prompt", "rewrite_prompt", "answer_prompt", "validate_prompt", "fallback_prompt"}
     assert reached == prompts | {"answer_demos"}
+
+
+def test_the_route_and_the_verdict_are_plain_ifs_whose_prompts_receive_feedback(
+    load_example: Callable[[str], ModuleType],
+) -> None:
+    rag = load_example("rag_pipeline")
+    documents, qa = rag.load_keldmark()
+    rag.llm_module.set_default(rag.scripted_llm(qa))
+    pipeline = rag.RAGPipeline(rag.DocumentIndex(documents), answer_prompt="Answer from the context.")
+    out = pipeline(qa[0][0])
+    assert out.data == f"{qa[0][1]}." and out.op is RETURN  # the reviewer said VALID: the first answer is kept
+    assert [n.data for n in out.control_parents] == ["SEARCH", "VALID"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeedbackWarning)
+        out.backward("Correct.")
+    reached = {name for name, p in pipeline.named_parameters() if p.feedback}
+    assert reached == {"route_prompt", "rewrite_prompt", "answer_prompt", "answer_demos", "validate_prompt"}
+    code = render_problem([pipeline.route_prompt, pipeline.validate_prompt]).code
+    assert any('# control: the program read llm_call:0 = "SEARCH"' in line for line in code)
+    assert code[-1].startswith("return:0 = return(value=") and '= "VALID" before this call' in code[-1]
+
+
+def test_a_direct_route_skips_the_search_and_still_teaches_the_router(
+    load_example: Callable[[str], ModuleType],
+) -> None:
+    rag = load_example("rag_pipeline")
+    documents, qa = rag.load_keldmark()
+    scripted = rag.scripted_llm(qa)
+
+    def direct(messages: list[dict[str, Any]], **params: Any) -> str:
+        if messages[-1]["content"].endswith("SEARCH or DIRECT."):
+            return "DIRECT"
+        return scripted.complete(messages, **params).text
+
+    rag.llm_module.set_default(MockLLM(direct))
+    pipeline = rag.RAGPipeline(rag.DocumentIndex(documents))
+    out = pipeline(qa[0][0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeedbackWarning)
+        out.backward(f"Wrong: the answer should state '{qa[0][1]}'.")
+    reached = {name for name, p in pipeline.named_parameters() if p.feedback}
+    assert reached == {"route_prompt", "answer_prompt", "answer_demos", "validate_prompt", "fallback_prompt"}
+
+
+def test_training_sends_feedback_to_the_routing_prompt(
+    load_example: Callable[[str], ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rag = load_example("rag_pipeline")
+    build = rag.make_optimizer
+    reached: list[set[str]] = []
+
+    def spied(name: str, pipeline: Any, n_candidates: int = 4) -> Any:
+        optimizer = build(name, pipeline, n_candidates)
+        propose = optimizer.propose
+
+        def propose_and_record(*args: Any, **kwargs: Any) -> Any:
+            reached.append({n for n, p in pipeline.named_parameters() if p.feedback})
+            return propose(*args, **kwargs)
+
+        optimizer.propose = propose_and_record
+        return optimizer
+
+    monkeypatch.setattr(rag, "make_optimizer", spied)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeedbackWarning)
+        result = rag.main(["--mock", "--run-dir", str(tmp_path / "run")])
+    assert (result.test_before, result.test_after) == (0.0, 1.0)
+    assert reached and all({"route_prompt", "validate_prompt"} <= names for names in reached)

@@ -138,6 +138,32 @@ def test_the_rewrite_of_a_text_parameter_shows_the_calls_it_fed() -> None:
     assert [c.updates for c in proposal.candidates] == [{"instruction": "End your reply with the answer in digits."}]
 
 
+class Reviewed(Module):
+    """A router's reply is read before the reviewer's call, so the router's call is in the reviewer's subgraph."""
+
+    def __init__(self) -> None:
+        self.route_prompt = Parameter("Reply SEARCH or DIRECT.", name="route_prompt")
+        self.review_prompt = Parameter("Check.", name="review_prompt", description="system prompt of the reviewer")
+
+    def forward(self, question: str) -> Node[Any]:
+        route = ops.llm_call(self.route_prompt, question, llm=MockLLM("SEARCH"))
+        if route.data == "SEARCH":
+            return ops.llm_call(self.review_prompt, "Is 5 the answer to 2+2?", llm=MockLLM("VALID"))
+        return route
+
+
+def test_the_case_shows_the_call_given_the_parameter_not_a_value_read_before_it() -> None:
+    model = Reviewed()
+    out = model("What is 2+2?")
+    out.backward(Feedback("Wrong: 5 is not 4.", score=0.0))
+    assert any(n is out.control_parents[0] for n in model.review_prompt.feedback[0].subgraph)  # the router's call
+    llm = scripted(["Accept only right answers.", "Reply INVALID unless the answer is right."])
+    Reflect([model.review_prompt], llm=llm, n_candidates=1).propose()
+    diagnose_prompt = llm.calls[0].messages[-1]["content"]
+    assert "the model was asked:\n    Is 5 the answer to 2+2?" in diagnose_prompt
+    assert "it replied:\n    VALID" in diagnose_prompt and "What is wrong with the instruction" in diagnose_prompt
+
+
 def test_an_exception_in_the_code_is_a_failing_case() -> None:
     @bundle(trainable=True)
     def parse(text: str) -> int:

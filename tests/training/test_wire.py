@@ -13,6 +13,7 @@ from feedprop.errors import ConfigurationError, ExecutionError, InvalidInputErro
 from feedprop.llm import MockLLM, set_default
 from feedprop.module import Module
 from feedprop.node import ExceptionNode, Feedback, Node, Parameter
+from feedprop.ops import llm_call
 from feedprop.optim import OptoPrime
 from feedprop.report import render_problem
 from feedprop.training.data import as_items
@@ -200,3 +201,31 @@ def test_a_node_the_receiver_does_not_hold_is_a_clear_error() -> None:
     data["nodes"][0] = {"k": "held", "path": "missing.thing"}
     with pytest.raises(ConfigurationError, match=r"missing\.thing"):
         Rebuilder(Pipeline()).graph(data)
+
+
+class Branching(Module):
+    """Keeps the model's reply or falls back to the question, with a plain ``if`` on a second call."""
+
+    def __init__(self) -> None:
+        self.answer_prompt = Parameter("Repeat the question.", name="answer_prompt")
+        self.check_prompt = Parameter("Is it a question?", name="check_prompt")
+
+    def forward(self, question: str) -> Node[Any]:
+        reply = llm_call(self.answer_prompt, question)
+        check = llm_call(self.check_prompt, reply)
+        return reply if "q" in check.data else check
+
+
+def test_control_parents_survive_the_trip() -> None:
+    local, sender, driver = Branching(), Branching(), Branching()
+    items = as_items(DATA[:2], "data")
+    backward(run_items(local, items, exact))
+    rebuilt = over_the_wire(run_items(sender, items, exact), sender, driver)
+    backward(rebuilt)
+    for outcome in rebuilt:
+        assert isinstance(outcome.output, Node) and outcome.output.op is not None
+        assert outcome.output.op.name == "return"
+        assert [n.name for n in outcome.output.control_parents] == [outcome.output.parents[1].name]
+    expected = render_problem(list(local.parameters())).render()
+    assert "# control: the program read" in expected
+    assert render_problem(list(driver.parameters())).render() == expected

@@ -205,9 +205,11 @@ def _last_user_message(info: Mapping[str, Any]) -> str:
     return ""
 
 
-def _llm_node(subgraph: Iterable[Node[Any]]) -> MessageNode[Any] | None:
-    # The subgraph is in topological order from the parameter: the first LLM call is the one it feeds.
-    return next((n for n in subgraph if isinstance(n, MessageNode) and n.op is LLM_CALL and n.info), None)
+def _llm_node(subgraph: Iterable[Node[Any]], param: Node[Any] | None = None) -> MessageNode[Any] | None:
+    # The call given the parameter is the one it feeds; the subgraph also holds calls that are other
+    # inputs of later steps, or values read before a branch. Otherwise the first call in topological order.
+    calls = [n for n in subgraph if isinstance(n, MessageNode) and n.op is LLM_CALL and n.info]
+    return next((n for n in calls if any(v is param for _, v in n.inputs)), calls[0] if calls else None)
 
 
 def _code_node(subgraph: Iterable[Node[Any]], param: Parameter[Any]) -> MessageNode[Any] | None:
@@ -234,7 +236,7 @@ def _case(param: Parameter[Any], kind: str, entry: Any) -> Case:
             else:
                 shown.append(("it returned", _show(node), False))
     else:
-        node = _llm_node(subgraph)
+        node = _llm_node(subgraph, param)
         if node is not None and node.info is not None:
             shown.append(("the model was asked", _last_user_message(node.info), True))
             shown.append(("it replied", str(node.info.get("response", node.data)), True))
@@ -557,7 +559,7 @@ class Reflect(Optimizer):
             return "function"
         param = self.get_parameter(name)
         for entry in self.feedback_entries(name):
-            node = _llm_node(getattr(entry, "subgraph", ()))
+            node = _llm_node(getattr(entry, "subgraph", ()), param)
             if node is not None:
                 return "instruction" if any(v is param for k, v in node.inputs if k == "system") else "prompt text"
         return "text"

@@ -47,6 +47,7 @@ from feedprop.module import Module
 from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Op, Parameter
 from feedprop.ops import LLM_CALL
 from feedprop.propagate import minimal_subgraph, toposort
+from feedprop.tracing import Control
 from feedprop.training.evaluation import Outcome
 
 __all__ = [
@@ -275,6 +276,8 @@ class _Encoder:
             }
             if node.info and parents:
                 record["info"] = {k: self.ref_or_value(v, sent) for k, v in node.info.items()}
+            if node.control_parents and parents:
+                record["control"] = [self.index[id(p)] for p in node.control_parents]
             if isinstance(node, ExceptionNode):
                 exc = node._data
                 record["exception"] = {
@@ -467,6 +470,7 @@ class Rebuilder:
             _fill(node, record, decode_value(record["data"]))
         node.op = ops[record["op"]]
         node.parents = tuple(nodes[i] for i in record["parents"])
+        node._control = Control(tuple(nodes[i] for i in record["control"]), None) if "control" in record else None
         node.inputs = tuple((k, self._slot(v, nodes)) for k, v in record["inputs"])
         info = record.get("info")
         node.info = {k: self._slot(v, nodes) for k, v in info.items()} if info is not None else None
