@@ -34,6 +34,7 @@ from typing import Any, cast
 
 from tqdm.auto import tqdm
 
+from feedprop._files import replacing
 from feedprop.errors import CheckpointError, ConfigurationError, InvalidInputError
 from feedprop.joint._deps import require
 from feedprop.joint.gguf_adapter import PROJECTIONS, SUPPORTED_ARCHITECTURES, GGUFAdapter, state_from_peft
@@ -240,9 +241,8 @@ class _Checkpoint:
         tensors, groups = _flatten_optimizer(optimizer.state_dict())
         # The tensors first, the JSON last: the JSON names the step the tensors belong to.
         for name, payload in ((self.LORA, lora), (self.OPTIMIZER, tensors)):
-            temp = self.path / f".{name}.{os.getpid()}.tmp"
-            safetensors_torch.save_file({k: v.detach().contiguous() for k, v in payload.items()}, str(temp))
-            os.replace(temp, self.path / name)
+            with replacing(self.path / name) as temp:
+                safetensors_torch.save_file({k: v.detach().contiguous() for k, v in payload.items()}, str(temp))
         write_json_atomic(self.path / self.STATE, {**state, "optimizer_groups": groups, "format": _STATE_FORMAT})
 
     def load(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

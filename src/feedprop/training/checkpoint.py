@@ -10,10 +10,9 @@ A run directory holds:
   ``model.load_state_dict``);
 - ``events.jsonl``, ``report.md`` and ``curve.png`` written by the trainer.
 
-Every file is written as a new temporary file, flushed and fsynced, moved over the old one with
-``os.replace`` (atomic on POSIX), and the directory is fsynced so the rename itself survives a
-power cut. A reader therefore sees either the old or the new file, never a torn one. JSON only,
-never pickle: a checkpoint is data, not code.
+Every file is written atomically (:func:`feedprop._files.atomic_write`): a reader sees either the
+old or the new file, never a torn one, even after a power cut. JSON only, never pickle: a
+checkpoint is data, not code.
 
 Example:
     >>> import tempfile
@@ -32,38 +31,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from feedprop._files import atomic_write, stale_temporaries
 from feedprop.errors import CheckpointError, InvalidInputError
 
 __all__ = ["RunDirectory", "check_fingerprint", "rng_from_json", "rng_to_json", "write_json_atomic"]
 
 FORMAT = "feedprop.checkpoint"
 VERSION = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is durable only once the directory entry is; not every platform can open a directory.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):  # someone else's process, or a platform without signals
-        return True
-    return True
 
 
 def _dumps(data: Any) -> bytes:
@@ -78,18 +52,10 @@ def _dumps(data: Any) -> bytes:
 
 def write_bytes_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see the old or the new file, never a torn one."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        atomic_write(path, payload)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {target}: {exc}; check that the directory is writable") from exc
-    _fsync_dir(target.parent)
+        raise CheckpointError(f"cannot write {path}: {exc}; check that the directory is writable") from exc
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> bytes:
@@ -200,11 +166,9 @@ class RunDirectory:
         """
         removed = []
         for name in (self.CHECKPOINT, self.PREVIOUS, self.BEST):
-            for path in self.path.glob(f".{name}.*.tmp"):
-                pid = path.name[len(name) + 2 : -len(".tmp")]
-                if pid.isdigit() and not _process_alive(int(pid)):
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+            for path in stale_temporaries(self.path, name):
+                path.unlink(missing_ok=True)
+                removed.append(path)
         return removed
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
