@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from feedprop._files import atomic_write, stale_temporaries
+from feedprop._text import show
 from feedprop.errors import CheckpointError, InvalidInputError
 
 __all__ = ["RunDirectory", "check_fingerprint", "rng_from_json", "rng_to_json", "write_json_atomic"]
@@ -94,18 +95,13 @@ def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], wher
         return
     lines = []
     for key in diffs:
-        lines.append(f"  {key}: checkpoint has {_short(saved.get(key))}, this run has {_short(current.get(key))}")
+        lines.append(f"  {key}: checkpoint has {show(saved.get(key), 120)}, this run has {show(current.get(key), 120)}")
     raise CheckpointError(
         f"the checkpoint in {where} was made by a different run configuration:\n"
         + "\n".join(lines)
         + "\nResuming it would silently mix two runs. Pass the same model, optimizer, data and options "
         "as the original run, or use a new checkpoint directory (or delete this one) to start over."
     )
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=repr)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class RunDirectory:

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, NotRequired, TypedDict
 
+from feedprop._text import show, truncate_middle
+
 __all__ = ["ITEM_OUTCOME_SCHEMA", "EventLog", "ItemOutcome", "item_outcome", "item_scores", "read_events"]
 
 #: Name and version of the per-item outcome record.
@@ -50,14 +52,6 @@ class ItemOutcome(TypedDict):
     error: NotRequired[str]
 
 
-def _clip(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) <= limit:
-        return text
-    half = (limit - 5) // 2
-    return text[:half] + " ... " + text[-half:]
-
-
 def item_outcome(
     index: int,
     score: float,
@@ -67,19 +61,20 @@ def item_outcome(
     error: str | None = None,
     limit: int = 400,
 ) -> ItemOutcome:
-    """One :class:`ItemOutcome`; texts longer than ``limit`` characters keep their two ends.
+    """One :class:`ItemOutcome`; texts longer than ``limit`` characters keep their two ends
+    (:func:`feedprop._text.show`: an output that is not text is written as JSON).
 
     Example:
-        >>> item_outcome(7, 1, "x" * 500, limit=11)
-        {'index': 7, 'score': 1.0, 'output': 'xxx ... xxx'}
-        >>> item_outcome(8, 0.0, error="TimeoutError: slow")["error"]
-        'TimeoutError: slow'
+        >>> item_outcome(7, 1, "0123456789" * 50, limit=40)
+        {'index': 7, 'score': 1.0, 'output': '0123456...[truncated 487 chars]...456789'}
+        >>> item_outcome(8, 0.0, {"answer": 4}, error="TimeoutError: slow")
+        {'index': 8, 'score': 0.0, 'output': '{"answer": 4}', 'error': 'TimeoutError: slow'}
     """
-    record = ItemOutcome(index=int(index), score=float(score), output=_clip(output, limit))
+    record = ItemOutcome(index=int(index), score=float(score), output=show(output, limit))
     if feedback:
-        record["feedback"] = _clip(feedback, limit)
+        record["feedback"] = truncate_middle(feedback, limit)
     if error:
-        record["error"] = _clip(error, limit)
+        record["error"] = truncate_middle(error, limit)
     return record
 
 
