@@ -10,6 +10,9 @@ A run directory holds:
   ``model.load_state_dict``);
 - ``events.jsonl``, ``report.md`` and ``curve.png`` written by the trainer.
 
+A run that keeps its whole state in one file (a joint run's ``joint.json``) uses a
+:class:`StateFile` instead; both offer ``exists``, ``load`` and ``save``.
+
 Every file is written atomically (:func:`feedprop._files.atomic_write`): a reader sees either the
 old or the new file, never a torn one, even after a power cut. JSON only, never pickle: a
 checkpoint is data, not code.
@@ -35,7 +38,7 @@ from feedprop._files import atomic_write, stale_temporaries
 from feedprop._text import show
 from feedprop.errors import CheckpointError, InvalidInputError
 
-__all__ = ["RunDirectory", "check_fingerprint", "rng_from_json", "rng_to_json", "write_json_atomic"]
+__all__ = ["RunDirectory", "StateFile", "check_fingerprint", "rng_from_json", "rng_to_json", "write_json_atomic"]
 
 FORMAT = "feedprop.checkpoint"
 VERSION = 1
@@ -204,3 +207,40 @@ class RunDirectory:
         path = self.file(self.BEST)
         write_json_atomic(path, dict(parameters))
         return path
+
+
+class StateFile:
+    """A run's state as one JSON file in its directory, tagged with a format and checked when read.
+
+    Example:
+        >>> import tempfile
+        >>> store = StateFile(tempfile.mkdtemp(), "joint.json", "feedprop.joint/1")
+        >>> store.exists()
+        False
+        >>> store.save({"phase": 2})
+        >>> store.exists(), store.load()["phase"]
+        (True, 2)
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], name: str, format: str) -> None:
+        self.path = Path(directory)
+        self.file = self.path / name
+        self.format = format
+
+    def exists(self) -> bool:
+        return self.file.is_file()
+
+    def load(self) -> dict[str, Any]:
+        """The saved state; an unreadable file or another format raises :class:`CheckpointError`."""
+        try:
+            state = json.loads(self.file.read_text(encoding="utf-8"))
+            found = state.get("format") if isinstance(state, dict) else None
+            if found != self.format:
+                raise ValueError(f"format {found!r}")
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{self.file} cannot be read ({exc}); delete the directory to start over") from exc
+        return dict(state)
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` (with the format tag) atomically."""
+        write_json_atomic(self.file, {**state, "format": self.format})

@@ -26,11 +26,22 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, NotRequired, TypedDict
+from typing import IO, TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from feedprop._text import show, truncate_middle
 
-__all__ = ["ITEM_OUTCOME_SCHEMA", "EventLog", "ItemOutcome", "item_outcome", "item_scores", "read_events"]
+if TYPE_CHECKING:
+    from feedprop.training.evaluation import Outcome
+
+__all__ = [
+    "ITEM_OUTCOME_SCHEMA",
+    "EventLog",
+    "ItemOutcome",
+    "item_outcome",
+    "item_outcomes",
+    "item_scores",
+    "read_events",
+]
 
 #: Name and version of the per-item outcome record.
 ITEM_OUTCOME_SCHEMA = "feedprop-item/1"
@@ -76,6 +87,27 @@ def item_outcome(
     if error:
         record["error"] = truncate_middle(error, limit)
     return record
+
+
+def item_outcomes(outcomes: Iterable[Outcome]) -> list[ItemOutcome]:
+    """The :class:`ItemOutcome` of each scored item: its output, the guide's score and feedback, any error.
+
+    Example:
+        >>> from feedprop.node import Feedback
+        >>> from feedprop.training.evaluation import Outcome
+        >>> item_outcomes([Outcome(3, "4", Feedback("Correct.", score=1.0))])
+        [{'index': 3, 'score': 1.0, 'output': '4', 'feedback': 'Correct.'}]
+    """
+    return [
+        item_outcome(
+            o.index,
+            o.score,
+            getattr(o.output, "data", o.output),
+            feedback=o.feedback.text,
+            error=None if o.error is None else str(o.error),
+        )
+        for o in outcomes
+    ]
 
 
 def item_scores(outcomes: Iterable[Mapping[str, Any]]) -> dict[int, float]:
