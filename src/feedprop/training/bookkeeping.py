@@ -216,10 +216,15 @@ class RunBook:
         items = self.splits.val if split == "val" else self.splits.test
         return self.scorer.outcomes(items, _PHASE_OF[split])
 
+    def scores(self, split: Split) -> list[float] | None:
+        """Per-item scores on ``split`` (``None`` when the split is empty)."""
+        outcomes = self.outcomes(split)
+        return None if outcomes is None else [o.score for o in outcomes]
+
     def score(self, split: Split) -> float | None:
         """The mean score on ``split`` (``None`` when the split is empty)."""
-        outcomes = self.outcomes(split)
-        return None if outcomes is None else mean([o.score for o in outcomes])
+        scores = self.scores(split)
+        return None if scores is None else mean(scores)
 
     # -- saved state ------------------------------------------------------------------------------
 

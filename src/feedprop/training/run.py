@@ -131,8 +131,7 @@ class TrainingRun:
             return self.opt.propose()
 
     def val_scores(self) -> list[float]:
-        outcomes = self.book.outcomes("val") or []
-        return [o.score for o in outcomes]
+        return self.book.scores("val") or []
 
     def load(self, member: Member) -> None:
         self.model.load_state_dict(copy.deepcopy(member.params))
@@ -183,9 +182,10 @@ class TrainingRun:
         self.model.load_state_dict(copy.deepcopy(state["parameters"]))
         self.opt.load_state_dict(copy.deepcopy(state["optimizer"]))
 
-    # -- the loop -------------------------------------------------------------------------
+    # -- the result ------------------------------------------------------------------------
 
     def result(self) -> TrainResult:
+        """What :func:`~feedprop.training.train` returns; the report (and plot) go into the run's directory."""
         result = TrainResult(
             history=self.history,
             best_state=copy.deepcopy(self.search.best().params),

@@ -115,7 +115,7 @@ def _start(run: TrainingRun, resume: bool) -> None:
     val_scores: list[float] | None = None
     try:
         run.meter.check_time()
-        val_scores = run.book.scorer.scores(run.val_items, "evaluation")
+        val_scores = run.book.scores("val")
     except BudgetExhausted as exc:
         run.stop_reason = run.meter.exhausted() or _reason(exc)
     run.val_before = None if val_scores is None else mean(val_scores)
