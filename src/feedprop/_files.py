@@ -3,18 +3,23 @@
 A temporary sibling is written, flushed to disk, then renamed over the target with ``os.replace``
 (atomic on POSIX); the directory is fsynced so the rename itself survives a crash. On any error
 the temporary is removed and the old target is left as it was.
+
+A temporary is named ``.<target name>.<writer pid>.<random>.tmp``: hidden, never ending in the
+target's suffix (so nothing globbing ``*.json`` reads a half-written one), and with the pid of the
+process writing it, so :func:`stale_temporaries` can tell what a crashed writer left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "replacing"]
+__all__ = ["atomic_write", "replacing", "stale_temporaries"]
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
@@ -52,10 +57,11 @@ def replacing(path: str | os.PathLike[str], *, directory: bool = False) -> Itera
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.{os.getpid()}."
     if directory:
-        temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+        temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".tmp"))
     else:
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp" + target.suffix)
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
         os.close(fd)
         temp = Path(name)
     try:
@@ -70,6 +76,39 @@ def replacing(path: str | os.PathLike[str], *, directory: bool = False) -> Itera
             temp.unlink(missing_ok=True)
         raise
     _fsync_directory(target.parent)
+
+
+def stale_temporaries(directory: str | os.PathLike[str], name: str) -> list[Path]:
+    """The temporaries of writes to ``directory/name`` whose writer process is gone (a crash left them).
+
+    A temporary of a live process (this one included) is not stale: its write may still finish.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".x.json.999999999.tmp").write_text("{")
+        >>> _ = (folder / f".x.json.{os.getpid()}.ab12.tmp").write_text("{")
+        >>> [p.name for p in stale_temporaries(folder, "x.json")]
+        ['.x.json.999999999.tmp']
+    """
+    stale = []
+    for path in sorted(Path(directory).glob(f".{glob.escape(name)}.*.tmp")):
+        pid = path.name[len(name) + 2 : -len(".tmp")].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stale.append(path)
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process, or a platform without signals
+        return True
+    return True
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -11,7 +11,8 @@ to ``<result json>`` when done. It reports on stdout, one line each, flushed at 
   puts it in place, with ``--pause-mode write`` half-way through writing the temporary file.
 
 The pause is made by wrapping, in this process only, the ``os`` and ``open`` names that
-``feedprop.training.checkpoint`` writes through; the writer's own code runs unchanged.
+``feedprop._files`` (every atomic write of the checkpoint) writes through; the writer's own code
+runs unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import types
 from pathlib import Path
 from typing import IO, Any
 
+from feedprop import _files as files_module
 from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
@@ -108,7 +110,7 @@ def say(line: str) -> None:
 
 
 def install_pause(pause_at: int, mode: str) -> None:
-    """Stop inside the ``pause_at``-th atomic write of the checkpoint module (see the module docstring)."""
+    """Stop inside the ``pause_at``-th atomic file write (see the module docstring)."""
     real_replace, real_open = os.replace, open
     writes = {"n": 0}
 
@@ -150,8 +152,8 @@ def install_pause(pause_at: int, mode: str) -> None:
 
     shim = types.SimpleNamespace(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
     shim.replace = replace
-    checkpoint_module.os = shim  # type: ignore[attr-defined]
-    checkpoint_module.open = open_  # type: ignore[attr-defined]
+    files_module.os = shim  # type: ignore[attr-defined]
+    files_module.open = open_  # type: ignore[attr-defined]
 
 
 def report_saves() -> None:

@@ -47,3 +47,12 @@ def test_the_fingerprint_leaves_out_what_may_change_between_sessions() -> None:
     assert not {"max_workers", "progress", "plot", "merge_every"} & set(fingerprint)
     assert TrainConfig(search="pareto", merge_every=5).fingerprint()["merge_every"] == 5
     assert config.to_dict()["max_workers"] == 2 and config.to_dict()["progress"] is False
+
+
+def test_test_workers_is_a_session_option() -> None:
+    assert TrainConfig(test_workers=1).to_dict()["test_workers"] == 1
+    assert "test_workers" not in TrainConfig(test_workers=1).fingerprint(), "old checkpoints resume with it"
+    with pytest.raises(ConfigurationError, match="test_workers must be >= 1"):
+        TrainConfig(test_workers=0)
+    with pytest.raises(InvalidInputError, match="test_workers must be an int"):
+        TrainConfig(test_workers=True)  # type: ignore[arg-type]

@@ -456,3 +456,57 @@ def test_an_async_workflow_trains_inside_a_running_event_loop() -> None:
 
     result = asyncio.run(notebook_cell())
     assert result.val_after == 1.0 and model.suffix.data == "!"
+
+
+@pytest.mark.parametrize(("test_workers", "most_at_once"), [(1, 1), (None, 4)])
+def test_the_test_set_is_scored_on_test_workers(test_workers: int | None, most_at_once: int) -> None:
+    lock, running, peak = threading.Lock(), [0], {"test": 0, "other": 0}
+
+    def answer(messages: Any, **params: Any) -> str:
+        question = messages[-1]["content"]
+        which = "test" if question.startswith("t") else "other"
+        with lock:
+            running[0] += 1
+            peak[which] = max(peak[which], running[0])
+        time.sleep(0.03)
+        with lock:
+            running[0] -= 1
+        return str(question)
+
+    model = Suffix("?", llm=MockLLM(answer))
+    opt = OptoPrime(model.parameters(), llm=scripted_llm([suggest(suffix="!")]))
+    test = [(f"t{i}", f"t{i}!") for i in range(8)]
+    result = run(
+        model, opt, data(4), val_set=data(8), test_set=test, batch_size=4, max_workers=4, test_workers=test_workers
+    )
+    assert (result.test_before, result.test_after) == (0.0, 1.0)
+    assert peak["test"] == most_at_once and peak["other"] == 4, "validation still runs on max_workers"
+    assert result.config["test_workers"] == test_workers
+
+
+class CountingOptoPrime(OptoPrime):
+    """OptoPrime counting how often its state is taken and loaded (each a JSON round trip)."""
+
+    copies = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        CountingOptoPrime.copies += 1
+        return super().state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        CountingOptoPrime.copies += 1
+        super().load_state_dict(state_dict)
+
+
+@pytest.mark.parametrize("search", ["greedy", "pareto"])
+def test_the_optimizer_state_is_not_copied_per_candidate(search: str) -> None:
+    copies = {}
+    for n in (1, 3):
+        model = Suffix("?")
+        replies = [suggest(suffix=s) for s in ("!", ".", "!!")[:n]]
+        opt = CountingOptoPrime(model.parameters(), llm=MockLLM(replies, cycle=True), n_candidates=n)
+        CountingOptoPrime.copies = 0
+        result = run(model, opt, data(4), val_set=data(3), batch_size=2, search=search)
+        assert len(result.history) == 2 and len(result.history[0]["candidates"]) == n
+        copies[n] = CountingOptoPrime.copies
+    assert copies[3] == copies[1], f"optimizer state copies grow with the candidates: {copies}"

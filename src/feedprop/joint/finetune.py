@@ -34,6 +34,7 @@ from typing import Any, cast
 
 from tqdm.auto import tqdm
 
+from feedprop._files import replacing
 from feedprop.errors import CheckpointError, ConfigurationError, InvalidInputError
 from feedprop.joint._deps import require
 from feedprop.joint.gguf_adapter import PROJECTIONS, SUPPORTED_ARCHITECTURES, GGUFAdapter, state_from_peft
@@ -240,9 +241,8 @@ class _Checkpoint:
         tensors, groups = _flatten_optimizer(optimizer.state_dict())
         # The tensors first, the JSON last: the JSON names the step the tensors belong to.
         for name, payload in ((self.LORA, lora), (self.OPTIMIZER, tensors)):
-            temp = self.path / f".{name}.{os.getpid()}.tmp"
-            safetensors_torch.save_file({k: v.detach().contiguous() for k, v in payload.items()}, str(temp))
-            os.replace(temp, self.path / name)
+            with replacing(self.path / name) as temp:
+                safetensors_torch.save_file({k: v.detach().contiguous() for k, v in payload.items()}, str(temp))
         write_json_atomic(self.path / self.STATE, {**state, "optimizer_groups": groups, "format": _STATE_FORMAT})
 
     def load(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -406,117 +406,147 @@ def finetune_lora(
         torch.manual_seed(cfg.seed)  # the LoRA layers' random initialisation depends only on the seed
         peft_model = attach_lora(base, cfg.lora, init)
         try:
-            return _train(
-                peft_model,
-                base,
-                cfg,
-                tokenized,
-                skipped,
-                total,
-                fingerprint,
-                store,
-                resume,
-                deadline,
-                progress,
-                on_step,
-                pad_id,
-                torch,
-            )
+            training = _Training(peft_model, base, cfg, tokenized, fingerprint, store, pad_id)
+            if store is not None and resume and store.exists():
+                training.resume()
+            stop_reason = _train(training, total, deadline, progress, on_step)
+            training.save()
+            return training.result(skipped, stop_reason)
         finally:
             peft_model.unload()
             base.model.eval()
 
 
+class _Training:
+    """One fine-tuning run of a LoRA-wrapped model: its AdamW state, its progress and its checkpoint."""
+
+    def __init__(
+        self,
+        peft_model: Any,
+        base: TorchBase,
+        cfg: FinetuneConfig,
+        tokenized: list[TokenizedExample],
+        fingerprint: dict[str, Any],
+        store: _Checkpoint | None,
+        pad_id: int,
+    ) -> None:
+        torch = require("torch")
+        self.peft_model = peft_model
+        self.causal_lm = peft_model.get_base_model()
+        self.base = base
+        self.cfg = cfg
+        self.tokenized = tokenized
+        self.fingerprint = fingerprint
+        self.store = store
+        self.pad_id = pad_id
+        self.trainable = [p for p in peft_model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.losses: list[float] = []
+        self.tokens = 0
+        self.trained = 0
+        self.seconds_before = 0.0
+        self.started = time.monotonic()
+
+    def seconds(self) -> float:
+        """Seconds of training over every session of the run."""
+        return self.seconds_before + time.monotonic() - self.started
+
+    def resume(self) -> None:
+        """Continue from the checkpoint in the store (it must have been made with the same examples and options)."""
+        assert self.store is not None
+        state, lora, opt_state = self.store.load()
+        check_fingerprint(state.get("fingerprint", {}), json.loads(json.dumps(self.fingerprint)), str(self.store.path))
+        load_lora_state(self.peft_model, lora)
+        self.optimizer.load_state_dict(opt_state)
+        self.step, self.losses = int(state["step"]), [float(x) for x in state["losses"]]
+        self.tokens, self.trained = int(state["tokens"]), int(state["trained_tokens"])
+        self.seconds_before = float(state["seconds"])
+        self.started = time.monotonic()
+
+    def save(self) -> None:
+        """Checkpoint the LoRA weights, the AdamW state and the progress (nothing without a store)."""
+        if self.store is None:
+            return
+        state = {
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "losses": self.losses,
+            "tokens": self.tokens,
+            "trained_tokens": self.trained,
+            "seconds": self.seconds(),
+        }
+        self.store.save(state, lora_state(self.peft_model), self.optimizer)
+
+    def train_step(self) -> float:
+        """One AdamW step on the step's batch (a pure function of seed and step); returns its loss."""
+        torch = require("torch")
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout masks depend only on the step
+        items = [self.tokenized[i] for i in _batch_indices(len(self.tokenized), cfg.batch_size, cfg.seed, self.step)]
+        batch = collate(items, self.pad_id)
+        loss = response_loss(self.causal_lm, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise ConfigurationError(
+                f"the fine-tuning loss became {value} at step {self.step + 1}; lower the learning rate"
+            )
+        self.step += 1
+        self.losses.append(value)
+        self.tokens += int(batch.attention_mask.sum())
+        self.trained += sum(e.trained_tokens for e in items)
+        return value
+
+    def result(self, skipped: int, stop_reason: str) -> FinetuneResult:
+        """The trained adapter and the run's figures."""
+        metadata = {
+            "feedprop.steps": self.step,
+            "feedprop.examples": len(self.tokenized),
+            "feedprop.rank": self.cfg.lora.r,
+        }
+        return FinetuneResult(
+            adapter=export_adapter(self.peft_model, self.base, self.cfg.lora, metadata),
+            steps=self.step,
+            losses=self.losses,
+            examples=len(self.tokenized),
+            skipped=skipped,
+            tokens=self.tokens,
+            trained_tokens=self.trained,
+            seconds=self.seconds(),
+            stop_reason=stop_reason,
+        )
+
+
 def _train(
-    peft_model: Any,
-    base: TorchBase,
-    cfg: FinetuneConfig,
-    tokenized: list[TokenizedExample],
-    skipped: int,
+    training: _Training,
     total: int,
-    fingerprint: dict[str, Any],
-    store: _Checkpoint | None,
-    resume: bool,
     deadline: float | None,
     progress: bool,
     on_step: Callable[[int, float], None] | None,
-    pad_id: int,
-    torch: Any,
-) -> FinetuneResult:
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, losses, tokens, trained, seconds_before = 0, [], 0, 0, 0.0
-    if store is not None and resume and store.exists():
-        state, lora, opt_state = store.load()
-        check_fingerprint(state.get("fingerprint", {}), json.loads(json.dumps(fingerprint)), str(store.path))
-        load_lora_state(peft_model, lora)
-        optimizer.load_state_dict(opt_state)
-        step, losses = int(state["step"]), [float(x) for x in state["losses"]]
-        tokens, trained, seconds_before = int(state["tokens"]), int(state["trained_tokens"]), float(state["seconds"])
-    started = time.monotonic()
-    causal_lm = peft_model.get_base_model()
-    peft_model.train()
+) -> str:
+    """Step ``training`` up to ``total`` steps, checkpointing as configured; returns why it stopped."""
     stop_reason = f"completed {total} steps"
-    bar = tqdm(total=total, initial=step, desc="fine-tune", unit="step") if progress else None
-
-    def save() -> None:
-        if store is None:
-            return
-        state = {
-            "fingerprint": fingerprint,
-            "step": step,
-            "losses": losses,
-            "tokens": tokens,
-            "trained_tokens": trained,
-            "seconds": seconds_before + time.monotonic() - started,
-        }
-        store.save(state, lora_state(peft_model), optimizer)
-
+    training.peft_model.train()
+    bar = tqdm(total=total, initial=training.step, desc="fine-tune", unit="step") if progress else None
     try:
-        while step < total:
+        while training.step < total:
             if deadline is not None and time.monotonic() >= deadline:
-                stop_reason = f"budget: seconds (stopped after {step} of {total} steps)"
+                stop_reason = f"budget: seconds (stopped after {training.step} of {total} steps)"
                 break
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend only on the step
-            batch_items = [tokenized[i] for i in _batch_indices(len(tokenized), cfg.batch_size, cfg.seed, step)]
-            batch = collate(batch_items, pad_id)
-            loss = response_loss(causal_lm, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise ConfigurationError(
-                    f"the fine-tuning loss became {value} at step {step + 1}; lower the learning rate"
-                )
-            step += 1
-            losses.append(value)
-            tokens += int(batch.attention_mask.sum())
-            trained += sum(e.trained_tokens for e in batch_items)
+            loss = training.train_step()
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{value:.3f}", refresh=True)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=True)
             if on_step is not None:
-                on_step(step, value)
-            if step % cfg.checkpoint_every == 0 or step == total:
-                save()
+                on_step(training.step, loss)
+            if training.step % training.cfg.checkpoint_every == 0 or training.step == total:
+                training.save()
     finally:
         if bar is not None:
             bar.close()
-        peft_model.eval()
-    if store is not None:
-        save()
-    metadata = {"feedprop.steps": step, "feedprop.examples": len(tokenized), "feedprop.rank": cfg.lora.r}
-    adapter = export_adapter(peft_model, base, cfg.lora, metadata)
-    return FinetuneResult(
-        adapter=adapter,
-        steps=step,
-        losses=losses,
-        examples=len(tokenized),
-        skipped=skipped,
-        tokens=tokens,
-        trained_tokens=trained,
-        seconds=seconds_before + time.monotonic() - started,
-        stop_reason=stop_reason,
-    )
+        training.peft_model.eval()
+    return stop_reason

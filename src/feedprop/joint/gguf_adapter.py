@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedprop._files import replacing
 from feedprop.errors import ConfigurationError, InvalidInputError, ModelFileError
 from feedprop.joint._deps import require
 
@@ -160,9 +161,7 @@ def write_adapter(path: str | os.PathLike[str], adapter: GGUFAdapter) -> Path:
     gguf = require("gguf")
     np = require("numpy")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(target) as temp:
         writer = gguf.GGUFWriter(str(temp), arch=adapter.architecture)
         writer.add_type("adapter")
         writer.add_string("adapter.type", "lora")
@@ -175,9 +174,6 @@ def write_adapter(path: str | os.PathLike[str], adapter: GGUFAdapter) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
     return target
 
 

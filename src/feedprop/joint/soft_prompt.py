@@ -34,6 +34,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from feedprop._files import replacing
 from feedprop.errors import ConfigurationError, InvalidInputError, ModelFileError
 from feedprop.joint._deps import require
 from feedprop.joint.finetune import LoRAConfig, attach_lora, load_lora_state, lora_state, torch_threads
@@ -233,12 +234,9 @@ class SoftPromptLoRA:
             "steps": str(self.steps),
             "seed": str(self.seed),
         }
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        safetensors_torch.save_file(tensors, str(temp), metadata=meta)
-        os.replace(temp, target)
-        return target
+        with replacing(path) as temp:
+            safetensors_torch.save_file(tensors, str(temp), metadata=meta)
+        return Path(path)
 
     @classmethod
     def load(cls, base: TorchBase, path: str | os.PathLike[str]) -> SoftPromptLoRA:

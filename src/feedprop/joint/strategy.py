@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,16 +43,14 @@ from feedprop.joint.sft import SFTExample
 from feedprop.joint.student import Student
 from feedprop.joint.torch_model import load_base
 from feedprop.joint.traces import collect_examples
-from feedprop.llm import track_usage
 from feedprop.llm.base import LLM
 from feedprop.module import Module
 from feedprop.node import Parameter
 from feedprop.optim import Optimizer, OptoPrime
 from feedprop.tracking import Tracker, resolve_tracker, track
-from feedprop.training.budget import Budget, RunUsage
-from feedprop.training.checkpoint import check_fingerprint, write_json_atomic
-from feedprop.training.data import Item, as_items, fingerprint_items
-from feedprop.training.evaluation import run_items
+from feedprop.training.bookkeeping import RunBook, Span, Splits
+from feedprop.training.budget import Budget
+from feedprop.training.checkpoint import StateFile, write_json_atomic
 from feedprop.training.trainer import train
 
 __all__ = ["JointResult", "PhaseResult", "WeightOptions", "alternate", "parse_strategy"]
@@ -284,10 +281,6 @@ def _notes(phase: PhaseResult) -> str:
     return f"{d.get('examples', 0)} examples, {ft.get('steps', 0)} LoRA steps{loss}"
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
-
-
 def find_student(model: Module) -> Student:
     """The one :class:`Student` inside ``model`` (error if there are none or several)."""
     found = [m for m in model.modules() if isinstance(m, Student)]
@@ -318,16 +311,15 @@ def _prompt_optimizer(spec: OptimizerSpec, model: Module) -> Optimizer:
 
 
 class _JointRun:
-    """The state of one :func:`alternate` call."""
+    """The state of one :func:`alternate` call; its clock, usage, fingerprint, saved state and the
+    scoring of the validation and test sets are the run bookkeeping it shares with the trainer."""
 
     def __init__(
         self,
         model: Module,
         phases: list[str],
         strategy: str,
-        train_items: list[Item],
-        val_items: list[Item],
-        test_items: list[Item],
+        splits: Splits,
         guide: Callable[..., Any],
         *,
         optimizer: OptimizerSpec,
@@ -346,146 +338,81 @@ class _JointRun:
         self.model = model
         self.phases_todo = phases
         self.strategy = strategy
-        self.train_items, self.val_items, self.test_items = train_items, val_items, test_items
+        self.train_items = splits.train
         self.guide = guide
         self.optimizer = optimizer
         self.student = student
         self.prompt = prompt
         self.weights = weights
-        self.budget = budget
         self.dir = directory
+        self.store = None if directory is None else StateFile(directory, _STATE_FILE, _FORMAT)
         self.seed = seed
         self.progress = progress
         self.max_workers = max_workers
-        self.test_workers = max_workers if test_workers is None else test_workers
-        self.usage = RunUsage()
+        options = {
+            "strategy": phases,
+            "prompt": prompt,
+            "weights": weights.to_dict(),
+            "budget": budget.to_dict(),
+            "seed": seed,
+        }
+        # Scoring between phases is counted but never refused: a phase's scores are always complete.
+        self.book = RunBook(
+            model,
+            guide,
+            splits,
+            budget,
+            options=options,
+            max_workers=max_workers,
+            test_workers=test_workers,
+            progress=progress,
+            enforce_budget=False,
+        )
+        self.meter = self.book.meter
         self.results: list[PhaseResult] = []
         self.val_before: float | None = None
         self.test_before: float | None = None
         self.best: dict[str, Any] = {}
         self.phase_budgets: dict[str, dict[str, Any]] = {}
         self.stop_reason = ""
-        self.elapsed_before = 0.0
-        self.session_start = time.monotonic()
 
-    # -- bookkeeping ---------------------------------------------------------------------------
-
-    def elapsed(self) -> float:
-        return self.elapsed_before + time.monotonic() - self.session_start
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {
-            "strategy": self.phases_todo,
-            "model": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-            "parameters": sorted(self.model.state_dict()),
-            "train_set": [len(self.train_items), fingerprint_items(self.train_items)],
-            "val_set": [len(self.val_items), fingerprint_items(self.val_items)],
-            "test_set": [len(self.test_items), fingerprint_items(self.test_items)],
-            "prompt": self.prompt,
-            "weights": self.weights.to_dict(),
-            "budget": self.budget.to_dict(),
-            "seed": self.seed,
-        }
+    # -- saved state ---------------------------------------------------------------------------
 
     def save(self) -> None:
-        if self.dir is None:
-            return
         state = {
-            "format": _FORMAT,
-            "fingerprint": self.fingerprint(),
             "results": [r.to_dict() for r in self.results],
             "val_before": self.val_before,
             "test_before": self.test_before,
             "best": self.best,
             "phase_budgets": self.phase_budgets,
-            "usage": self.usage.to_dict(),
-            "elapsed_seconds": self.elapsed(),
             "stop_reason": self.stop_reason,
         }
-        write_json_atomic(self.dir / _STATE_FILE, state)
+        self.book.save(self.store, state)
 
-    def load(self) -> bool:
-        """Restore a saved run; ``False`` if there is none."""
-        if self.dir is None or not (self.dir / _STATE_FILE).is_file():
-            return False
-        path = self.dir / _STATE_FILE
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-            if state.get("format") != _FORMAT:
-                raise ValueError(f"format {state.get('format')!r}")
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} cannot be read ({exc}); delete the directory to start over") from exc
-        check_fingerprint(state.get("fingerprint", {}), json.loads(json.dumps(self.fingerprint())), str(self.dir))
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up a saved run (what :meth:`save` wrote)."""
         self.results = [PhaseResult.from_dict(r) for r in state["results"]]
         self.val_before, self.test_before = state["val_before"], state["test_before"]
         self.best = state["best"]
         self.phase_budgets = state.get("phase_budgets", {})
-        self.usage = RunUsage.from_dict(state["usage"])
-        self.elapsed_before = float(state["elapsed_seconds"])
         self.stop_reason = str(state.get("stop_reason", ""))
-        self.session_start = time.monotonic()
-        return True
-
-    # -- scoring -------------------------------------------------------------------------------
-
-    def score(self, items: list[Item], phase: str) -> tuple[float | None, dict[str, float]]:
-        """Mean score on ``items`` in eval mode, and the usage it cost (added to the run's usage)."""
-        if not items:
-            return None, {}
-        was_training = self.model.training
-        self.model.eval()
-        label = "scoring test set" if phase == "test" else "scoring validation set"
-        bar = tqdm(total=len(items), desc=label, unit="item", leave=False) if self.progress else None
-        try:
-            with track_usage() as meter:
-                outcomes = run_items(
-                    self.model,
-                    items,
-                    self.guide,
-                    max_workers=self.test_workers if phase == "test" else self.max_workers,
-                    on_done=(lambda _outcome: bar.update(1)) if bar is not None else None,
-                )
-        finally:
-            self.model.train(was_training)
-            if bar is not None:
-                bar.close()
-        cost = {
-            "calls": meter.calls,
-            "cache_hits": meter.cache_hits,
-            "prompt_tokens": meter.prompt_tokens,
-            "completion_tokens": meter.completion_tokens,
-            "seconds": meter.seconds,
-        }
-        self.usage.add(phase, **cost)
-        return _mean([o.score for o in outcomes]), cost
-
-    def remaining(self) -> Budget:
-        """What is left of the run's budget, as a budget for the next phase."""
-        calls = self.budget.remaining_calls(self.usage)
-        tokens = self.budget.remaining_tokens(self.usage)
-        seconds = None if self.budget.seconds is None else max(0.0, self.budget.seconds - self.elapsed())
-        return Budget(calls=calls, tokens=tokens, seconds=seconds, scope=self.budget.scope)
 
     # -- the run -------------------------------------------------------------------------------
 
     def run(self, resume: bool) -> JointResult:
-        if resume and self.load():
+        if self.book.resume(self.store, resume, "a joint run", self.restore):
             logger.info("resuming joint run in %s after %d phase(s)", self.dir, len(self.results))
             self.tracker.on_resume(run_dir=self.dir)
         else:
-            if self.dir is not None and (self.dir / _STATE_FILE).exists():
-                raise CheckpointError(
-                    f"{self.dir} already holds a joint run; pass resume=True to continue it or use an empty directory"
-                )
-            self.tracker.on_start(self.fingerprint(), self.model.state_dict(), run_dir=self.dir)
-            self.test_before, _ = self.score(self.test_items, "test")
-            self.val_before, _ = self.score(self.val_items, "evaluation")
+            self.tracker.on_start(self.book.fingerprint, self.model.state_dict(), run_dir=self.dir)
+            self.test_before = self.book.score("test")
+            self.val_before = self.book.score("val")
             self.best = {"phase": 0, "state": self.model.state_dict(), "val": self.val_before}
             self.save()
         for index in range(len(self.results) + 1, len(self.phases_todo) + 1):
             if self.stop_reason:
                 break
-            reason = self.budget.exhausted(self.usage, self.elapsed())
+            reason = self.meter.exhausted()
             if reason:
                 self.stop_reason = reason
                 break
@@ -504,15 +431,15 @@ class _JointRun:
             test_before=self.test_before,
             best_phase=int(self.best["phase"]),
             best_state=copy.deepcopy(self.best["state"]),
-            seconds=self.elapsed(),
+            seconds=self.meter.elapsed(),
             stop_reason=self.stop_reason,
-            usage=self.usage.to_dict(),
+            usage=self.meter.usage.to_dict(),
             checkpoint_path=self.dir,
         )
 
     def finish_phase(self, result: PhaseResult) -> None:
         if not result.skipped:
-            result.test, _ = self.score(self.test_items, "test")
+            result.test = self.book.score("test")
             best_val = self.best.get("val")
             improves = result.val is not None and (best_val is None or result.val > best_val)
             ties = result.val is not None and best_val is not None and result.val == best_val
@@ -536,7 +463,7 @@ class _JointRun:
     def prompt_phase(self, index: int) -> PhaseResult:
         key = str(index)
         if key not in self.phase_budgets:  # fixed once, so a resumed phase matches its checkpoint
-            self.phase_budgets[key] = self.remaining().to_dict()
+            self.phase_budgets[key] = self.meter.remaining().to_dict()
             self.save()
         spec = self.phase_budgets[key]
         budget = Budget(calls=spec["calls"], tokens=spec["tokens"], seconds=spec["seconds"], scope=spec["scope"])
@@ -548,7 +475,7 @@ class _JointRun:
             self.train_items,
             self.guide,
             optimizer,
-            val_set=self.val_items,
+            val_set=self.book.splits.val,
             budget=budget,
             checkpoint=directory,
             resume=directory is not None,
@@ -560,7 +487,7 @@ class _JointRun:
         phase_usage = result.usage
         for phase in ("optimizer", "evaluation"):
             counts = {k: v for k, v in phase_usage.get(phase, {}).items() if k != "tokens"}
-            self.usage.add(phase, **counts)
+            self.meter.usage.add(phase, **counts)
         total = phase_usage.get("total", {})
         return PhaseResult(
             index=index,
@@ -584,12 +511,11 @@ class _JointRun:
         )
 
     def weight_phase(self, index: int) -> PhaseResult:
-        started = time.monotonic()
+        span = Span(self.meter)
         student = self.student if self.student is not None else find_student(self.model)
         opts = self.weights
         directory = self.phase_dir(index, "w")
         result = PhaseResult(index=index, kind="w")
-        calls_before = self.usage.to_dict()["total"]
         try:
             examples, harvest = self.harvest(student, directory)
             result.detail.update(harvest)
@@ -601,9 +527,6 @@ class _JointRun:
                 return result
             base = load_base(student.base)
             init = student.adapter_weights() if opts.warm_start else None
-            deadline = None
-            if self.budget.seconds is not None:
-                deadline = time.monotonic() + max(0.0, self.budget.seconds - self.elapsed())
             tuned = finetune_lora(
                 base,
                 examples,
@@ -611,7 +534,7 @@ class _JointRun:
                 init=init,
                 checkpoint=None if directory is None else directory / "finetune",
                 resume=directory is not None,
-                deadline=deadline,
+                deadline=self.meter.deadline(),
                 progress=self.progress,
             )
             result.detail["finetune"] = tuned.summary()
@@ -623,17 +546,15 @@ class _JointRun:
             if opts.scale != 1.0:
                 student.load_adapter(path, scale=opts.scale)
             result.detail["adapter"] = str(path)
-            result.val, _ = self.score(self.val_items, "evaluation")
+            result.val = self.book.score("val")
         except BudgetExhausted as exc:
             result.skipped = f"budget: {exc}"
-            self.stop_reason = self.budget.exhausted(self.usage, self.elapsed()) or f"budget: {exc}"
+            self.stop_reason = self.meter.exhausted() or f"budget: {exc}"
         finally:
-            after = self.usage.to_dict()["total"]
-            result.calls = int(after["calls"] - calls_before["calls"])
-            result.cache_hits = int(after["cache_hits"] - calls_before["cache_hits"])
-            result.prompt_tokens = int(after["prompt_tokens"] - calls_before["prompt_tokens"])
-            result.completion_tokens = int(after["completion_tokens"] - calls_before["completion_tokens"])
-            result.seconds = round(time.monotonic() - started, 3)
+            spent = span.usage("calls", "cache_hits", "prompt_tokens", "completion_tokens")
+            result.calls, result.cache_hits = spent["calls"], spent["cache_hits"]
+            result.prompt_tokens, result.completion_tokens = spent["prompt_tokens"], spent["completion_tokens"]
+            result.seconds = span.seconds()
         return result
 
     def harvest(self, student: Student, directory: Path | None) -> tuple[list[SFTExample], dict[str, Any]]:
@@ -643,15 +564,10 @@ class _JointRun:
             data = json.loads(saved.read_text(encoding="utf-8"))
             return [SFTExample.from_dict(e) for e in data["examples"]], data["harvest"]
         opts = self.weights
-        counted = self.budget.counts("evaluation")
-        limits = {
-            "max_calls": self.budget.remaining_calls(self.usage) if counted else None,
-            "max_tokens": self.budget.remaining_tokens(self.usage) if counted else None,
-        }
         bar = None
         if self.progress:
             bar = tqdm(total=len(self.train_items) * opts.samples, desc="collecting examples", unit="run", leave=False)
-        with track_usage(**limits) as meter:
+        with self.meter.phase("evaluation"):
             try:
                 found = collect_examples(
                     self.model,
@@ -668,14 +584,6 @@ class _JointRun:
             finally:
                 if bar is not None:
                     bar.close()
-                self.usage.add(
-                    "evaluation",
-                    calls=meter.calls,
-                    cache_hits=meter.cache_hits,
-                    prompt_tokens=meter.prompt_tokens,
-                    completion_tokens=meter.completion_tokens,
-                    seconds=meter.seconds,
-                )
         summary = found.summary()
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
@@ -765,9 +673,7 @@ def alternate(
             "the student must be part of the model (an attribute such as self.student = Student(...)), so that its "
             "adapter is saved, checkpointed and restored with the rest of the model's state"
         )
-    train_items = as_items(train_set, "train_set")
-    val_items = as_items(val_set, "val_set")
-    test_items = as_items(test_set, "test_set", required=False)
+    splits = Splits.read(train_set, val_set, test_set, val=True)
     options = dict(prompt or {})
     unknown = [k for k in options if k not in _PROMPT_OPTIONS]
     if unknown:
@@ -794,9 +700,7 @@ def alternate(
         model,
         phases,
         strategy,
-        train_items,
-        val_items,
-        test_items,
+        splits,
         guide,
         optimizer=optimizer,
         student=student,

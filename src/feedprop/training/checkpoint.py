@@ -10,10 +10,12 @@ A run directory holds:
   ``model.load_state_dict``);
 - ``events.jsonl``, ``report.md`` and ``curve.png`` written by the trainer.
 
-Every file is written as a new temporary file, flushed and fsynced, moved over the old one with
-``os.replace`` (atomic on POSIX), and the directory is fsynced so the rename itself survives a
-power cut. A reader therefore sees either the old or the new file, never a torn one. JSON only,
-never pickle: a checkpoint is data, not code.
+A run that keeps its whole state in one file (a joint run's ``joint.json``) uses a
+:class:`StateFile` instead; both offer ``exists``, ``load`` and ``save``.
+
+Every file is written atomically (:func:`feedprop._files.atomic_write`): a reader sees either the
+old or the new file, never a torn one, even after a power cut. JSON only, never pickle: a
+checkpoint is data, not code.
 
 Example:
     >>> import tempfile
@@ -32,38 +34,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from feedprop._files import atomic_write, stale_temporaries
+from feedprop._text import show
 from feedprop.errors import CheckpointError, InvalidInputError
 
-__all__ = ["RunDirectory", "check_fingerprint", "rng_from_json", "rng_to_json", "write_json_atomic"]
+__all__ = ["RunDirectory", "StateFile", "check_fingerprint", "rng_from_json", "rng_to_json", "write_json_atomic"]
 
 FORMAT = "feedprop.checkpoint"
 VERSION = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is durable only once the directory entry is; not every platform can open a directory.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):  # someone else's process, or a platform without signals
-        return True
-    return True
 
 
 def _dumps(data: Any) -> bytes:
@@ -78,18 +56,10 @@ def _dumps(data: Any) -> bytes:
 
 def write_bytes_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see the old or the new file, never a torn one."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        atomic_write(path, payload)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {target}: {exc}; check that the directory is writable") from exc
-    _fsync_dir(target.parent)
+        raise CheckpointError(f"cannot write {path}: {exc}; check that the directory is writable") from exc
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> bytes:
@@ -128,18 +98,13 @@ def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], wher
         return
     lines = []
     for key in diffs:
-        lines.append(f"  {key}: checkpoint has {_short(saved.get(key))}, this run has {_short(current.get(key))}")
+        lines.append(f"  {key}: checkpoint has {show(saved.get(key), 120)}, this run has {show(current.get(key), 120)}")
     raise CheckpointError(
         f"the checkpoint in {where} was made by a different run configuration:\n"
         + "\n".join(lines)
         + "\nResuming it would silently mix two runs. Pass the same model, optimizer, data and options "
         "as the original run, or use a new checkpoint directory (or delete this one) to start over."
     )
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=repr)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class RunDirectory:
@@ -200,11 +165,9 @@ class RunDirectory:
         """
         removed = []
         for name in (self.CHECKPOINT, self.PREVIOUS, self.BEST):
-            for path in self.path.glob(f".{name}.*.tmp"):
-                pid = path.name[len(name) + 2 : -len(".tmp")]
-                if pid.isdigit() and not _process_alive(int(pid)):
-                    path.unlink(missing_ok=True)
-                    removed.append(path)
+            for path in stale_temporaries(self.path, name):
+                path.unlink(missing_ok=True)
+                removed.append(path)
         return removed
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
@@ -244,3 +207,40 @@ class RunDirectory:
         path = self.file(self.BEST)
         write_json_atomic(path, dict(parameters))
         return path
+
+
+class StateFile:
+    """A run's state as one JSON file in its directory, tagged with a format and checked when read.
+
+    Example:
+        >>> import tempfile
+        >>> store = StateFile(tempfile.mkdtemp(), "joint.json", "feedprop.joint/1")
+        >>> store.exists()
+        False
+        >>> store.save({"phase": 2})
+        >>> store.exists(), store.load()["phase"]
+        (True, 2)
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], name: str, format: str) -> None:
+        self.path = Path(directory)
+        self.file = self.path / name
+        self.format = format
+
+    def exists(self) -> bool:
+        return self.file.is_file()
+
+    def load(self) -> dict[str, Any]:
+        """The saved state; an unreadable file or another format raises :class:`CheckpointError`."""
+        try:
+            state = json.loads(self.file.read_text(encoding="utf-8"))
+            found = state.get("format") if isinstance(state, dict) else None
+            if found != self.format:
+                raise ValueError(f"format {found!r}")
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{self.file} cannot be read ({exc}); delete the directory to start over") from exc
+        return dict(state)
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` (with the format tag) atomically."""
+        write_json_atomic(self.file, {**state, "format": self.format})

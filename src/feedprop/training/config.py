@@ -41,8 +41,9 @@ class TrainConfig:
     candidate if validation does not drop), ``"beam"`` (keep the ``beam_width`` best states;
     ``beam_width > 1`` with the default ``"greedy"`` means beam too) or ``"pareto"`` (a pool of
     programs, parents drawn from the per-validation-item Pareto front, a merge of two lineages
-    every ``merge_every`` steps; 0 turns merging off). Every option is checked on construction,
-    with a typed error saying what to pass instead.
+    every ``merge_every`` steps; 0 turns merging off). ``max_workers`` threads score items in
+    parallel, ``test_workers`` the test set (``None``: ``max_workers``; ``1``: one request at a
+    time). Every option is checked on construction, with a typed error saying what to pass instead.
 
     Example:
         >>> TrainConfig(search="pareto").strategy
@@ -63,6 +64,7 @@ class TrainConfig:
     merge_every: int = 3
     prefer_shorter: bool = True
     max_workers: int | None = None
+    test_workers: int | None = None
     progress: bool = True
     plot: bool = True
 
@@ -73,6 +75,7 @@ class TrainConfig:
         _int("beam_width", self.beam_width, low=1)
         _int("merge_every", self.merge_every, low=0)
         _int("max_workers", self.max_workers, low=1, allow_none=True)
+        _int("test_workers", self.test_workers, low=1, allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise InvalidInputError(f"seed must be an int, got {self.seed!r}")
         if self.budget is None:
@@ -119,4 +122,5 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every option as JSON (for the report and :attr:`TrainResult.config`)."""
-        return {**self.fingerprint(), "max_workers": self.max_workers, "progress": self.progress, "plot": self.plot}
+        session = {"max_workers": self.max_workers, "test_workers": self.test_workers}
+        return {**self.fingerprint(), **session, "progress": self.progress, "plot": self.plot}

@@ -318,6 +318,87 @@ def _rebuild_failure(failure: Mapping[str, Any]) -> BaseException:
     return exc
 
 
+def _check_inputs(model: Callable[[Any], Any], guide: GuideFn) -> Module:
+    """The workflow to send (a :class:`~feedprop.module.Module`); a typed error for what cannot travel."""
+    if not callable(guide):
+        raise InvalidInputError(f"guide must be callable (output, target) -> Feedback, got {type(guide).__name__}")
+    if not isinstance(model, Module):
+        raise InvalidInputError(
+            "executor='ray' runs a feedprop.Module (it travels as class + state_dict), "
+            f"got {type(model).__name__}; use the local executor for a plain callable"
+        )
+    return model
+
+
+def _put_guide(ray: Any, guide: GuideFn) -> Any:
+    """The guide in Ray's object store (sent once per batch), or a typed error if it cannot be pickled."""
+    try:
+        return ray.put(guide)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"the guide cannot be sent to Ray workers ({type(exc).__name__}: {exc}); use a guide that can be "
+            "pickled: a function in an importable module, or an object without open connections or locks"
+        ) from exc
+
+
+class _Flight:
+    """The item tasks of one batch: started a window at a time, their outcomes kept in item order.
+
+    The first failure (an item's, or ``check`` raising before an item starts) starts no more
+    items; it is raised by :meth:`result` once the running ones are back.
+    """
+
+    def __init__(self, ray: Any, items: Sequence[Item], submit: Callable[[int, Item], Any]) -> None:
+        self.ray = ray
+        self.submit = submit
+        self.pending = deque(enumerate(items))
+        self.running: dict[Any, int] = {}
+        self.outcomes: list[Outcome | None] = [None] * len(items)
+        self.failure: BaseException | None = None
+
+    def launch(self, window: int, check: Callable[[], None] | None) -> bool:
+        """Start items until ``window`` run; whether any task is still out."""
+        while self.pending and self.failure is None and len(self.running) < window:
+            if check is not None:
+                try:
+                    check()
+                except BaseException as exc:
+                    self.failure = exc
+                    break
+            index, item = self.pending.popleft()
+            self.running[self.submit(index, item)] = index
+        return bool(self.running)
+
+    def landed(self) -> Iterator[tuple[int, Any]]:
+        """Wait for at least one task to finish; ``(item index, task ref)`` of each finished one."""
+        done, _ = self.ray.wait(list(self.running), num_returns=1)
+        for ref in done:
+            yield self.running.pop(ref), ref
+
+    def take(
+        self, index: int, reply: dict[str, Any], rebuild: Rebuilder, on_done: Callable[[Outcome], None] | None
+    ) -> None:
+        """Keep item ``index``'s outcome from its ``reply`` (or its failure, if it is the first)."""
+        if "failure" in reply:
+            if self.failure is None:
+                self.failure = _rebuild_failure(reply["failure"])
+            return
+        outcome = rebuild.outcome(reply["outcome"])
+        self.outcomes[index] = outcome
+        if on_done is not None:
+            on_done(outcome)
+
+    def cancel(self) -> None:
+        for ref in self.running:
+            self.ray.cancel(ref, force=True)
+
+    def result(self) -> list[Outcome]:
+        """The outcomes in item order, or the first failure raised."""
+        if self.failure is not None:
+            raise self.failure
+        return [o for o in self.outcomes if o is not None]
+
+
 class RayExecutor(ItemExecutor):
     """Runs each item as a Ray task: see the module docs for what travels and what "exact" means.
 
@@ -486,69 +567,31 @@ class RayExecutor(ItemExecutor):
         check: Callable[[], None] | None = None,
         on_done: Callable[[Outcome], None] | None = None,
     ) -> list[Outcome]:
-        if not callable(guide):
-            raise InvalidInputError(f"guide must be callable (output, target) -> Feedback, got {type(guide).__name__}")
-        if not isinstance(model, Module):
-            raise InvalidInputError(
-                "executor='ray' runs a feedprop.Module (it travels as class + state_dict), "
-                f"got {type(model).__name__}; use the local executor for a plain callable"
-            )
+        workflow = _check_inputs(model, guide)
         if not items:
             return []
         batch = next(self._batches)
-        request = self.request(model, batch)
+        request = self.request(workflow, batch)
         ray = self.connect()
-        try:
-            guide_ref = ray.put(guide)
-        except Exception as exc:
-            raise ConfigurationError(
-                f"the guide cannot be sent to Ray workers ({type(exc).__name__}: {exc}); use a guide that can be "
-                "pickled: a function in an importable module, or an object without open connections or locks"
-            ) from exc
+        guide_ref = _put_guide(ray, guide)
         request_ref = ray.put(request)  # once per batch: the workflow's state may be long
         ledger = self._ledger_for(ray, batch)
         window = max(1, min(max_workers or self.slots(), len(items)))
-        rebuild = Rebuilder(model)
-        pending = deque(enumerate(items))
-        in_flight: dict[Any, int] = {}
-        outcomes: list[Outcome | None] = [None] * len(items)
-        failure: BaseException | None = None
+        flight = _Flight(ray, items, lambda index, item: self._task.remote(request_ref, index, item, guide_ref, ledger))
+        rebuild = Rebuilder(workflow)
         try:
-            while pending or in_flight:
-                while pending and failure is None and len(in_flight) < window:
-                    if check is not None:
-                        try:
-                            check()
-                        except BaseException as exc:
-                            failure = exc
-                            break
-                    index, item = pending.popleft()
-                    in_flight[self._task.remote(request_ref, index, item, guide_ref, ledger)] = index
-                if not in_flight:
-                    break
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in done:
-                    index = in_flight.pop(ref)
+            while flight.launch(window, check):
+                for index, ref in flight.landed():
                     reply = self._reply(ray, ref, index)
                     add_usage(reply["usage"])
-                    if "failure" in reply:
-                        if failure is None:
-                            failure = _rebuild_failure(reply["failure"])
-                        continue
-                    outcome = rebuild.outcome(reply["outcome"])
-                    outcomes[index] = outcome
-                    if on_done is not None:
-                        on_done(outcome)
+                    flight.take(index, reply, rebuild, on_done)
         except BaseException:
-            for ref in in_flight:  # interrupted here (Ctrl-C, a lost task): stop what still runs
-                ray.cancel(ref, force=True)
+            flight.cancel()  # interrupted here (Ctrl-C, a lost task): stop what still runs
             raise
         finally:
             if ledger is not None:
                 ledger.open.remote(-1, [])  # calls of stragglers are refused from now on
-        if failure is not None:
-            raise failure
-        return [o for o in outcomes if o is not None]
+        return flight.result()
 
     def _reply(self, ray: Any, ref: Any, index: int) -> dict[str, Any]:
         try:

@@ -54,6 +54,7 @@ __all__ = [
     "Outcome",
     "RunScorer",
     "evaluate",
+    "mean",
     "resolve_executor",
     "run_items",
     "to_feedback",
@@ -384,10 +385,13 @@ def resolve_executor(executor: str | ItemExecutor | None) -> tuple[ItemExecutor,
 
 
 class RunScorer:
-    """Runs and scores items for a training run: counted by the run's meter, on its executor.
+    """Runs and scores items for a run: counted by the run's meter, on its executor.
 
-    Minibatches run in training mode, validation and test sets in eval mode; with ``progress``
-    a transient per-item bar shows a set's scoring as it goes.
+    Minibatches run in training mode, validation and test sets in eval mode (the model's mode is
+    restored afterwards); with ``progress`` a transient per-item bar shows a set's scoring as it
+    goes. The test set runs on ``test_workers`` threads (``None``: ``max_workers``), the rest on
+    ``max_workers``. ``enforce_budget=False`` counts the usage without refusing calls or stopping
+    at the time limit.
 
     Example:
         >>> from feedprop.module import Module
@@ -395,9 +399,9 @@ class RunScorer:
         ...     def forward(self, x):
         ...         return x.upper()
         >>> from feedprop.training.budget import Budget
-        >>> scorer = RunScorer(Upper(), lambda out, t: out == t, LocalExecutor(), RunMeter(Budget()))
-        >>> scorer.scores([Item("a", "A"), Item("b", "c")], "evaluation")
-        [1.0, 0.0]
+        >>> scorer = RunScorer(Upper(), lambda out, t: out == t, LocalExecutor(), RunMeter(Budget()), test_workers=1)
+        >>> scorer.scores([Item("a", "A"), Item("b", "c")], "evaluation"), scorer.workers("test")
+        ([1.0, 0.0], 1)
     """
 
     def __init__(
@@ -408,19 +412,36 @@ class RunScorer:
         meter: RunMeter,
         *,
         max_workers: int | None = None,
+        test_workers: int | None = None,
         progress: bool = False,
+        enforce_budget: bool = True,
     ) -> None:
         self.model = model
         self.guide = guide
         self.executor = executor
         self.meter = meter
         self.max_workers = max_workers
+        self.test_workers = test_workers
         self.progress = progress
+        self.enforce_budget = enforce_budget
+
+    def workers(self, phase: str) -> int | None:
+        """The threads items of ``phase`` run on (``None``: the executor's default)."""
+        if phase == "test" and self.test_workers is not None:
+            return self.test_workers
+        return self.max_workers
 
     def run(
-        self, items: Sequence[Item], *, training: bool = False, check: bool = True, desc: str | None = None
+        self,
+        items: Sequence[Item],
+        *,
+        training: bool = False,
+        check: bool = True,
+        desc: str | None = None,
+        phase: str = "evaluation",
     ) -> list[Outcome]:
         """Run and score ``items`` (``check``: stop when the run's time is up; ``desc``: the bar's label)."""
+        was_training = getattr(self.model, "training", None)
         self.model.train(training)
         bar = tqdm(total=len(items), desc=desc, unit="item", leave=False) if self.progress and desc else None
         try:
@@ -428,13 +449,15 @@ class RunScorer:
                 self.model,
                 items,
                 self.guide,
-                max_workers=self.max_workers,
-                check=self.meter.check_time if check else None,
+                max_workers=self.workers(phase),
+                check=self.meter.check_time if check and self.enforce_budget else None,
                 on_done=None if bar is None else (lambda _outcome: bar.update(1)),
             )
         finally:
             if bar is not None:
                 bar.close()
+            if isinstance(was_training, bool):
+                self.model.train(was_training)
 
     def scores(self, items: Sequence[Item], phase: str) -> list[float] | None:
         """Per-item scores in eval mode, counted as ``phase`` (``None`` without items); a test set ignores the time."""
@@ -445,9 +468,19 @@ class RunScorer:
         """Per-item outcomes in eval mode, counted as ``phase`` (``None`` without items)."""
         if not items:
             return None
-        with self.meter.phase(phase):
+        with self.meter.phase(phase, enforce=self.enforce_budget):
             desc = "scoring test set" if phase == "test" else "scoring validation set"
-            return self.run(items, check=phase != "test", desc=desc)
+            return self.run(items, check=phase != "test", desc=desc, phase=phase)
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean of ``values`` (0.0 for none).
+
+    Example:
+        >>> mean([1.0, 0.0, 0.5]), mean([])
+        (0.5, 0.0)
+    """
+    return sum(values) / len(values) if values else 0.0
 
 
 def evaluate(

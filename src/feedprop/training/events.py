@@ -26,9 +26,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, NotRequired, TypedDict
+from typing import IO, TYPE_CHECKING, Any, NotRequired, TypedDict
 
-__all__ = ["ITEM_OUTCOME_SCHEMA", "EventLog", "ItemOutcome", "item_outcome", "item_scores", "read_events"]
+from feedprop._text import show, truncate_middle
+
+if TYPE_CHECKING:
+    from feedprop.training.evaluation import Outcome
+
+__all__ = [
+    "ITEM_OUTCOME_SCHEMA",
+    "EventLog",
+    "ItemOutcome",
+    "item_outcome",
+    "item_outcomes",
+    "item_scores",
+    "read_events",
+]
 
 #: Name and version of the per-item outcome record.
 ITEM_OUTCOME_SCHEMA = "feedprop-item/1"
@@ -50,14 +63,6 @@ class ItemOutcome(TypedDict):
     error: NotRequired[str]
 
 
-def _clip(value: Any, limit: int) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) <= limit:
-        return text
-    half = (limit - 5) // 2
-    return text[:half] + " ... " + text[-half:]
-
-
 def item_outcome(
     index: int,
     score: float,
@@ -67,20 +72,42 @@ def item_outcome(
     error: str | None = None,
     limit: int = 400,
 ) -> ItemOutcome:
-    """One :class:`ItemOutcome`; texts longer than ``limit`` characters keep their two ends.
+    """One :class:`ItemOutcome`; texts longer than ``limit`` characters keep their two ends
+    (:func:`feedprop._text.show`: an output that is not text is written as JSON).
 
     Example:
-        >>> item_outcome(7, 1, "x" * 500, limit=11)
-        {'index': 7, 'score': 1.0, 'output': 'xxx ... xxx'}
-        >>> item_outcome(8, 0.0, error="TimeoutError: slow")["error"]
-        'TimeoutError: slow'
+        >>> item_outcome(7, 1, "0123456789" * 50, limit=40)
+        {'index': 7, 'score': 1.0, 'output': '0123456...[truncated 487 chars]...456789'}
+        >>> item_outcome(8, 0.0, {"answer": 4}, error="TimeoutError: slow")
+        {'index': 8, 'score': 0.0, 'output': '{"answer": 4}', 'error': 'TimeoutError: slow'}
     """
-    record = ItemOutcome(index=int(index), score=float(score), output=_clip(output, limit))
+    record = ItemOutcome(index=int(index), score=float(score), output=show(output, limit))
     if feedback:
-        record["feedback"] = _clip(feedback, limit)
+        record["feedback"] = truncate_middle(feedback, limit)
     if error:
-        record["error"] = _clip(error, limit)
+        record["error"] = truncate_middle(error, limit)
     return record
+
+
+def item_outcomes(outcomes: Iterable[Outcome]) -> list[ItemOutcome]:
+    """The :class:`ItemOutcome` of each scored item: its output, the guide's score and feedback, any error.
+
+    Example:
+        >>> from feedprop.node import Feedback
+        >>> from feedprop.training.evaluation import Outcome
+        >>> item_outcomes([Outcome(3, "4", Feedback("Correct.", score=1.0))])
+        [{'index': 3, 'score': 1.0, 'output': '4', 'feedback': 'Correct.'}]
+    """
+    return [
+        item_outcome(
+            o.index,
+            o.score,
+            getattr(o.output, "data", o.output),
+            feedback=o.feedback.text,
+            error=None if o.error is None else str(o.error),
+        )
+        for o in outcomes
+    ]
 
 
 def item_scores(outcomes: Iterable[Mapping[str, Any]]) -> dict[int, float]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedprop._files import atomic_write
 from feedprop._text import show, truncate_middle
 from feedprop.training.checkpoint import RunDirectory
 from feedprop.training.summary import plot_curve, render_report
@@ -110,6 +111,6 @@ class TrainResult:
         self.parameters_path = run_dir.file(RunDirectory.BEST)
         self.log_path = run_dir.file(RunDirectory.EVENTS)
         self.report_path = run_dir.file(RunDirectory.REPORT)
-        self.report_path.write_text(render_report(self), encoding="utf-8")
+        atomic_write(self.report_path, render_report(self))
         if plot:
             self.plot_path = plot_curve(self, run_dir.file(RunDirectory.PLOT))

@@ -36,7 +36,7 @@ from feedprop.optim import Candidate, Optimizer, Proposal
 from feedprop.training.budget import RunMeter
 from feedprop.training.config import TrainConfig
 from feedprop.training.data import Item
-from feedprop.training.evaluation import ItemExecutor, Outcome
+from feedprop.training.evaluation import ItemExecutor, Outcome, mean
 from feedprop.training.screening import Screening, screen
 
 __all__ = [
@@ -87,10 +87,6 @@ def same_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
         True
     """
     return state_key(a) == state_key(b)
-
-
-def mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
 
 
 def jsonable(value: Any) -> Any:

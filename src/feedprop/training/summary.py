@@ -25,6 +25,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from feedprop._files import replacing
+
 __all__ = [
     "new_figure",
     "parameter_diff",
@@ -245,8 +247,6 @@ def new_figure(what: str) -> Any | None:
 
 def save_png(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write a matplotlib figure to ``path`` as PNG atomically (a reader never sees half a file)."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, target)
-    return target
+    with replacing(path) as temp:
+        fig.savefig(temp, format="png")
+    return Path(path)

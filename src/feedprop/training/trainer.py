@@ -7,17 +7,17 @@ parameters; the optimizer then proposes once for the whole batch.
 
 Validation gating: every candidate update is applied, scored on the validation set, and
 reverted. Which states are expanded and kept is the search strategy's choice
-(:mod:`feedprop.training.search`): by default (``search="greedy"``) the step keeps the best
-candidate only if the validation score does not drop (an equal score keeps the update unless
-it makes the parameters longer — ties go to the shorter parameters); ``beam_width=k`` keeps
-the ``k`` best states (beam search); ``search="pareto"`` keeps a pool of programs and draws
-parents from the per-validation-item Pareto front. A rejected update is reverted exactly and
-recorded in the history with the reason. The options travel as one
-:class:`~feedprop.training.config.TrainConfig`.
+(:mod:`feedprop.training.search`: greedy, beam or a Pareto pool); a rejected update is
+reverted exactly and recorded in the history with the reason.
 
-After every step an atomic JSON checkpoint is written; ``resume=True`` continues a killed
-run from its last completed step. Budgets (:class:`~feedprop.training.budget.Budget`) end the
-run cleanly, keeping its best state.
+The loop runs over named pieces: the options travel as one
+:class:`~feedprop.training.config.TrainConfig`; the run's state, its checkpoint and its result
+are a :class:`~feedprop.training.run.TrainingRun`; its minibatches come from a
+:class:`~feedprop.training.schedule.Schedule`; its clock, usage, fingerprint and the scoring of
+the validation and test sets are its bookkeeping (:mod:`feedprop.training.bookkeeping`, shared
+with :func:`feedprop.joint.alternate`). After every step an atomic JSON checkpoint is written;
+``resume=True`` continues a killed run from its last completed step. Budgets
+(:class:`~feedprop.training.budget.Budget`) end the run cleanly, keeping its best state.
 
 Example:
     >>> import feedprop as fp
@@ -38,27 +38,24 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
-import random
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from feedprop.errors import BudgetExhausted, CheckpointError, ConfigurationError, InvalidInputError, StateDictError
+from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError
 from feedprop.module import Module
-from feedprop.optim import Optimizer, Proposal
+from feedprop.optim import Optimizer
 from feedprop.tracking import Tracker, track
-from feedprop.training.budget import Budget, RunMeter, RunUsage
-from feedprop.training.checkpoint import RunDirectory, check_fingerprint, rng_from_json, rng_to_json
+from feedprop.training.bookkeeping import Span, Splits
+from feedprop.training.budget import Budget
+from feedprop.training.checkpoint import RunDirectory
 from feedprop.training.config import TrainConfig
-from feedprop.training.data import Item, as_items, fingerprint_items
-from feedprop.training.evaluation import ItemExecutor, Outcome, RunScorer, resolve_executor
-from feedprop.training.events import EventLog, item_outcome
+from feedprop.training.evaluation import ItemExecutor, mean, resolve_executor
+from feedprop.training.progress import StepBar
 from feedprop.training.result import TrainResult
-from feedprop.training.search import Member, make_strategy, mean, parameter_size, same_state
+from feedprop.training.run import TrainingRun
+from feedprop.training.schedule import Position
+from feedprop.training.search import Member, parameter_size, same_state
 
 __all__ = ["TrainResult", "train"]
 
@@ -83,367 +80,130 @@ def _check_model(model: Any, optimizer: Any) -> None:
         )
 
 
-class _Run:
-    """The state of one training run; :func:`train` builds one and calls :meth:`run`."""
-
-    def __init__(
-        self,
-        model: Module,
-        guide: Callable[..., Any],
-        optimizer: Optimizer,
-        data: tuple[list[Item], list[Item], list[Item]],
-        config: TrainConfig,
-        run_dir: RunDirectory | None,
-        executor: ItemExecutor,
-    ) -> None:
-        self.model = model
-        self.guide = guide
-        self.opt = optimizer
-        self.train_items, self.val_items, self.test_items = data
-        self.cfg = config
-        self.meter = RunMeter(config.budget)
-        self.dir = run_dir
-        self.executor = executor
-        self.scorer = RunScorer(
-            model, guide, executor, self.meter, max_workers=config.max_workers, progress=config.progress
-        )
-        self.log = EventLog(run_dir.file(RunDirectory.EVENTS) if run_dir else None)
-        self.search = make_strategy(config)
-        # Run state (all of it goes into the checkpoint).
-        self.rng = random.Random(config.seed)
-        self.history: list[dict[str, Any]] = []
-        self.step = 0
-        self.epoch = 0
-        self.batch_index = 0
-        self.order: list[int] = []
-        self.initial_state: dict[str, Any] = {}
-        self.best_step = 0
-        self.val_before: float | None = None
-        self.test_before: float | None = None
-        self.test_after: float | None = None
-        self.finished = False
-        self.stop_reason = ""
-        self.bar: Any = None
-        self._fingerprint = self.fingerprint()
-
-    # -- configuration -------------------------------------------------------------------
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What must match for a checkpoint to belong to this run."""
-        return {
-            "model": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
-            "parameters": sorted(self.model.state_dict()),
-            "optimizer": f"{type(self.opt).__module__}.{type(self.opt).__qualname__}",
-            "optimizer_groups": self.opt.state_dict().get("param_groups"),
-            "train_set": [len(self.train_items), fingerprint_items(self.train_items)],
-            "val_set": [len(self.val_items), fingerprint_items(self.val_items)],
-            "test_set": [len(self.test_items), fingerprint_items(self.test_items)],
-            **self.cfg.fingerprint(),
-        }
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "model": type(self.model).__qualname__,
-            "optimizer": type(self.opt).__qualname__,
-            "train_size": len(self.train_items),
-            "val_size": len(self.val_items),
-            "test_size": len(self.test_items),
-            **self.cfg.to_dict(),
-            "checkpoint": str(self.dir.path) if self.dir else None,
-        }
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.train_items) / self.cfg.batch_size)
-
-    @property
-    def total_steps(self) -> int:
-        total = self.steps_per_epoch * self.cfg.epochs
-        return min(total, self.cfg.max_steps) if self.cfg.max_steps is not None else total
-
-    # -- evaluation ----------------------------------------------------------------------
-
-    def test_score(self) -> float | None:
-        """Mean score on the test set (``None`` without one), outside any budget; per-item outcomes to the log."""
-        outcomes = self.scorer.outcomes(self.test_items, "test")
-        if outcomes is None:
-            return None
-        records = [
-            item_outcome(
-                o.index,
-                o.score,
-                getattr(o.output, "data", o.output),
-                feedback=o.feedback.text,
-                error=str(o.error) if o.error is not None else None,
-            )
-            for o in outcomes
-        ]
-        self.log.emit_items("test", records, step=self.step)
-        return mean([o.score for o in outcomes])
-
-    # -- what the search strategy uses (SearchRun) ------------------------------------------
-
-    def minibatch(self, items: Sequence[Item]) -> list[Outcome]:
-        with self.meter.phase("evaluation"):
-            return self.scorer.run(items, training=True)
-
-    def propose(self) -> Proposal:
-        with self.meter.phase("optimizer"):
-            return self.opt.propose()
-
-    def val_scores(self) -> list[float]:
-        return self.scorer.scores(self.val_items, "evaluation") or []
-
-    def load(self, member: Member) -> None:
-        self.model.load_state_dict(copy.deepcopy(member.params))
-        self.opt.load_state_dict(copy.deepcopy(member.opt))
-
-    def load_params(self, params: dict[str, Any]) -> None:
-        self.model.load_state_dict(copy.deepcopy(params))
-
-    # -- state -----------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self._fingerprint,
-            "config": self.config(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_index": self.batch_index,
-            "order": self.order,
-            "parameters": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "search": self.search.state_dict(),
-            "initial_state": self.initial_state,
-            "best_step": self.best_step,
-            "rng": rng_to_json(self.rng),
-            "history": self.history,
-            "usage": self.meter.usage.to_dict(),
-            "scores": {"val_before": self.val_before, "test_before": self.test_before, "test_after": self.test_after},
-            "elapsed_seconds": self.meter.elapsed_before if self.finished else self.meter.elapsed(),
-            "finished": self.finished,
-            "stop_reason": self.stop_reason,
-        }
-
-    def save(self) -> None:
-        if self.dir is None:
-            return
-        self.dir.save(self.snapshot())
-        self.dir.save_best(self.search.best().params)
-
-    def restore(self, state: dict[str, Any]) -> None:
-        try:
-            self.step = int(state["step"])
-            self.epoch = int(state["epoch"])
-            self.batch_index = int(state["batch_index"])
-            self.order = [int(i) for i in state["order"]]
-            self.search.load_state_dict(state["search"])
-            self.initial_state = dict(state["initial_state"])
-            self.best_step = int(state["best_step"])
-            self.rng.setstate(rng_from_json(state["rng"]))
-            self.history = list(state["history"])
-            self.meter.usage = RunUsage.from_dict(state["usage"])
-            scores = state["scores"]
-            self.val_before = scores["val_before"]
-            self.test_before = scores["test_before"]
-            self.test_after = scores.get("test_after")
-            elapsed = float(state["elapsed_seconds"])
-            self.finished = bool(state["finished"])
-            self.stop_reason = str(state["stop_reason"])
-            self.model.load_state_dict(copy.deepcopy(state["parameters"]))
-            self.opt.load_state_dict(copy.deepcopy(state["optimizer"]))
-        except (KeyError, TypeError, ValueError, StateDictError) as exc:
-            raise CheckpointError(
-                f"the checkpoint in {self.dir.path if self.dir else '?'} cannot be restored ({type(exc).__name__}: "
-                f"{exc}); it was edited or written by an incompatible version. Delete the directory to start over."
-            ) from exc
-        if len(self.order) != len(self.train_items):
-            raise CheckpointError("the checkpoint's batch order is malformed; delete the directory to start over")
-        self.meter.restart(elapsed)
-
-    # -- the loop -------------------------------------------------------------------------
-
-    def start(self, resume: bool) -> None:
-        if self.dir is not None and self.dir.exists():
-            if not resume:
-                raise CheckpointError(
-                    f"{self.dir.path} already holds a training run; pass resume=True to continue it "
-                    "(a finished run returns its result), or use an empty directory to start a new one"
-                )
-            state = self.dir.load()
-            check_fingerprint(state.get("fingerprint", {}), self._fingerprint, str(self.dir.path))
-            self.restore(state)
-            self.log.emit("resume", step=self.step, finished=self.finished, usage=self.meter.usage.to_dict())
-            return
-        self.initial_state = copy.deepcopy(self.model.state_dict())
-        self.order = list(range(len(self.train_items)))
-        self.rng.shuffle(self.order)
-        self.log.emit("start", config=self.config(), parameters=self.initial_state)
-        self.test_before = self.test_score()
-        val_scores: list[float] | None = None
-        try:
-            self.meter.check_time()
-            val_scores = self.scorer.scores(self.val_items, "evaluation")
-        except BudgetExhausted as exc:
-            self.stop_reason = self.meter.exhausted() or _reason(exc)
-        self.val_before = None if val_scores is None else mean(val_scores)
-        size = parameter_size(self.initial_state)
-        self.search.start(Member(self.initial_state, self.opt.state_dict(), self.val_before, size), val_scores)
-        self.log.emit("evaluate", step=0, val_score=self.val_before, test_score=self.test_before)
-        self.save()
-
-    def next_batch(self) -> list[int] | None:
-        """The indices of the next minibatch, starting a new epoch (new shuffle) when one ends."""
-        if self.batch_index >= self.steps_per_epoch:
-            if self.epoch + 1 >= self.cfg.epochs:
-                return None
-            self.epoch += 1
-            self.batch_index = 0
-            self.order = list(range(len(self.train_items)))
-            self.rng.shuffle(self.order)
-        start = self.batch_index * self.cfg.batch_size
-        return self.order[start : start + self.cfg.batch_size]
-
-    def stop_check(self) -> str | None:
-        if self.stop_reason:
-            return self.stop_reason
-        if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
-            return f"max_steps ({self.cfg.max_steps}) reached"
-        return self.meter.exhausted()
-
-    def run(self, resume: bool) -> TrainResult:
-        was_training = getattr(self.model, "training", True)
-        try:
-            return self._run(resume)
-        finally:
-            if isinstance(was_training, bool):
-                self.model.train(was_training)
-            self.log.close()
-
-    def _run(self, resume: bool) -> TrainResult:
-        self.start(resume)
-        if not self.finished:
-            self.bar = (
-                tqdm(total=self.total_steps, initial=min(self.step, self.total_steps), desc="train", unit="step")
-                if self.cfg.progress
-                else None
-            )
-            try:
-                self.loop()
-            finally:
-                if self.bar is not None:
-                    self.bar.close()
-            self.finish()
-        self.load(self.search.best())
-        return self.result()
-
-    def loop(self) -> None:
-        while True:
-            reason = self.stop_check()
-            if reason:
-                self.stop_reason = reason
-                return
-            saved = (self.epoch, self.batch_index, list(self.order), self.rng.getstate())
-            batch = self.next_batch()
-            if batch is None:
-                self.stop_reason = f"completed {self.cfg.epochs} epoch(s)"
-                return
-            started = time.monotonic()
-            before = self.meter.usage.to_dict()["total"]
-            try:
-                self.meter.check_time()
-                record = {"batch": batch, **self.search.step(self, [self.train_items[i] for i in batch])}
-                self.load(self.search.best())
-            except BudgetExhausted as exc:
-                # The step is dropped whole: back to the last completed step's state.
-                self.epoch, self.batch_index, self.order = saved[0], saved[1], saved[2]
-                self.rng.setstate(saved[3])
-                self.load(self.search.best())
-                self.opt.zero_feedback()
-                self.stop_reason = self.meter.exhausted() or _reason(exc)
-                self.log.emit("step_abandoned", step=self.step + 1, reason=self.stop_reason)
-                return
-            except BaseException as exc:
-                # Any other failure (a bug in a guide, an unreachable model, Ctrl-C) ends the call,
-                # but the model still holds the best state, and the checkpoint can resume the run.
-                self.load(self.search.best())
-                self.opt.zero_feedback()
-                self.log.emit("error", step=self.step + 1, error=f"{type(exc).__name__}: {exc}")
-                raise
-            after = self.meter.usage.to_dict()["total"]
-            record["usage"] = {k: after[k] - before[k] for k in ("calls", "prompt_tokens", "completion_tokens")}
-            record["seconds"] = round(time.monotonic() - started, 3)
-            self.batch_index += 1
-            self.step += 1
-            record["step"] = self.step
-            record["epoch"] = self.epoch
-            self.history.append(record)
-            if record["accepted"]:
-                self.best_step = self.step
-            self.save()
-            self.log.emit("step", **record)
-            self.show(record)
-
-    def show(self, record: dict[str, Any]) -> None:
-        if self.bar is None:
-            return
-        val = record.get("val_score")
-        self.bar.update(1)
-        self.bar.set_postfix(
-            train=f"{record['train_score']:.2f}",
-            val="-" if val is None else f"{val:.2f}",
-            tokens=self.meter.usage.total_tokens,
-            time=f"{self.meter.elapsed():.0f}s",
-            refresh=True,
-        )
-
-    def finish(self) -> None:
-        best = self.search.best()
-        self.load(best)
-        if self.test_before is not None and same_state(best.params, self.initial_state):
-            self.test_after = self.test_before  # nothing was learned: the same program, already scored
-        else:
-            self.test_after = self.test_score()
-        self.finished = True
-        # From here on the run's clock is frozen: a finished run resumed later reports the same time.
-        self.meter.restart(self.meter.elapsed())
-        self.save()
-        self.log.emit(
-            "finish",
-            step=self.step,
-            stop_reason=self.stop_reason,
-            val_before=self.val_before,
-            val_after=best.val,
-            test_before=self.test_before,
-            test_after=self.test_after,
-            usage=self.meter.usage.to_dict(),
-        )
-
-    def result(self) -> TrainResult:
-        result = TrainResult(
-            history=self.history,
-            best_state=copy.deepcopy(self.search.best().params),
-            initial_state=copy.deepcopy(self.initial_state),
-            best_step=self.best_step,
-            val_before=self.val_before,
-            val_after=self.search.best().val,
-            test_before=self.test_before,
-            test_after=self.test_after,
-            usage=self.meter.usage.to_dict(),
-            stop_reason=self.stop_reason,
-            elapsed_seconds=self.meter.elapsed_before,
-            config=self.config(),
-            events=list(self.log.events),
-            pool=self.search.summary(),
-        )
-        if self.dir is not None:
-            result.write_files(self.dir, plot=self.cfg.plot)
-        return result
-
-
 def _reason(exc: BudgetExhausted) -> str:
     text = str(exc)
     return text if text.startswith("budget") else f"budget: {text}"
+
+
+def _train(run: TrainingRun, resume: bool) -> TrainResult:
+    """Start or resume ``run``, step until it stops, finish it; the model ends up holding the best state."""
+    was_training = getattr(run.model, "training", True)
+    try:
+        _start(run, resume)
+        if not run.finished:
+            with StepBar(run.schedule.total_steps, run.step, enabled=run.cfg.progress) as bar:
+                while (batch := _next_batch(run)) is not None:
+                    if not _step(run, *batch):
+                        break
+                    bar.show(run.history[-1], run.meter)
+            _finish(run)
+        run.load(run.search.best())
+        return run.result()
+    finally:
+        if isinstance(was_training, bool):
+            run.model.train(was_training)
+        run.log.close()
+
+
+def _start(run: TrainingRun, resume: bool) -> None:
+    """Resume the run saved in its directory, or score the initial state and save it as step 0."""
+    if run.book.resume(run.dir, resume, "a training run", run.restore):
+        run.log.emit("resume", step=run.step, finished=run.finished, usage=run.meter.usage.to_dict())
+        return
+    run.initial_state = copy.deepcopy(run.model.state_dict())
+    run.log.emit("start", config=run.config(), parameters=run.initial_state)
+    run.test_before = run.test_score()
+    val_scores: list[float] | None = None
+    try:
+        run.meter.check_time()
+        val_scores = run.book.scores("val")
+    except BudgetExhausted as exc:
+        run.stop_reason = run.meter.exhausted() or _reason(exc)
+    run.val_before = None if val_scores is None else mean(val_scores)
+    size = parameter_size(run.initial_state)
+    run.search.start(Member(run.initial_state, run.opt.state_dict(), run.val_before, size), val_scores)
+    run.log.emit("evaluate", step=0, val_score=run.val_before, test_score=run.test_before)
+    run.save()
+
+
+def _stop_reason(run: TrainingRun) -> str:
+    """Why the run stops before its next step (empty while it goes on)."""
+    if run.stop_reason:
+        return run.stop_reason
+    if run.cfg.max_steps is not None and run.step >= run.cfg.max_steps:
+        return f"max_steps ({run.cfg.max_steps}) reached"
+    return run.meter.exhausted() or ""
+
+
+def _next_batch(run: TrainingRun) -> tuple[list[int], Position] | None:
+    """The next minibatch and the schedule's position before it; ``None`` (with the reason set) when the run stops."""
+    run.stop_reason = _stop_reason(run)
+    if run.stop_reason:
+        return None
+    position = run.schedule.position()
+    batch = run.schedule.next()
+    if batch is None:
+        run.stop_reason = f"completed {run.cfg.epochs} epoch(s)"
+        return None
+    return batch, position
+
+
+def _step(run: TrainingRun, batch: list[int], position: Position) -> bool:
+    """One step on ``batch``; ``False`` when the budget cut it short (dropped whole: back to ``position``)."""
+    span = Span(run.meter)
+    try:
+        run.meter.check_time()
+        record = {"batch": batch, **run.search.step(run, [run.train_items[i] for i in batch])}
+        run.load(run.search.best())
+    except BudgetExhausted as exc:
+        run.schedule.rewind(position)
+        run.load(run.search.best())
+        run.opt.zero_feedback()
+        run.stop_reason = run.meter.exhausted() or _reason(exc)
+        run.log.emit("step_abandoned", step=run.step + 1, reason=run.stop_reason)
+        return False
+    except BaseException as exc:
+        # Any other failure (a bug in a guide, an unreachable model, Ctrl-C) ends the call,
+        # but the model still holds the best state, and the checkpoint can resume the run.
+        run.load(run.search.best())
+        run.opt.zero_feedback()
+        run.log.emit("error", step=run.step + 1, error=f"{type(exc).__name__}: {exc}")
+        raise
+    record["usage"] = span.usage("calls", "prompt_tokens", "completion_tokens")
+    record["seconds"] = span.seconds()
+    run.schedule.advance()
+    run.step += 1
+    record["step"] = run.step
+    record["epoch"] = run.schedule.epoch
+    run.history.append(record)
+    if record["accepted"]:
+        run.best_step = run.step
+    run.save()
+    run.log.emit("step", **record)
+    return True
+
+
+def _finish(run: TrainingRun) -> None:
+    """Score the best state on the test set, stop the clock and save the finished run."""
+    best = run.search.best()
+    run.load(best)
+    if run.test_before is not None and same_state(best.params, run.initial_state):
+        run.test_after = run.test_before  # nothing was learned: the same program, already scored
+    else:
+        run.test_after = run.test_score()
+    run.finished = True
+    run.meter.stop()
+    run.save()
+    run.log.emit(
+        "finish",
+        step=run.step,
+        stop_reason=run.stop_reason,
+        val_before=run.val_before,
+        val_after=best.val,
+        test_before=run.test_before,
+        test_after=run.test_after,
+        usage=run.meter.usage.to_dict(),
+    )
 
 
 def train(
@@ -466,6 +226,7 @@ def train(
     merge_every: int = 3,
     prefer_shorter: bool = True,
     max_workers: int | None = None,
+    test_workers: int | None = None,
     progress: bool = True,
     plot: bool = True,
     executor: str | ItemExecutor = "local",
@@ -510,6 +271,9 @@ def train(
         prefer_shorter: on a validation tie, keep the shorter parameters.
         max_workers: threads evaluating items in parallel (default 8; a model's own
             concurrency limit still caps its calls in flight).
+        test_workers: threads scoring the test set (``None``: ``max_workers``); ``1`` scores one
+            request at a time, so the scores repeat exactly on an engine whose parallel slots are
+            not batch-invariant (llama.cpp's).
         progress: show a progress bar. plot: write ``curve.png`` (needs matplotlib).
         executor: where minibatch, validation and test items run: ``"local"`` (threads here),
             ``"ray"`` (tasks on a Ray cluster, see :class:`~feedprop.training.distributed.RayExecutor`),
@@ -561,25 +325,22 @@ def train(
         merge_every=merge_every,
         prefer_shorter=prefer_shorter,
         max_workers=max_workers,
+        test_workers=test_workers,
         progress=progress,
         plot=plot,
     )
-    train_items = as_items(train_set, "train_set")
-    val_items = as_items(val_set, "val_set", required=False)
-    test_items = as_items(test_set, "test_set", required=False)
-    if val_set is not None and not val_items:
-        raise ConfigurationError("val_set is empty; pass at least one example or leave val_set=None")
-    if config.needs_validation and not val_items:
+    splits = Splits.read(train_set, val_set, test_set, val=False)
+    if config.needs_validation and not splits.val:
         what = "beam_width > 1" if config.beam_width > 1 else f"search={config.search!r}"
         raise ConfigurationError(f"{what} ranks states by validation score; pass a val_set")
     if resume and checkpoint is None:
         raise ConfigurationError("resume=True needs checkpoint=<directory of the run to resume>")
     run_dir = RunDirectory(checkpoint) if checkpoint is not None else None
     runner, made_here = resolve_executor(executor)
-    run = _Run(model, guide, optimizer, (train_items, val_items, test_items), config, run_dir, runner)
+    run = TrainingRun(model, guide, optimizer, splits, config, run_dir, runner)
     try:
         with track(tracker, checkpoint, run.log) as tracked:
-            return tracked.finish(run.run(resume))
+            return tracked.finish(_train(run, resume))
     finally:
         if made_here:
             runner.close()
