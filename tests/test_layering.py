@@ -129,3 +129,84 @@ def test_values_tracing_and_backward_load_no_llm() -> None:
         "feedprop.propagate",
         "feedprop.node",
     }, loaded
+
+
+#: Inside each package, the import order of its modules: a module imports only modules before it
+#: in its package's list (``__init__`` re-exports and may import any).
+PACKAGE_LAYERS: dict[str, list[str]] = {
+    "llm": [
+        "retry", "limit", "usage", "home", "cache", "model_file", "replay", "base", "tokens",
+        "openai_compatible", "local", "pool", "mock", "default_llm", "spec",
+    ],
+    "sandbox": [
+        "worker", "harness", "failure", "namespaces", "boundary", "process", "executor", "pool",
+        "sandbox_executor", "unit_tests", "default",
+    ],
+    "optim": [
+        "keys", "templates", "replies", "fitting", "validate", "memory", "optimizer", "bootstrap",
+        "conversation", "compose", "reflect", "opro", "tgd", "optoprime", "hindsight", "recommended",
+    ],
+    "tracking": ["tracker", "mlflow", "hook"],
+    "training": [
+        "summary", "budget", "data", "checkpoint", "events", "answers", "event_loop", "progress",
+        "config", "result", "schedule", "guide", "evaluation", "unit_test", "judge", "bookkeeping",
+        "screening", "wire", "search", "distributed", "run", "trainer",
+    ],
+    "tasks": ["data", "task", "gsm8k", "code", "bbh", "mmlu", "game24", "registry"],
+    "joint": [
+        "_deps", "gguf_adapter", "torch_model", "sft", "finetune", "soft_prompt", "student", "traces",
+        "strategy", "summary",
+    ],
+}  # fmt: skip
+
+
+def package_imports(tree: ast.Module, package: str) -> list[tuple[int, str]]:
+    """(line, module of ``package``) for each runtime import of a sibling module."""
+    found = []
+    for lineno, module, names in _runtime_import_froms(tree):
+        parts = module.split(".")
+        if parts[:2] == ["feedprop", package] and len(parts) > 2:
+            found.append((lineno, parts[2]))
+        elif parts == ["feedprop", package]:
+            found.extend((lineno, name) for name in names if name in PACKAGE_LAYERS[package])
+    return found
+
+
+def _runtime_import_froms(tree: ast.Module) -> list[tuple[int, str, list[str]]]:
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in node.body:
+                skip.update(id(sub) for sub in ast.walk(inner))
+    return [
+        (node.lineno, node.module, [alias.name for alias in node.names])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and id(node) not in skip
+    ]
+
+
+def test_every_package_module_has_a_place_in_its_package_order() -> None:
+    for package, order in PACKAGE_LAYERS.items():
+        present = {p.stem for p in (PACKAGE / package).glob("*.py") if p.stem != "__init__"}
+        assert present == set(order), (
+            f"feedprop.{package}: modules missing from PACKAGE_LAYERS {sorted(present - set(order))}, "
+            f"listed but absent {sorted(set(order) - present)}"
+        )
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert packages == set(PACKAGE_LAYERS), f"packages without an order: {sorted(packages - set(PACKAGE_LAYERS))}"
+
+
+def test_imports_inside_packages_respect_their_order() -> None:
+    violations = []
+    for package, order in PACKAGE_LAYERS.items():
+        for module in order:
+            path = PACKAGE / package / f"{module}.py"
+            for lineno, imported in package_imports(ast.parse(path.read_text()), package):
+                if imported not in order or order.index(imported) >= order.index(module):
+                    violations.append(f"{package}/{module}.py:{lineno} imports feedprop.{package}.{imported}")
+    assert not violations, "imports against the package order:\n" + "\n".join(violations)
+
+
+def test_the_package_order_check_can_fail() -> None:
+    tree = ast.parse("from feedprop.training.trainer import train\nfrom feedprop.training import guide\n")
+    assert package_imports(tree, "training") == [(1, "trainer"), (2, "guide")]
