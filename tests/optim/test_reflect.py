@@ -91,10 +91,12 @@ def test_one_diagnose_call_then_n_rewrites_asking_for_plain_code() -> None:
     assert "input text: 'I see 2 cats and 3 dogs, so 5 animals'" in diagnose_prompt
     assert "it returned: '2'" in diagnose_prompt and "Wrong: expected '5'" in diagnose_prompt
     assert "Case 4 (passed)" in diagnose_prompt  # failing cases first, then a passing one for contrast
+    with_diagnosis = [DIAGNOSIS in call.messages[-1]["content"] for call in rewrites]
+    assert sorted(with_diagnosis) == [False, True, True], "the last half of the samples (1 of 3) is asked plainly"
     for call in rewrites:
         prompt = call.messages[-1]["content"]
         assert not is_diagnosis(call.messages)
-        assert DIAGNOSIS in prompt and "Wrong: expected '5'" in prompt
+        assert "Wrong: expected '5'" in prompt
         assert "only the complete new function" in prompt and "(passed)" not in prompt
         assert "JSON" not in prompt and "json" not in prompt.lower().replace("```python", "")
         assert "response_format" not in call.params
@@ -441,3 +443,19 @@ def test_read_code_lifts_a_method_out_of_a_class_and_wraps_a_bare_body() -> None
     assert read_code(body_only, CURRENT) == (
         "def extract(self, text: str) -> str:\n    numbers = text.split()\n    return numbers[-1]"
     )
+
+
+def test_a_share_of_the_rewrites_is_asked_without_the_diagnosis() -> None:
+    _, code = extractor_with_feedback()
+    for share, plain in ((0.0, set()), (0.5, {2, 3}), (1.0, {0, 1, 2, 3})):
+        llm = scripted([LAST_NUMBER])
+        Reflect([code], llm=llm, n_candidates=4, plain_share=share).propose()
+        rewrites = [c for c in llm.calls if not is_diagnosis(c.messages)]
+        without = sum(DIAGNOSIS not in c.messages[-1]["content"] for c in rewrites)
+        assert len(rewrites) == 4 and without == len(plain), (share, without)
+        assert Reflect([code], llm=llm, n_candidates=4, plain_share=share).plain_samples(code.name) == range(
+            4 - len(plain), 4
+        )
+        assert all("fails on these cases" in c.messages[-1]["content"] for c in rewrites)
+    with pytest.raises(ConfigurationError, match="plain_share"):
+        Reflect([code], llm=scripted([LAST_NUMBER]), plain_share=1.5)

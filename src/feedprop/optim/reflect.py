@@ -11,7 +11,9 @@ feedback holds failures, one step of Reflect makes:
    "what is wrong, and what rule would fix it?", answered in a few sentences;
 2. **n rewrite calls** (``n_candidates``, at ``candidate_temperature``, sample ``i`` with
    ``cache_salt=i``): the current value, the failing cases and the diagnosis, then "return only
-   the new function" (or "only the new text") — no JSON, no explanation;
+   the new function" (or "only the new text") — no JSON, no explanation. A share of the samples
+   (``plain_share``, half by default) is asked plainly, without the diagnosis ("it fails on these
+   cases; rewrite it"): a wrong diagnosis then misleads only the other half;
 3. **tolerant reading** of each reply (:func:`read_code`, :func:`read_text`): a fenced block or
    the whole reply; code must parse and define the same function with the same parameters
    (imports of standard modules it uses but forgot are added); text loses quotes, fences and
@@ -57,7 +59,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from feedprop._text import truncate_middle
-from feedprop.errors import SuggestionError
+from feedprop.errors import ConfigurationError, SuggestionError
 from feedprop.llm import LLM, Message, thread_map
 from feedprop.llm.tokens import estimate_prompt_tokens
 from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Parameter
@@ -468,7 +470,8 @@ class Reflect(Optimizer):
     recorded inputs without a model call), then text, each in the optimizer's order.
 
     Options: ``n_candidates`` rewrites per parameter (default 4, at ``candidate_temperature``);
-    ``max_cases`` failing cases shown (default 3; a couple of passing ones are added to the
+    ``plain_share`` of them asked without the diagnosis (default 0.5: the last half of the
+    samples); ``max_cases`` failing cases shown (default 3; a couple of passing ones are added to the
     diagnosis); ``params_per_step`` (default 1, round-robin across steps; ``None``: every
     parameter with failures); plus the common ``max_tokens`` (of a rewrite) and
     ``max_prompt_tokens`` (cases are shortened, then dropped, to fit). ``reply_format``,
@@ -478,15 +481,15 @@ class Reflect(Optimizer):
         >>> from feedprop.llm import MockLLM
         >>> from feedprop.node import Parameter
         >>> opt = Reflect([Parameter("Answer.", name="instruction")], llm=MockLLM("x"))
-        >>> opt.defaults["n_candidates"], opt.defaults["max_cases"], opt.defaults["params_per_step"]
-        (4, 3, 1)
+        >>> opt.defaults["n_candidates"], opt.defaults["plain_share"], opt.defaults["max_cases"]
+        (4, 0.5, 3)
         >>> Reflect([Parameter(1.0, name="rate")], llm=MockLLM("x"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         feedprop.errors.ConfigurationError: Reflect takes text and code parameters; 'rate' is a number parameter...
     """
 
-    OPTIONS: ClassVar[tuple[str, ...]] = ("max_cases", "params_per_step")
+    OPTIONS: ClassVar[tuple[str, ...]] = ("max_cases", "params_per_step", "plain_share")
     KINDS: ClassVar[tuple[str, ...] | None] = REFLECT_KINDS
     OTHER_KINDS_HINT: ClassVar[str] = (
         "Give numbers and JSON values to OptoPrime (or Hindsight) and demonstrations to BootstrapDemos, each in its "
@@ -501,16 +504,26 @@ class Reflect(Optimizer):
         n_candidates: int = 4,
         max_cases: int = 3,
         params_per_step: int | None = 1,
+        plain_share: float = 0.5,
         **options: Any,
     ) -> None:
         super().__init__(
-            params, llm, n_candidates=n_candidates, max_cases=max_cases, params_per_step=params_per_step, **options
+            params,
+            llm,
+            n_candidates=n_candidates,
+            max_cases=max_cases,
+            params_per_step=params_per_step,
+            plain_share=plain_share,
+            **options,
         )
         self.conversation = Conversation(self)
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         super().check_options(options)
         check_int_option(options, "max_cases", 1)
+        share = options.get("plain_share", 0.5)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            raise ConfigurationError(f"plain_share must be a number from 0 to 1, got {share!r}")
         if options.get("params_per_step") is not None:
             check_int_option(options, "params_per_step", 1)
 
@@ -608,18 +621,20 @@ class Reflect(Optimizer):
 
         return self._fit(name, build)
 
-    def rewrite_messages(self, name: str, diagnosis: str) -> list[Message]:
-        """The messages of a rewrite call for the parameter called ``name``, given the ``diagnosis``."""
+    def rewrite_messages(self, name: str, diagnosis: str | None) -> list[Message]:
+        """The messages of a rewrite call for the parameter called ``name``, given the ``diagnosis``
+        (``None``: a plain rewrite, from the failing cases alone)."""
         failing, _ = self.cases(name)
         param = self.get_parameter(name)
         fn = _first_function(str(param.data)) if kind_of(param) == "code" else None
-        shown_diagnosis = truncate_middle(diagnosis.strip() or "(no diagnosis)", MAX_DIAGNOSIS_CHARS)
+        shown_diagnosis = truncate_middle((diagnosis or "").strip() or "(no diagnosis)", MAX_DIAGNOSIS_CHARS)
+        plain = "_plain" if diagnosis is None else ""
 
         def build(chars: int, fails: int, passes: int) -> list[Message]:
             cases = self._render_cases(failing[:fails], chars)
             if kind_of(param) == "code":
                 user = fill(
-                    "reflect_rewrite_code",
+                    "reflect_rewrite_code" + plain,
                     subject=self._subject(name),
                     cases=cases,
                     diagnosis=shown_diagnosis,
@@ -627,7 +642,7 @@ class Reflect(Optimizer):
                 )
             else:
                 user = fill(
-                    "reflect_rewrite_text",
+                    "reflect_rewrite_text" + plain,
                     subject=self._subject(name),
                     cases=cases,
                     diagnosis=shown_diagnosis,
@@ -644,10 +659,27 @@ class Reflect(Optimizer):
         tokens = min(DIAGNOSIS_TOKENS, int(self.options(name)["max_tokens"]))
         return self.conversation.complete(self.diagnose_messages(name), temperature=0.0, max_tokens=tokens).text.strip()
 
-    def rewrite(self, name: str, diagnosis: str, sample: int) -> str:
-        """Rewrite call number ``sample`` (its ``cache_salt``): the model's reply, unread."""
+    def plain_samples(self, name: str) -> range:
+        """The sample numbers asked without the diagnosis: the last ``plain_share`` of the ``n_candidates``.
+
+        Example:
+            >>> from feedprop.llm import MockLLM
+            >>> from feedprop.node import Parameter
+            >>> opt = Reflect([Parameter("Answer.", name="p")], llm=MockLLM("x"), n_candidates=5)
+            >>> list(opt.plain_samples("p"))
+            [3, 4]
+        """
         opts = self.options(name)
-        messages = self.rewrite_messages(name, diagnosis)
+        n = int(opts["n_candidates"])
+        return range(n - int(n * float(opts["plain_share"])), n)
+
+    def rewrite(self, name: str, diagnosis: str, sample: int) -> str:
+        """Rewrite call number ``sample`` (its ``cache_salt``): the model's reply, unread.
+
+        Samples in :meth:`plain_samples` are asked without the diagnosis.
+        """
+        opts = self.options(name)
+        messages = self.rewrite_messages(name, None if sample in self.plain_samples(name) else diagnosis)
         return self.conversation.complete(
             messages,
             temperature=float(opts["candidate_temperature"]),
