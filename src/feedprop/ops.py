@@ -19,8 +19,10 @@ Example:
 from __future__ import annotations
 
 import builtins
+import contextlib
+import contextvars
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from feedprop import llm as llm_module
@@ -59,6 +61,7 @@ __all__ = [
     "abs_",
     "add",
     "allm_call",
+    "answered_by",
     "call",
     "concat",
     "contains",
@@ -232,16 +235,62 @@ def _prepare(system: Any, user: tuple[Any, ...], demos: Any) -> tuple[list[Messa
 
 
 def _record(
-    messages: list[Message], inputs: tuple[tuple[str, Any], ...], reply: Completion, params: dict[str, Any]
+    messages: list[Message],
+    inputs: tuple[tuple[str, Any], ...],
+    reply: Completion,
+    params: dict[str, Any],
+    teacher: str | None = None,
 ) -> MessageNode[str]:
-    info = {
+    info: dict[str, Any] = {
         "messages": messages,
         "response": reply.text,
         "model": reply.model,
         "usage": reply.usage.to_dict(),
         "params": params,
     }
+    if teacher is not None:
+        info["answered_by"] = teacher
     return MessageNode(reply.text, op=LLM_CALL, inputs=inputs, info=info)
+
+
+_TEACHER: contextvars.ContextVar[LLM | None] = contextvars.ContextVar("feedprop_teacher", default=None)
+
+
+@contextlib.contextmanager
+def answered_by(teacher: LLM) -> Iterator[LLM]:
+    """Within this block (and the threads and tasks started from it), ``teacher`` answers every
+    :func:`llm_call` and :func:`allm_call` in the student's place, whatever model the call names.
+
+    The recorded call is the same as the student's (its messages, demonstrations and inputs),
+    with ``info["answered_by"]`` naming the teacher: a run the teacher got right is a
+    demonstration of the workflow's own calls (``fp.train(teacher=...)`` uses this).
+
+    Example:
+        >>> from feedprop.llm import MockLLM
+        >>> student, teacher = MockLLM("five"), MockLLM("5")
+        >>> with answered_by(teacher):
+        ...     out = llm_call("Answer with a number.", "2+3?", llm=student)
+        >>> out.data, out.info["answered_by"] == teacher.model, llm_call("Answer.", "2+3?", llm=student).data
+        ('5', True, 'five')
+    """
+    if not isinstance(teacher, LLM):
+        raise InvalidInputError(f"answered_by takes a feedprop.llm.LLM, got {type(teacher).__name__}")
+    token = _TEACHER.set(teacher)
+    try:
+        yield teacher
+    finally:
+        _TEACHER.reset(token)
+
+
+def _model(llm: LLM | None) -> tuple[LLM, str | None]:
+    """The model that answers a call naming ``llm``, and the teacher's name when a teacher answers."""
+    teacher = _TEACHER.get()
+    if teacher is not None:
+        return teacher, teacher.model
+    model = llm if llm is not None else llm_module.default()
+    if not isinstance(model, LLM):
+        raise InvalidInputError(f"llm must be a feedprop.llm.LLM, got {type(model).__name__}")
+    return model, None
 
 
 def llm_call(system: Any, *user: Any, demos: Any = None, llm: LLM | None = None, **params: Any) -> MessageNode[str]:
@@ -271,10 +320,8 @@ def llm_call(system: Any, *user: Any, demos: Any = None, llm: LLM | None = None,
         True
     """
     messages, inputs = _prepare(system, user, demos)
-    model = llm if llm is not None else llm_module.default()
-    if not isinstance(model, LLM):
-        raise InvalidInputError(f"llm must be a feedprop.llm.LLM, got {type(model).__name__}")
-    return _record(messages, inputs, model.complete(messages, **params), params)
+    model, teacher = _model(llm)
+    return _record(messages, inputs, model.complete(messages, **params), params, teacher)
 
 
 async def allm_call(
@@ -300,10 +347,8 @@ async def allm_call(
         [('4', True), ('6', True)]
     """
     messages, inputs = _prepare(system, user, demos)
-    model = llm if llm is not None else llm_module.default()
-    if not isinstance(model, LLM):
-        raise InvalidInputError(f"llm must be a feedprop.llm.LLM, got {type(model).__name__}")
-    return _record(messages, inputs, await model.acomplete(messages, **params), params)
+    model, teacher = _model(llm)
+    return _record(messages, inputs, await model.acomplete(messages, **params), params, teacher)
 
 
 def llm_calls(output: Node[Any]) -> list[MessageNode[Any]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedprop.errors import ConfigurationError, InvalidInputError
+from feedprop.llm.base import LLM
 from feedprop.training.budget import Budget
 
 __all__ = ["SEARCHES", "TrainConfig"]
@@ -43,7 +44,11 @@ class TrainConfig:
     programs, parents drawn from the per-validation-item Pareto front, a merge of two lineages
     every ``merge_every`` steps; 0 turns merging off). ``max_workers`` threads score items in
     parallel, ``test_workers`` the test set (``None``: ``max_workers``; ``1``: one request at a
-    time). Every option is checked on construction, with a typed error saying what to pass instead.
+    time). ``teacher``, a model, answers in the student's place each training item the workflow
+    failed (every LLM call of the run, :func:`feedprop.ops.answered_by`); the runs it gets right
+    join the step's feedback, so :class:`~feedprop.optim.BootstrapDemos` can take them as
+    demonstrations (their calls count as optimizer usage). Every option is checked on
+    construction, with a typed error saying what to pass instead.
 
     Example:
         >>> TrainConfig(search="pareto").strategy
@@ -65,6 +70,7 @@ class TrainConfig:
     prefer_shorter: bool = True
     max_workers: int | None = None
     test_workers: int | None = None
+    teacher: LLM | None = None
     progress: bool = True
     plot: bool = True
 
@@ -76,6 +82,8 @@ class TrainConfig:
         _int("merge_every", self.merge_every, low=0)
         _int("max_workers", self.max_workers, low=1, allow_none=True)
         _int("test_workers", self.test_workers, low=1, allow_none=True)
+        if self.teacher is not None and not isinstance(self.teacher, LLM):
+            raise InvalidInputError(f"teacher must be a feedprop.llm.LLM, got {type(self.teacher).__name__}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise InvalidInputError(f"seed must be an int, got {self.seed!r}")
         if self.budget is None:
@@ -122,5 +130,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Every option as JSON (for the report and :attr:`TrainResult.config`)."""
-        session = {"max_workers": self.max_workers, "test_workers": self.test_workers}
+        session = {
+            "max_workers": self.max_workers,
+            "test_workers": self.test_workers,
+            "teacher": None if self.teacher is None else self.teacher.model,
+        }
         return {**self.fingerprint(), **session, "progress": self.progress, "plot": self.plot}

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from feedprop.module import Module
+from feedprop.ops import answered_by
 from feedprop.optim import Optimizer, Proposal
 from feedprop.training.bookkeeping import RunBook, Splits
 from feedprop.training.checkpoint import RunDirectory
@@ -125,6 +126,15 @@ class TrainingRun:
     def minibatch(self, items: Sequence[Item]) -> list[Outcome]:
         with self.meter.phase("evaluation"):
             return self.book.scorer.run(items, training=True)
+
+    def teach(self, items: Sequence[Item], outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Item]]:
+        teacher = self.cfg.teacher
+        failed = [item for item, o in zip(items, outcomes, strict=True) if o.error is not None or o.score < 1.0]
+        if teacher is None or not failed:
+            return []
+        with self.meter.phase("optimizer"), answered_by(teacher):
+            taught = self.book.scorer.run(failed, training=True)
+        return [(o, item) for o, item in zip(taught, failed, strict=True) if o.error is None and o.score >= 1.0]
 
     def propose(self) -> Proposal:
         with self.meter.phase("optimizer"):

@@ -133,6 +133,11 @@ class SearchRun(Protocol):
         """Run and score ``items`` with the model as it is, in training mode (counted as evaluation)."""
         ...
 
+    def teach(self, items: Sequence[Item], outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Item]]:
+        """The runs of the run's teacher, answering in the student's place, on the ``items`` whose
+        ``outcomes`` failed, that it got right (none without a teacher; counted as optimizer usage)."""
+        ...
+
     def propose(self) -> Proposal:
         """The optimizer's proposal from the feedback on the parameters (counted as optimizer usage)."""
         ...
@@ -153,13 +158,15 @@ class Expansion:
     """A parent's minibatch run and the optimizer's proposal from its feedback.
 
     ``proposal`` is ``None`` when the optimizer's reply could not be read (``note`` says so);
-    ``opt_state`` is the optimizer's state after proposing (it has seen this minibatch).
+    ``opt_state`` is the optimizer's state after proposing (it has seen this minibatch);
+    ``teacher`` says, with a teacher, how many failed items it answered and got right.
     """
 
     outcomes: list[Outcome]
     proposal: Proposal | None
     opt_state: dict[str, Any]
     notes: list[str]
+    teacher: dict[str, int] | None = None
 
     @property
     def errors(self) -> int:
@@ -209,8 +216,13 @@ def expand(run: SearchRun, items: Sequence[Item]) -> Expansion:
     run.opt.zero_feedback()
     outcomes = run.minibatch(items)
     backward(outcomes, items)
-    run.meter.check_time()
     notes: list[str] = []
+    teacher: dict[str, int] | None = None
+    if run.cfg.teacher is not None:
+        taught = run.teach(items, outcomes)
+        backward([o for o, _ in taught], [item for _, item in taught])
+        teacher = {"failed": sum(o.error is not None or o.score < 1.0 for o in outcomes), "right": len(taught)}
+    run.meter.check_time()
     proposal: Proposal | None
     try:
         proposal = run.propose()
@@ -221,7 +233,7 @@ def expand(run: SearchRun, items: Sequence[Item]) -> Expansion:
     if proposal is not None and proposal.errors and not any(c.updates for c in proposal.candidates):
         # Every reply was unreadable, retries included: the step is skipped, and the history says why.
         notes.append(f"the optimizer's reply could not be read: {proposal.errors[-1]}")
-    return Expansion(outcomes, proposal, run.opt.state_dict(), notes)
+    return Expansion(outcomes, proposal, run.opt.state_dict(), notes, teacher)
 
 
 def apply_candidate(
@@ -352,6 +364,7 @@ class BeamSearch(SearchStrategy):
         notes: list[str] = []
         train_scores: list[float] = []
         errors = 0
+        taught: dict[str, int] = {}
         # Each parent continues with the optimizer state it has after proposing (it saw this batch);
         # the beam itself changes only once the whole step has succeeded.
         parents: list[Member] = []
@@ -360,6 +373,8 @@ class BeamSearch(SearchStrategy):
                 run.load(member)
             expansion = expand(run, items)
             errors += expansion.errors
+            if expansion.teacher is not None:
+                taught = {k: taught.get(k, 0) + v for k, v in expansion.teacher.items()}
             train_scores.append(expansion.train_score)
             notes.extend(expansion.notes)
             parents.append(Member(member.params, expansion.opt_state, member.val, member.size))
@@ -399,6 +414,7 @@ class BeamSearch(SearchStrategy):
             "candidates": candidates_log,
             "rejected_suggestions": rejected,
             "workflow_errors": errors,
+            **({"teacher": taught} if taught else {}),
         }
 
     def select(
@@ -731,6 +747,8 @@ class ParetoSearch(SearchStrategy):
         record["parent"] = parent.id
         record["rejected_suggestions"] = [jsonable(r) for r in proposal.rejected] if proposal is not None else []
         record["workflow_errors"] = expansion.errors
+        if expansion.teacher is not None:
+            record["teacher"] = expansion.teacher
         if not log:
             record["reason"] = "; ".join(expansion.notes) or no_update(record["rejected_suggestions"])
         return record

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError
+from feedprop.llm.base import LLM
 from feedprop.module import Module
 from feedprop.optim import Optimizer
 from feedprop.tracking import Tracker, track
@@ -50,7 +51,7 @@ from feedprop.training.bookkeeping import Span, Splits
 from feedprop.training.budget import Budget
 from feedprop.training.checkpoint import RunDirectory
 from feedprop.training.config import TrainConfig
-from feedprop.training.evaluation import ItemExecutor, mean, resolve_executor
+from feedprop.training.evaluation import ItemExecutor, LocalExecutor, mean, resolve_executor
 from feedprop.training.progress import StepBar
 from feedprop.training.result import TrainResult
 from feedprop.training.run import TrainingRun
@@ -227,6 +228,7 @@ def train(
     prefer_shorter: bool = True,
     max_workers: int | None = None,
     test_workers: int | None = None,
+    teacher: LLM | None = None,
     progress: bool = True,
     plot: bool = True,
     executor: str | ItemExecutor = "local",
@@ -274,6 +276,9 @@ def train(
         test_workers: threads scoring the test set (``None``: ``max_workers``); ``1`` scores one
             request at a time, so the scores repeat exactly on an engine whose parallel slots are
             not batch-invariant (llama.cpp's).
+        teacher: a model that answers, in the student's place, the training items the workflow
+            failed; its correct runs join the step's feedback, so ``BootstrapDemos`` can take them
+            as demonstrations (its calls count as optimizer usage; local executor only).
         progress: show a progress bar. plot: write ``curve.png`` (needs matplotlib).
         executor: where minibatch, validation and test items run: ``"local"`` (threads here),
             ``"ray"`` (tasks on a Ray cluster, see :class:`~feedprop.training.distributed.RayExecutor`),
@@ -326,6 +331,7 @@ def train(
         prefer_shorter=prefer_shorter,
         max_workers=max_workers,
         test_workers=test_workers,
+        teacher=teacher,
         progress=progress,
         plot=plot,
     )
@@ -337,6 +343,12 @@ def train(
         raise ConfigurationError("resume=True needs checkpoint=<directory of the run to resume>")
     run_dir = RunDirectory(checkpoint) if checkpoint is not None else None
     runner, made_here = resolve_executor(executor)
+    if teacher is not None and not isinstance(runner, LocalExecutor):
+        if made_here:
+            runner.close()
+        raise ConfigurationError(
+            f"teacher= needs the local executor (the teacher answers in this process); got {type(runner).__name__}"
+        )
     run = TrainingRun(model, guide, optimizer, splits, config, run_dir, runner)
     try:
         with track(tracker, checkpoint, run.log) as tracked:
