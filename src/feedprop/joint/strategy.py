@@ -53,6 +53,7 @@ from feedprop.training.budget import Budget, RunUsage
 from feedprop.training.checkpoint import check_fingerprint, write_json_atomic
 from feedprop.training.data import Item, as_items, fingerprint_items
 from feedprop.training.evaluation import run_items
+from feedprop.training.run_files import log_outcomes, record_graph
 from feedprop.training.trainer import train
 
 __all__ = ["JointResult", "PhaseResult", "WeightOptions", "alternate", "parse_strategy"]
@@ -446,6 +447,10 @@ class _JointRun:
             self.model.train(was_training)
             if bar is not None:
                 bar.close()
+        if self.dir is not None:  # for the run page: the graph, and test outcomes after 0 (the start) or phase i
+            record_graph(self.dir, outcomes)
+            if phase == "test":
+                log_outcomes(self.dir, phase, outcomes, joint_phase=len(self.results) + 1 if self.best else 0)
         cost = {
             "calls": meter.calls,
             "cache_hits": meter.cache_hits,

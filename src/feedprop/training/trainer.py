@@ -57,6 +57,7 @@ from feedprop.training.data import Item, as_items, fingerprint_items
 from feedprop.training.evaluation import ItemExecutor, Outcome, RunScorer, resolve_executor
 from feedprop.training.events import EventLog, item_outcome
 from feedprop.training.result import TrainResult
+from feedprop.training.run_files import record_graph
 from feedprop.training.search import Member, make_strategy, mean, parameter_size, same_state
 
 __all__ = ["TrainResult", "train"]
@@ -184,7 +185,10 @@ class _Run:
 
     def minibatch(self, items: Sequence[Item]) -> list[Outcome]:
         with self.meter.phase("evaluation"):
-            return self.scorer.run(items, training=True)
+            outcomes = self.scorer.run(items, training=True)
+        if self.dir is not None:  # the workflow's graph for the run page, once per run
+            record_graph(self.dir.path, outcomes)
+        return outcomes
 
     def propose(self) -> Proposal:
         with self.meter.phase("optimizer"):
