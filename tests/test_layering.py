@@ -17,13 +17,13 @@ LAYERS: list[set[str]] = [
     {"bundle"},
     {"ops"},
     {"module"},
-    {"report"},
+    {"report", "graph_data"},
     {"optim"},
     {"training"},
     {"tasks"},
     {"joint"},
 ]
-OUTSIDE = {"viz", "cli", "demo", "__init__", "__main__"}
+OUTSIDE = {"viz", "graph_svg", "chart_svg", "run_record", "run_page", "cli", "demo", "__init__", "__main__"}
 
 
 def layer_of(top: str) -> int | None:
