@@ -62,6 +62,16 @@ def test_a_pareto_run_diffs_against_each_steps_parent_program(runs: dict[str, Pa
     assert changes(last.diffs["instruction"]) == ["-Answer in upper case.", "+Whisper the word."]
 
 
+def test_a_beam_run_says_its_diffs_are_against_the_best_state(tmp_path: Path) -> None:
+    train_run(tmp_path, beam_width=2)
+    last = load_run(tmp_path).steps[-1]
+    assert last.base.startswith("the best program before the step (beam search")
+    assert [(c.status, c.reason) for c in last.candidates] == [
+        ("kept", "kept in the beam (validation 0.5000)"),
+        ("not kept", "validation 0.0000 against 1.0000 before the step"),
+    ]
+
+
 def test_test_items_before_and_after_with_flips_first(runs: dict[str, Path]) -> None:
     view = load_run(runs["greedy"])
     assert [(r.index, r.before, r.after, r.flip) for r in view.items] == [

@@ -309,8 +309,10 @@ def _candidate(entry: Mapping[str, Any], record: Mapping[str, Any], base: Mappin
     else:
         status = "kept" if entry.get("kept") else "not kept"
         previous = _num(record.get("val_previous"))
-        if entry.get("kept"):
+        if entry.get("kept") and record.get("accepted") and val == _num(record.get("val_score")):
             reason = str(record.get("reason", ""))
+        elif entry.get("kept"):  # a beam keeps states besides the best
+            reason = "kept in the beam" + (f" (validation {val:.4f})" if val is not None else "")
         elif val is not None and previous is not None:
             reason = f"validation {val:.4f} against {previous:.4f} before the step"
         else:
@@ -331,7 +333,8 @@ def _steps(files: _TrainFiles, phase: str, x0: int) -> list[StepView]:
 
     Pareto steps name their parent program; the pool is rebuilt from the start state and the
     admitted candidates (each joins as ``#id``). Greedy and beam steps are diffed against the
-    kept program before the step, rebuilt from the start state and the kept updates.
+    kept (best) program before the step, rebuilt from the start state and the kept updates; a
+    beam's other members are not rebuilt, and the step says so.
     """
     initial = files.initial
     programs: dict[int, dict[str, Any]] = {0: dict(initial)} if initial is not None else {}
@@ -345,6 +348,8 @@ def _steps(files: _TrainFiles, phase: str, x0: int) -> list[StepView]:
             key = merge.get("ancestor") if merge else parent
             base = programs.get(key) if isinstance(key, int) else None
             where = f"program #{key}" + (" (the merge's common ancestor)" if merge else " (the parent)")
+        elif any(int(e.get("member", 0) or 0) > 0 for e in entries):  # a beam: only its best state is rebuilt
+            base, where = current, "the best program before the step (beam search: some came from other beam members)"
         else:
             base, where = current, "the kept program before the step"
         candidates = [_candidate(e, record, base) for e in entries]
