@@ -262,8 +262,8 @@ def _steps(view: RunView) -> str:
     else:
         if "steps" in view.notes:
             out.append(_note(view.notes["steps"]))
-        few = len(view.steps) <= 6
-        out += [_step(s, few or s.accepted) for s in view.steps]
+        out.append("<p class='meta'>Steps that changed the kept program are open; click any other to see it.</p>")
+        out += [_step(s, s.accepted) for s in view.steps]
     if view.kind == "joint":
         weights = [p for p in view.phases if p.kind == "w"]
         for p in weights:
