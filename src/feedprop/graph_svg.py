@@ -135,12 +135,9 @@ def _lines(node: GraphNode) -> tuple[str, str]:
         sub = node["op"]
     elif role == "error":
         sub = "raised: " + node["value"]
-    else:
-        sub = node["value"]
-    name = node["name"]
-    if role == "input" and name == node["value"]:
+    else:  # an input: its name already shows the value's start; the whole value is in the tooltip
         sub = "input"
-    return _short(name, _NAME_CHARS), _short(sub, _SUB_CHARS)
+    return _short(node["name"], _NAME_CHARS), _short(sub, _SUB_CHARS)
 
 
 def _layers(ids: list[str], parents: dict[str, list[str]], children: dict[str, list[str]]) -> dict[str, int]:
