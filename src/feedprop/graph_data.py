@@ -15,8 +15,8 @@ Example:
     >>> from feedprop import ops
     >>> greeting = ops.format("{} {}", Parameter("Hello", name="word"), "Ada")
     >>> record = graph_record(greeting)
-    >>> [(n["name"], n["role"]) for n in record["nodes"]]
-    [('word', 'parameter'), ('{} {}', 'input'), ('Ada', 'input'), ('format:0', 'op')]
+    >>> [(n["name"], n["role"]) for n in record["nodes"][:3]], record["nodes"][3]["op"]
+    ([('word', 'parameter'), ('{} {}', 'input'), ('Ada', 'input')], 'format')
     >>> [(e["source"], e["target"], e["label"]) for e in record["edges"]]
     [('n0', 'n3', 'arg1'), ('n1', 'n3', 'template'), ('n2', 'n3', 'arg2')]
 """
