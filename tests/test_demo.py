@@ -89,3 +89,18 @@ def test_solver_starts_from_the_documented_parameters() -> None:
     assert set(names) == {"instruction", "demos", "extract_answer"}
     assert names["instruction"].data == "Answer the question."
     assert names["demos"].data == [] and names["demos"].kind == "demos"
+
+
+def test_the_demo_writes_its_run_page_and_prints_where(
+    scripted_model: fp_llm.MockLLM, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = DemoConfig(
+        n_train=4, n_val=4, n_test=4, steps=1, batch_size=4, run_dir=str(tmp_path), strategy="p", student=None
+    )
+    result = run_demo(config, progress=False)
+    page = result.run_dir / "run.html"
+    assert f"run page: {page}" in capsys.readouterr().out
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<svg class="chart"') == 2 and '<svg class="graph"' in html
+    assert 'data-name="extract_answer"' in html and 'data-name="instruction"' in html
+    assert '<table class="items">' in html  # the test set's items, before and after

@@ -21,14 +21,14 @@ LAYERS: list[set[str]] = [
     {"ops"},
     {"export"},
     {"module"},
-    {"report"},
+    {"report", "graph_data"},
     {"optim"},
     {"tracking"},
     {"training"},
     {"tasks"},
     {"joint"},
 ]
-OUTSIDE = {"viz", "cli", "demo", "__init__", "__main__"}
+OUTSIDE = {"viz", "graph_svg", "chart_svg", "run_record", "run_page", "cli", "demo", "__init__", "__main__"}
 
 
 def layer_of(top: str) -> int | None:
@@ -150,7 +150,7 @@ PACKAGE_LAYERS: dict[str, list[str]] = {
     "training": [
         "summary", "budget", "data", "checkpoint", "events", "answers", "event_loop", "progress",
         "config", "result", "schedule", "guide", "evaluation", "unit_test", "judge", "bookkeeping",
-        "screening", "wire", "search", "distributed", "run", "trainer",
+        "screening", "wire", "search", "distributed", "run_files", "run", "trainer",
     ],
     "tasks": ["data", "task", "gsm8k", "code", "bbh", "mmlu", "game24", "registry"],
     "joint": [

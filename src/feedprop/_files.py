@@ -12,6 +12,7 @@ process writing it, so :func:`stale_temporaries` can tell what a crashed writer 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import shutil
@@ -66,6 +67,8 @@ def replacing(path: str | os.PathLike[str], *, directory: bool = False) -> Itera
         temp = Path(name)
     try:
         yield temp
+        if temp.exists():  # mkstemp/mkdtemp make private files; the result gets the usual mode
+            os.chmod(temp, (0o777 if directory else 0o666) & ~_umask())
         if directory and target.exists():
             shutil.rmtree(target)
         os.replace(temp, target)
@@ -109,6 +112,14 @@ def _process_alive(pid: int) -> bool:
     except OSError:  # someone else's process, or a platform without signals
         return True
     return True
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once (by setting it and putting it back: there is no plain getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -5,7 +5,9 @@ Subcommands:
 - ``feedprop demo``: train a two-stage BBH workflow on the embedded model (see :mod:`feedprop.demo`);
 - ``feedprop serve``: run the embedded model as an OpenAI-compatible server on a loopback port
   for other programs (prints the base URL and model name; stops on Ctrl-C or SIGTERM);
-- ``feedprop model``: assemble and verify the embedded model's file, and print its path.
+- ``feedprop model``: assemble and verify the embedded model's file, and print its path;
+- ``feedprop view RUN_DIR``: write the run's page (one self-contained HTML file, see
+  :mod:`feedprop.run_page`) and print its path; ``--serve`` also serves it on a loopback port.
 
 Each subcommand is a ``register_<name>(subparsers)`` function that adds its parser and sets
 ``handler``; :data:`COMMANDS` lists them in the order ``--help`` shows them.
@@ -28,6 +30,7 @@ from feedprop.demo import DemoConfig, run_demo
 from feedprop.errors import FeedpropError
 from feedprop.llm.local import DEFAULT_LOCAL_MODEL, LocalModel
 from feedprop.llm.model_file import MODELS, ensure_model_file, sha256_file
+from feedprop.run_page import serve_run_page, write_run_page
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -161,8 +164,46 @@ def register_demo(subparsers: Subparsers) -> None:
     parser.set_defaults(handler=_demo)
 
 
+def _view(args: argparse.Namespace) -> int:
+    page = write_run_page(args.run_dir, args.out)
+    print(page)
+    if not args.serve:
+        return 0
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = serve_run_page(args.run_dir, port=args.port)
+    try:
+        print(f"serving http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def register_view(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "view",
+        help="write a run's page (curve, steps, candidates, items, usage, graph) as one HTML file",
+        description="Write one self-contained HTML page for a run directory (of fp.train, fp.joint.alternate or "
+        "the demo), readable offline, and print its path.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's directory (the checkpoint= of the run)")
+    parser.add_argument("--out", default=None, help="where to write the page (default: RUN_DIR/run.html)")
+    parser.add_argument("--serve", action="store_true", help="also serve the page on 127.0.0.1 until Ctrl-C")
+    parser.add_argument("--port", type=int, default=0, help="port for --serve (default: a free one)")
+    parser.set_defaults(handler=_view)
+
+
 #: Subcommand registrars, in help order.
-COMMANDS: list[Callable[[Subparsers], None]] = [register_demo, register_serve, register_model]
+COMMANDS: list[Callable[[Subparsers], None]] = [register_demo, register_serve, register_model, register_view]
 
 
 def build_parser() -> argparse.ArgumentParser:

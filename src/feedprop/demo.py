@@ -59,6 +59,7 @@ from feedprop.llm import LLM
 from feedprop.module import Module
 from feedprop.node import Demos, MessageNode, Node, Parameter
 from feedprop.optim import recommended
+from feedprop.run_page import write_run_page
 from feedprop.tasks import load_bbh
 from feedprop.training import Budget, ExactMatch
 from feedprop.training.checkpoint import write_json_atomic
@@ -235,6 +236,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True) -> Demo
             student.close()
     result = _write_outputs(run, initial, run_dir, cfg)
     _print_result(result, time.monotonic() - started)
+    print(f"run page: {write_run_page(run_dir)}  (open it in a browser, or: feedprop view {run_dir} --serve)")
     return result
 
 

@@ -51,6 +51,8 @@ from feedprop.tracking import Tracker, resolve_tracker, track
 from feedprop.training.bookkeeping import RunBook, Span, Splits
 from feedprop.training.budget import Budget
 from feedprop.training.checkpoint import StateFile, write_json_atomic
+from feedprop.training.evaluation import mean
+from feedprop.training.run_files import log_outcomes, record_graph
 from feedprop.training.trainer import train
 
 __all__ = ["JointResult", "PhaseResult", "WeightOptions", "alternate", "parse_strategy"]
@@ -405,7 +407,7 @@ class _JointRun:
             self.tracker.on_resume(run_dir=self.dir)
         else:
             self.tracker.on_start(self.book.fingerprint, self.model.state_dict(), run_dir=self.dir)
-            self.test_before = self.book.score("test")
+            self.test_before = self.test_score()
             self.val_before = self.book.score("val")
             self.best = {"phase": 0, "state": self.model.state_dict(), "val": self.val_before}
             self.save()
@@ -437,9 +439,20 @@ class _JointRun:
             checkpoint_path=self.dir,
         )
 
+    def test_score(self) -> float | None:
+        """The test score of the model as it is; for the run page, its graph and per-item outcomes
+        (tagged 0 for the start, ``i`` after phase ``i``) go into the run directory."""
+        outcomes = self.book.outcomes("test")
+        if outcomes is None:
+            return None
+        if self.dir is not None:
+            record_graph(self.dir, outcomes)
+            log_outcomes(self.dir, "test", outcomes, joint_phase=len(self.results) + 1 if self.best else 0)
+        return mean([o.score for o in outcomes])
+
     def finish_phase(self, result: PhaseResult) -> None:
         if not result.skipped:
-            result.test = self.book.score("test")
+            result.test = self.test_score()
             best_val = self.best.get("val")
             improves = result.val is not None and (best_val is None or result.val > best_val)
             ties = result.val is not None and best_val is not None and result.val == best_val

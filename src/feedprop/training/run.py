@@ -46,6 +46,7 @@ from feedprop.training.data import Item
 from feedprop.training.evaluation import ItemExecutor, Outcome, mean
 from feedprop.training.events import EventLog, item_outcomes
 from feedprop.training.result import TrainResult
+from feedprop.training.run_files import record_graph
 from feedprop.training.schedule import Schedule
 from feedprop.training.search import Member, make_strategy
 
@@ -125,7 +126,10 @@ class TrainingRun:
 
     def minibatch(self, items: Sequence[Item]) -> list[Outcome]:
         with self.meter.phase("evaluation"):
-            return self.book.scorer.run(items, training=True)
+            outcomes = self.book.scorer.run(items, training=True)
+        if self.dir is not None:  # the workflow's graph for the run page, once per run
+            record_graph(self.dir.path, outcomes)
+        return outcomes
 
     def teach(self, items: Sequence[Item], outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Item]]:
         teacher = self.cfg.teacher
