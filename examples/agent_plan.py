@@ -38,11 +38,12 @@ accuracy goes from 0% to 100%, and the solved runs then become candidate demonst
 the plumbing, not the model's skill.
 
 Measured with the new default (``recommended`` + ``search="pareto"``, the embedded 1.5B model,
-defaults: 4 train / 4 val / 6 test tasks, 2 steps; commit 8d184d3, 2026-12-03, 67 minutes on a
-machine shared with other jobs): accuracy on unseen tasks 0% -> 0%, validation 0% -> 0%, no update
-accepted. The starting prompt gets no task right, so there is no successful run to take a
-demonstration from (``labelled=False``), and the four rewrites of the planning prompt each step
-(two of them pasted the task or a prose plan into the prompt) all scored 0 on the minibatch.
+defaults: 4 train / 4 val / 6 test tasks, 2 steps; commit 8d184d3, 2026-12-03, 67 minutes, of which
+step 1 took 54 while other jobs shared the machine and step 2 took 11): accuracy on unseen tasks
+0% -> 0%, validation 0% -> 0%, no update accepted. The starting prompt gets no task right, so there
+is no successful run to take a demonstration from (``labelled=False``), and the four rewrites of
+the planning prompt a step (most of them a prose plan for one task, or the task itself, pasted into
+the prompt) all scored 0 on the minibatch.
 ``fp.train(teacher=...)``, added since, lets a stronger model's correct runs fill the
 demonstrations when the student solves nothing; not measured here.
 """
