@@ -12,8 +12,8 @@ from feedprop.errors import ExecutionError
 from feedprop.graph_data import read_graph
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.training.evaluation import Outcome
-from feedprop.training.events import ITEM_OUTCOME_SCHEMA, read_events
-from feedprop.training.run_files import GRAPH_FILE, log_outcomes, outcome_records, record_graph
+from feedprop.training.events import ITEM_OUTCOME_SCHEMA, item_outcomes, read_events
+from feedprop.training.run_files import GRAPH_FILE, log_outcomes, record_graph
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the run page's toy runs
 from run_toys import joint_run, train_run
@@ -47,7 +47,7 @@ def test_no_traced_output_writes_nothing(tmp_path: Path) -> None:
 def test_outcomes_are_logged_as_items_events(tmp_path: Path) -> None:
     node = ops.strip(Parameter(" 4 ", name="p"))
     outcomes = [ok(0, node), Outcome(1, "5", Feedback("Wrong: expected 6", score=0.0))]
-    assert outcome_records(outcomes) == [
+    assert item_outcomes(outcomes) == [
         {"index": 0, "score": 1.0, "output": "4", "feedback": "fine"},
         {"index": 1, "score": 0.0, "output": "5", "feedback": "Wrong: expected 6"},
     ]

@@ -34,9 +34,9 @@ from typing import Any
 from feedprop.graph_data import write_graph
 from feedprop.node import Node
 from feedprop.training.evaluation import Outcome
-from feedprop.training.events import EventLog, ItemOutcome, item_outcome
+from feedprop.training.events import EventLog, item_outcomes
 
-__all__ = ["EVENTS_FILE", "GRAPH_FILE", "log_outcomes", "outcome_records", "record_graph"]
+__all__ = ["EVENTS_FILE", "GRAPH_FILE", "log_outcomes", "record_graph"]
 
 GRAPH_FILE = "graph.json"
 EVENTS_FILE = "events.jsonl"
@@ -64,30 +64,10 @@ def record_graph(directory: str | os.PathLike[str], outcomes: Sequence[Outcome])
     return None
 
 
-def outcome_records(outcomes: Sequence[Outcome]) -> list[ItemOutcome]:
-    """The :class:`~feedprop.training.events.ItemOutcome` of each outcome (output as text, feedback, error).
-
-    Example:
-        >>> from feedprop.node import Feedback
-        >>> outcome_records([Outcome(3, "4", Feedback("Wrong: expected 5", score=0.0))])
-        [{'index': 3, 'score': 0.0, 'output': '4', 'feedback': 'Wrong: expected 5'}]
-    """
-    return [
-        item_outcome(
-            o.index,
-            o.score,
-            getattr(o.output, "data", o.output),
-            feedback=o.feedback.text,
-            error=str(o.error) if o.error is not None else None,
-        )
-        for o in outcomes
-    ]
-
-
 def log_outcomes(directory: str | os.PathLike[str], phase: str, outcomes: Sequence[Outcome], **fields: Any) -> None:
     """Append an ``items`` event with the outcomes of ``phase`` (and ``fields``) to ``directory/events.jsonl``."""
     log = EventLog(Path(directory) / EVENTS_FILE)
     try:
-        log.emit_items(phase, outcome_records(outcomes), **fields)
+        log.emit_items(phase, item_outcomes(outcomes), **fields)
     finally:
         log.close()
