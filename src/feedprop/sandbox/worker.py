@@ -384,6 +384,8 @@ def _change_hook(workdir: str) -> AuditHook:
 KEPT_FRAMES = 200
 #: A failure this many calls deep inside the code is reported as runaway recursion.
 DEEP_RECURSION = 10_000
+#: CPython's "error return without exception set" this many calls deep is a frame it could not allocate.
+LOST_MEMORY_ERROR_DEPTH = 1_000
 
 
 def code_frames(tb: Any, keep: int | None = KEPT_FRAMES) -> tuple[list[list[Any]], int]:
@@ -418,8 +420,10 @@ def _failure(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any]:
     type_name = type(exc).__name__
     lineno = frames[-1][0] if frames else None
     limit = f"exceeded the {limits['memory_mb']} MB memory limit"
-    if type(exc) is SystemError and depth >= DEEP_RECURSION and "without exception set" in message:
-        # CPython 3.11 reports a frame it could not allocate this way instead of raising MemoryError.
+    if type(exc) is SystemError and depth >= LOST_MEMORY_ERROR_DEPTH and "without exception set" in message:
+        # CPython 3.11 reports a frame it could not allocate this way instead of raising MemoryError
+        # (also when the allocation fails inside an audit hook, which can happen well before
+        # DEEP_RECURSION when the worker itself holds much of the memory limit).
         type_name, message = "MemoryError", f"{limit} (CPython: {message})"
     elif isinstance(exc, MemoryError) and not message:
         message = limit
