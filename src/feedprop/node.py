@@ -72,6 +72,7 @@ __all__ = [
     "demos_problem",
     "infer_kind",
     "node",
+    "outside_bounds",
     "run_forward",
 ]
 
@@ -540,6 +541,29 @@ def infer_kind(value: Any) -> str:
     return "json"
 
 
+def _bound_text(bound: float | None, infinite: str) -> str:
+    if bound is None:
+        return infinite
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else repr(bound)
+
+
+def outside_bounds(value: float, bounds: tuple[float | None, float | None] | None) -> str | None:
+    """Why ``value`` breaks ``bounds`` (``(lo, hi)``, ``None`` for an open end), or ``None`` if it fits.
+
+    The one bounds rule: :class:`Parameter` and the checks of an optimizer's suggestions both use it.
+
+    Example:
+        >>> outside_bounds(11, (0, 10)), outside_bounds(5, (0, 10)), outside_bounds(-1.5, (0, None))
+        ('11 is outside the bounds [0, 10]', None, '-1.5 is outside the bounds [0, inf]')
+    """
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    if (lo is None or value >= lo) and (hi is None or value <= hi):
+        return None
+    return f"{_bound_text(value, 'nan')} is outside the bounds [{_bound_text(lo, '-inf')}, {_bound_text(hi, 'inf')}]"
+
+
 def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:
     """``value`` as the parameter will store it, or a typed error saying why it does not fit."""
     where = f"parameter {param.name!r} ({param.kind})"
@@ -556,7 +580,7 @@ def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:
             if not float(value).is_integer():
                 raise SuggestionError(f"{where} holds an integer; got {value!r}", param.name, value)
             value = int(value)
-        if param.bounds is not None and not param.bounds[0] <= value <= param.bounds[1]:
+        if param.bounds is not None and outside_bounds(value, param.bounds):
             lo, hi = param.bounds
             if initial:
                 raise InvalidInputError(

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from feedprop.errors import SuggestionError
-from feedprop.node import KINDS, demos_problem, infer_kind
+from feedprop.node import KINDS, demos_problem, infer_kind, outside_bounds
 from feedprop.optim.replies import arithmetic
 
 __all__ = ["check_constraint", "infer_kind", "json_shape_problem", "strip_fences", "validate_value"]
@@ -243,14 +243,11 @@ def _validate_number(current: Any, suggested: Any, bounds: tuple[float | None, f
         number = int(number)
     elif isinstance(current, float):
         number = float(number)
-    if bounds is not None:
-        lo, hi = bounds
-        if (lo is not None and number < lo) or (hi is not None and number > hi):
-            lo_s = "-inf" if lo is None else _fmt(lo)
-            hi_s = "inf" if hi is None else _fmt(hi)
-            raise SuggestionError(
-                f"{_fmt(number)} is outside the bounds [{lo_s}, {hi_s}]; suggest a number between {lo_s} and {hi_s}"
-            )
+    problem = outside_bounds(number, bounds)
+    if problem is not None and bounds is not None:
+        lo_s = "-inf" if bounds[0] is None else _fmt(bounds[0])
+        hi_s = "inf" if bounds[1] is None else _fmt(bounds[1])
+        raise SuggestionError(f"{problem}; suggest a number between {lo_s} and {hi_s}")
     return number
 
 
