@@ -73,6 +73,8 @@ ARTIFACTS_DIR = "mlflow-artifacts"
 #: Files of the run directory logged as artifacts when present at the end.
 PAGE_FILES = ("run.html", "curve.png")
 _FORMAT = "feedprop.mlflow/1"
+#: Step metrics are sent in batches, at most one write to the store this often (the end of a run sends the rest).
+FLUSH_SECONDS = 1.0
 # MLflow's limits: values per log_batch call, and lengths (params as older stores allow).
 _METRICS_PER_BATCH = 1000
 _PARAMS_PER_BATCH = 100
@@ -256,6 +258,8 @@ class MLflowTracker(Tracker):
         self._pending: list[Value] = []
         self._flushing = False
         self._last_step = 0
+        self._wake = threading.Event()
+        self._last_flush = 0.0
 
     def __repr__(self) -> str:
         return f"MLflowTracker(tracking_uri={self.tracking_uri!r}, experiment={self.experiment!r})"
@@ -287,6 +291,7 @@ class MLflowTracker(Tracker):
     def on_finish(self, result: RunResult, *, run_dir: Path | None) -> None:
         if self._pool is None:
             return
+        self._wake.set()  # a flush waiting for its interval goes now
         try:
             self._call(self._close, result, run_dir)
         finally:
@@ -296,6 +301,7 @@ class MLflowTracker(Tracker):
         if self._pool is None:
             return
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        self._wake.set()
         try:
             self._call(self._fail, status, f"{type(error).__name__}: {error}")
         except Exception as exc:  # the run's own error is the one to see
@@ -311,6 +317,8 @@ class MLflowTracker(Tracker):
         self._pending = []
         self._flushing = False
         self._last_step = 0
+        self._wake = threading.Event()
+        self._last_flush = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedprop-mlflow")
 
     def _end(self) -> None:
@@ -432,6 +440,12 @@ class MLflowTracker(Tracker):
             self._client.log_batch(self.run_id, metrics=batch)
 
     def _flush_quietly(self) -> None:
+        # At most one write to the store every FLUSH_SECONDS: a step of a few milliseconds would
+        # otherwise pay a database write each; the events that arrive meanwhile join this flush.
+        wait = FLUSH_SECONDS - (time.monotonic() - self._last_flush)
+        if wait > 0:
+            self._wake.wait(wait)
+        self._last_flush = time.monotonic()
         try:
             self._flush()
         except Exception as exc:  # a lost metric must not stop training; the end of the run reports the rest
