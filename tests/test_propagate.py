@@ -391,3 +391,11 @@ def test_minimal_subgraph_follows_control_dependencies_like_brute_force_reachabi
     if missed:
         named = {p.name for p in leaves if repr(p.name) in str(warned[0].message)}
         assert named == {p.name for p in missed}
+
+
+def test_a_name_that_moved_out_says_where_it_is_now() -> None:
+    with pytest.raises(ImportError, match=r"from feedprop\.textual_gradient import TextualGradient"):
+        from feedprop.propagate import TextualGradient  # noqa: F401
+    import feedprop.propagate as propagate_module
+
+    assert not hasattr(propagate_module, "no_such_name")

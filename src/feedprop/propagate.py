@@ -273,3 +273,28 @@ def backward(
     rule.begin(run)
     rule.walk(order, run, retain_feedback)
     run.release()
+
+
+#: Names that moved out of this module, and where they are now.
+_MOVED = {
+    "TextualGradient": "feedprop.textual_gradient",
+    "TEXTUAL_GRADIENT_SYSTEM": "feedprop.textual_gradient",
+    "TEXTUAL_GRADIENT_USER": "feedprop.textual_gradient",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Say where a name that moved out of this module lives now (this module imports no LLM).
+
+    A moved name raises :class:`ImportError` with the new place (``from feedprop.propagate import
+    TextualGradient`` would otherwise say only "cannot import name").
+
+    Example:
+        >>> from feedprop.propagate import TextualGradient  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ImportError: feedprop.propagate.TextualGradient moved: from feedprop.textual_gradient import ...
+    """
+    if name in _MOVED:
+        raise ImportError(f"feedprop.propagate.{name} moved: from {_MOVED[name]} import {name}")
+    raise AttributeError(f"module 'feedprop.propagate' has no attribute {name!r}", name=name)
