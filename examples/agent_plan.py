@@ -24,18 +24,31 @@ screens each candidate on the minibatch and validates only those that beat their
 ``--optimizer optoprime`` runs the earlier setup (OptoPrime over the prompt, no demonstrations,
 greedy search), for a before/after comparison.
 
+``--tools`` runs the same tasks as a conversation with tools in the OpenAI tools format (which
+the embedded llama.cpp model serves): ``lookup`` and ``calc`` are :class:`feedprop.Tool` objects
+whose descriptions are trainable text parameters, the planning prompt becomes the system prompt,
+and :func:`feedprop.run_agent` lets the model call the tools turn by turn until it answers. Each
+turn, tool call and result is a node, so the guide's feedback on the answer reaches the system
+prompt and both descriptions; ``recommended`` (``Reflect``, every failing parameter each step)
+rewrites them.
+
 Run it (default model: the embedded one; ``FEEDPROP_BASE_URL`` points it elsewhere)::
 
     .venv/bin/python examples/agent_plan.py                          # real model
     .venv/bin/python examples/agent_plan.py --optimizer optoprime    # the earlier optimizer
     .venv/bin/python examples/agent_plan.py --mock                   # scripted model, seconds
+    .venv/bin/python examples/agent_plan.py --tools                  # OpenAI-format tools, real model
+    .venv/bin/python examples/agent_plan.py --tools --mock           # the same, scripted
 
 Expected output: split sizes, progress bars, accuracy on unseen tasks before -> after, the
 transcript of one solved task, the learned prompt and the demonstrations. With ``--mock`` the
 scripted planner answers with one ``calc`` over item names (which fails) until its prompt shows
 the ``lookup`` syntax; the scripted optimizer diagnoses that and proposes such a prompt, so
 accuracy goes from 0% to 100%, and the solved runs then become candidate demonstrations. That is
-the plumbing, not the model's skill.
+the plumbing, not the model's skill. With ``--tools --mock`` the scripted agent picks tools by
+their descriptions: while ``lookup``'s says nothing about prices it calls ``calc`` with item names
+(which fails) and gives up; the scripted optimizer rewrites all three texts, and the candidate
+whose ``lookup`` description mentions prices takes accuracy from 0% to 100%.
 
 Measured with the new default (``recommended`` + ``search="pareto"``, the embedded 1.5B model,
 defaults: 4 train / 4 val / 6 test tasks, 2 steps; commit 8d184d3, 2026-12-03, 67 minutes, of which
@@ -46,6 +59,9 @@ the planning prompt a step (most of them a prose plan for one task, or the task 
 the prompt) all scored 0 on the minibatch.
 ``fp.train(teacher=...)``, added since, lets a stronger model's correct runs fill the
 demonstrations when the student solves nothing; not measured here.
+
+The ``--tools`` mode with the embedded model is not measured yet: only its scripted run (``--mock``)
+is tested.
 """
 
 from __future__ import annotations
@@ -63,11 +79,13 @@ from typing import Any
 
 from feedprop import llm as llm_module
 from feedprop import ops
+from feedprop.agent import run_agent
 from feedprop.bundle import bundle
 from feedprop.errors import InvalidInputError
 from feedprop.module import Module
-from feedprop.node import Demos, Feedback, Node, Parameter
+from feedprop.node import Demos, Feedback, MessageNode, Node, Parameter
 from feedprop.optim import Optimizer, OptoPrime, recommended
+from feedprop.tool import Tool
 from feedprop.training import Budget, Guide, TrainResult, train
 
 PRICES = {
@@ -241,6 +259,56 @@ class AnswerCheck(Guide):
         return Feedback(f"Wrong: the answer is {float(target):g}, the agent gave {said}. Its run:\n{transcript}", 0.0)
 
 
+# -- the same tasks with OpenAI-format tools (--tools) -------------------------------------------------
+
+
+class ToolAgent(Module):
+    """Answer a task in a conversation with the tools ``lookup`` and ``calc``; the system prompt and
+    both tool descriptions are trainable."""
+
+    def __init__(self, max_turns: int = 6) -> None:
+        self.system = Parameter(
+            "You are a helpful assistant.",
+            name="system_prompt",
+            description="system prompt of the agent that calls the tools lookup and calc, then answers with a number",
+        )
+        self.tools = [Tool(lookup, "Look up an item."), Tool(calc, "Do math.")]
+        self.max_turns = max_turns
+
+    @bundle(description="reads the last number in the agent's final reply")
+    def read_answer(self, reply: str) -> float | None:
+        numbers = re.findall(r"-?\d+(?:\.\d+)?", reply.replace(",", ""))
+        return float(numbers[-1]) if numbers else None
+
+    def forward(self, task: Any) -> Node[Any]:
+        reply = run_agent(
+            self.system,
+            ops.format("Task: {}", task),
+            tools=self.tools,
+            max_turns=self.max_turns,
+            temperature=0.0,
+            max_tokens=160,
+        )
+        return ops.make_dict(answer=self.read_answer(reply), transcript=conversation(reply))
+
+
+def conversation(reply: MessageNode[Any]) -> str:
+    """The tool calls, their results and the final reply of a :func:`run_agent` answer, one per line."""
+    info = reply.info or {}
+    called: dict[str, str] = {}
+    lines = []
+    for message in info.get("messages", ()):
+        for call in message.get("tool_calls", ()):
+            called[call["id"]] = f"{call['function']['name']}({call['function']['arguments']})"
+        if message["role"] == "tool":
+            lines.append(f"{called.get(message['tool_call_id'], '?')} -> {message['content']}")
+    if info.get("tool_calls"):
+        lines.append("error: the agent ran out of turns before it answered")
+    else:
+        lines.append(f"reply: {info.get('response', reply.data)}")
+    return "\n".join(lines)
+
+
 # -- a scripted model for --mock -----------------------------------------------------------------------
 
 #: The planning prompt the scripted optimizer proposes (--mock only).
@@ -279,20 +347,80 @@ def scripted_llm() -> llm_module.MockLLM:
     return llm_module.MockLLM(handler)
 
 
+#: What the scripted optimizer proposes for the ``lookup`` and ``calc`` descriptions and the system
+#: prompt (--tools --mock only).
+SCRIPTED_LOOKUP = "The price of one item, in skell: give the item's name, e.g. lantern."
+SCRIPTED_CALC = "Arithmetic on numbers with + - * / and parentheses."
+SCRIPTED_SYSTEM = "Answer the shopping task with the tools, then reply with the number."
+
+
+def _calls(*calls: tuple[str, str, str]) -> llm_module.Completion:
+    """A reply calling each ``(tool, argument, value)``."""
+    made = [
+        llm_module.ToolCall(f"call_{i}", name, json.dumps({arg: value})) for i, (name, arg, value) in enumerate(calls)
+    ]
+    return llm_module.Completion("", tool_calls=tuple(made))
+
+
+def scripted_tools_llm() -> llm_module.MockLLM:
+    """A scripted agent that picks tools by their descriptions, and a scripted optimizer (plumbing only).
+
+    As the agent it calls ``lookup`` only when that tool's description mentions prices; otherwise
+    it puts item names into ``calc`` and gives up. As the optimizer it proposes
+    :data:`SCRIPTED_LOOKUP`, :data:`SCRIPTED_CALC` or :data:`SCRIPTED_SYSTEM` for the text it is asked about.
+    """
+
+    def handler(messages: list[dict[str, Any]], **params: Any) -> str | llm_module.Completion:
+        last = messages[-1]["content"]
+        if "tools" not in params:  # the optimizer
+            if messages[0]["content"].startswith("You are an optimizer"):  # OptoPrime
+                suggestion = {"lookup_description": SCRIPTED_LOOKUP}
+                return json.dumps({"reasoning": "say that lookup gives prices", "suggestion": suggestion})
+            if "what rule would fix it" in last:
+                return "The agent never looks prices up: nothing says that lookup gives the price of an item."
+            if "tool 'lookup'" in last:
+                return SCRIPTED_LOOKUP
+            return SCRIPTED_CALC if "tool 'calc'" in last else SCRIPTED_SYSTEM
+        described = {t["function"]["name"]: t["function"]["description"] for t in params["tools"]}
+        task = next(m["content"] for m in messages if m["role"] == "user")
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        match = _TASK.search(task)
+        if match is None:
+            return "I cannot tell."
+        qa, a, qb, b, kind = match.groups()
+        if "price" not in described["lookup"].lower():
+            return _calls(("calc", "expression", f"{qa} * {a} + {qb} * {b}")) if not results else "I cannot tell."
+        if not results:
+            return _calls(("lookup", "item", a), ("lookup", "item", b))
+        if len(results) == 2:
+            total = f"{qa} * {results[0]} + {qb} * {results[1]}"
+            return _calls(("calc", "expression", total if kind == "cost" else f"200 - ({total})"))
+        return f"The answer is {results[-1]} skell."
+
+    return llm_module.MockLLM(handler)
+
+
 #: The optimizers ``--optimizer`` chooses from, and the search each uses unless ``--search`` says otherwise.
 OPTIMIZERS = {"recommended": "pareto", "optoprime": "greedy"}
 
 
-def make_optimizer(name: str, agent: PlanningAgent, n_candidates: int = 4) -> Optimizer:
-    """``recommended``: demonstrations from solved runs + Reflect on the prompt; ``optoprime``: the earlier setup."""
+def make_optimizer(name: str, agent: PlanningAgent | ToolAgent, n_candidates: int = 4) -> Optimizer:
+    """``recommended``: demonstrations from solved runs + Reflect on the prompt; ``optoprime``: the earlier setup.
+
+    For a :class:`ToolAgent` both train the system prompt and the tool descriptions (Reflect
+    rewrites every one that failed, each step).
+    """
+    if name not in OPTIMIZERS:
+        raise InvalidInputError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    if isinstance(agent, ToolAgent):
+        texts = [agent.system, *(tool.description for tool in agent.tools)]
+        if name == "optoprime":
+            return OptoPrime(texts, max_tokens=500)
+        return recommended(texts, n_candidates=n_candidates, max_tokens=300, params_per_step=None)
     if name == "optoprime":  # the demonstrations stay empty, so the planner is asked what it was asked before
         return OptoPrime([agent.plan_prompt], max_tokens=500)
-    if name == "recommended":
-        # Demonstrations only from runs that succeeded: the item's target (the total) is not a plan.
-        return recommended(
-            [agent.plan_demos, agent.plan_prompt], n_candidates=n_candidates, labelled=False, max_tokens=300
-        )
-    raise InvalidInputError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    # Demonstrations only from runs that succeeded: the item's target (the total) is not a plan.
+    return recommended([agent.plan_demos, agent.plan_prompt], n_candidates=n_candidates, labelled=False, max_tokens=300)
 
 
 def run(args: argparse.Namespace) -> TrainResult:
@@ -300,15 +428,15 @@ def run(args: argparse.Namespace) -> TrainResult:
         raise InvalidInputError("--n-train, --n-val and --n-test must each be at least 1")
     train_set, val_set, test_set = make_tasks(1, args.n_train), make_tasks(2, args.n_val), make_tasks(3, args.n_test)
     if args.mock:
-        llm_module.set_default(scripted_llm())
+        llm_module.set_default(scripted_tools_llm() if args.tools else scripted_llm())
     model = llm_module.default()
     search = args.search or OPTIMIZERS.get(args.optimizer, "greedy")
     print(
-        f"tool-using agent: {len(train_set)} train / {len(val_set)} val / {len(test_set)} unseen tasks; "
-        f"optimizer {args.optimizer}, {search} search; "
+        f"tool-using agent{' (OpenAI-format tools)' if args.tools else ''}: {len(train_set)} train / "
+        f"{len(val_set)} val / {len(test_set)} unseen tasks; optimizer {args.optimizer}, {search} search; "
         f"model {model.model}{' (SCRIPTED, plumbing only)' if args.mock else ''}"
     )
-    agent = PlanningAgent()
+    agent: PlanningAgent | ToolAgent = ToolAgent() if args.tools else PlanningAgent()
     result = train(
         agent,
         train_set,
@@ -328,6 +456,10 @@ def run(args: argparse.Namespace) -> TrainResult:
     question, expected = test_set[0]
     outcome = agent(question).data
     print(f"one unseen task: {question} (expected {expected:g})\n{outcome['transcript']}")
+    if isinstance(agent, ToolAgent):
+        for name, value in result.best_state.items():
+            print(f"learned {name}: {value!r}")
+        return result
     print(f"learned plan_prompt: {result.best_state['plan_prompt']!r}")
     demos = result.best_state["plan_demos"]
     print(f"learned plan_demos: {len(demos)} demonstrations")
@@ -343,6 +475,9 @@ def _percent(score: float | None) -> str:
 def main(argv: Sequence[str] | None = None) -> TrainResult:
     parser = argparse.ArgumentParser(description="train a tool-using agent's planning prompt from environment feedback")
     parser.add_argument("--mock", action="store_true", help="scripted model: checks the plumbing in seconds")
+    parser.add_argument(
+        "--tools", action="store_true", help="a conversation with OpenAI-format tools instead of a written plan"
+    )
     parser.add_argument(
         "--optimizer",
         choices=sorted(OPTIMIZERS),

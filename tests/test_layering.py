@@ -18,7 +18,9 @@ LAYERS: list[set[str]] = [
     {"textual_gradient"},
     {"sandbox"},
     {"bundle"},
+    {"tool"},
     {"ops"},
+    {"agent"},
     {"export"},
     {"module"},
     {"report", "graph_data"},
@@ -135,7 +137,7 @@ def test_values_tracing_and_backward_load_no_llm() -> None:
 #: in its package's list (``__init__`` re-exports and may import any).
 PACKAGE_LAYERS: dict[str, list[str]] = {
     "llm": [
-        "retry", "limit", "usage", "home", "cache", "model_file", "replay", "base", "tokens",
+        "retry", "limit", "usage", "home", "tool_calls", "cache", "model_file", "replay", "base", "tokens",
         "openai_compatible", "local", "pool", "mock", "default_llm", "spec",
     ],
     "sandbox": [

@@ -10,8 +10,9 @@ import pytest
 from feedprop import ops
 from feedprop.errors import ExecutionError, InvalidInputError
 from feedprop.joint import traces
-from feedprop.llm import MockLLM, cache_key, set_default
+from feedprop.llm import Completion, MockLLM, ToolCall, cache_key, set_default
 from feedprop.node import Demos, MessageNode, Node, Op, Parameter
+from feedprop.tool import Tool
 
 
 @pytest.mark.parametrize(
@@ -197,3 +198,44 @@ def test_llm_calls_lists_every_call_inputs_first_and_joint_shares_it() -> None:
     assert ops.llm_calls(ops.upper(second)) == [first, second]
     assert ops.llm_calls(Node("x", name="x")) == []
     assert traces.llm_calls is ops.llm_calls and "llm_calls" in ops.__all__
+
+
+def test_llm_call_offers_tools_and_records_the_calls_asked_for() -> None:
+    def lookup(item: str) -> float:
+        return 15.0
+
+    tool = Tool(lookup, "The price of one item.")
+    call = ToolCall("c1", "lookup", '{"item": "map"}')
+    llm = MockLLM(Completion("", tool_calls=(call,)))
+    system = Parameter("Use the tools.", name="system")
+    out = ops.llm_call(system, "What does a map cost?", tools=[tool], llm=llm, temperature=0)
+    assert out.data == "" and out.info is not None and out.info["tool_calls"] == [call.to_dict()]
+    assert out.inputs[-1] == ("tools[0]", tool.description) and out.parents == (system, tool.description)
+    assert llm.calls[0].params == {"temperature": 0, "tools": [tool.schema()]}
+    assert out.info["params"] == llm.calls[0].params
+    plain = ops.llm_call(system, "Hi", llm=MockLLM("Hello"))
+    assert plain.info is not None and "tool_calls" not in plain.info and "tools" not in plain.info["params"]
+    with pytest.raises(InvalidInputError, match=r"tools\[0\] must be a feedprop.Tool"):
+        ops.llm_call(system, "Hi", tools=[lookup], llm=llm)
+    with pytest.raises(InvalidInputError, match=r"non-empty list of feedprop\.Tool"):
+        ops.llm_call(system, "Hi", tools=tool, llm=llm)  # type: ignore[arg-type]
+
+
+def test_llm_chat_sends_a_transcript_and_records_the_nodes_it_was_made_from() -> None:
+    persona = Parameter("You are terse.", name="persona")
+    first = ops.llm_call(persona, "Name a colour.", llm=MockLLM("Red."))
+    assert first.info is not None
+    transcript = [
+        *first.info["messages"],
+        {"role": "assistant", "content": "Red."},
+        {"role": "user", "content": "More"},
+    ]
+    llm = MockLLM("Blue.")
+    second = ops.llm_chat(transcript, [("system", persona), ("turn[0]", first)], llm=llm)
+    assert second.op is ops.LLM_CALL and second.parents == (persona, first)
+    assert llm.calls[0].messages == transcript and second.info is not None and second.info["messages"] == transcript
+    assert asyncio.run(ops.allm_chat(transcript, llm=MockLLM("Green."))).data == "Green."
+    with pytest.raises(InvalidInputError, match=r"inputs\[0\] must be a \(name, node\) pair"):
+        ops.llm_chat(transcript, [persona], llm=llm)  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match="list of"):
+        ops.llm_chat("Hi", llm=llm)  # type: ignore[arg-type]

@@ -23,7 +23,8 @@ Example:
     'Hi, Ada'
 """
 
-from feedprop import llm, node, ops, optim, tasks
+from feedprop import agent, llm, node, ops, optim, tasks
+from feedprop.agent import arun_agent, run_agent
 from feedprop.bundle import bundle
 from feedprop.errors import (
     BudgetExhausted,
@@ -40,6 +41,7 @@ from feedprop.module import Module
 from feedprop.node import Demos, ExceptionNode, Feedback, MessageNode, Node, Parameter
 from feedprop.sandbox import InProcessExecutor, SandboxExecutor, set_default_executor
 from feedprop.tasks import Example, Task
+from feedprop.tool import Tool
 from feedprop.tracing import name_scope, no_trace
 from feedprop.training import (
     Budget,
@@ -89,8 +91,11 @@ __all__ = [
     "SandboxExecutor",
     "StateDictError",
     "Task",
+    "Tool",
     "TrainResult",
     "UnitTest",
+    "agent",
+    "arun_agent",
     "bundle",
     "evaluate",
     "llm",
@@ -99,6 +104,7 @@ __all__ = [
     "node",
     "ops",
     "optim",
+    "run_agent",
     "set_default_executor",
     "tasks",
     "track_usage",

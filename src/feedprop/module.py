@@ -1,7 +1,8 @@
 """``Module``: a container of parameters with PyTorch's names, saved as JSON and exportable as plain Python.
 
 A module's parameters are found where the user put them: in attributes, in lists, tuples and
-dicts, in nested modules, and in trainable bundled methods (one code parameter per instance).
+dicts, in nested modules, in trainable bundled methods (one code parameter per instance), and
+in the description of a :class:`~feedprop.tool.Tool` (``"lookup.description"``).
 ``named_parameters()`` names them by their dotted path (``"encoder.instruction"``,
 ``"demos.0"``, ``"extract_answer"``). Subclasses need not call ``super().__init__()``.
 
@@ -36,6 +37,7 @@ from feedprop.bundle import CODE_ATTRIBUTE, Bundle
 from feedprop.errors import CheckpointError, InvalidInputError, StateDictError
 from feedprop.export import Learned, plain_python
 from feedprop.node import Parameter, run_forward
+from feedprop.tool import Tool
 
 __all__ = ["IncompatibleKeys", "Module", "export_source"]
 
@@ -267,6 +269,8 @@ def _walk_value(value: Any, path: list[Step], seen: set[int]) -> Iterator[tuple[
             yield from _walk_module(value, path, seen)
     elif isinstance(value, Bundle) and value.parameter is not None:  # a trainable function stored on the module
         yield from _walk_value(value.parameter, path, seen)
+    elif isinstance(value, Tool):
+        yield from _walk_value(value.description, [*path, ("attr", "description")], seen)
     elif isinstance(value, list | tuple | dict):
         if id(value) in seen:  # a container met before (or one that contains itself) is walked once
             return

@@ -1,10 +1,10 @@
 """Built-in traced operators: arithmetic, comparison, text, containers, attributes, calls, LLM calls.
 
-Every op here is an :class:`~feedprop.node.Op` object (or, for :func:`llm_call`, a function whose
-nodes carry the op :data:`LLM_CALL`): ``node.op is ops.add`` identifies an addition without
-reading any string. Python's operators on nodes route to the same objects (``a + b`` is
-``ops.add(a, b)``). Arguments may be nodes or plain values; plain values are recorded as
-constants.
+Every op here is an :class:`~feedprop.node.Op` object (or, for :func:`llm_call` and
+:func:`llm_chat`, a function whose nodes carry the op :data:`LLM_CALL`): ``node.op is ops.add``
+identifies an addition without reading any string. Python's operators on nodes route to the
+same objects (``a + b`` is ``ops.add(a, b)``). Arguments may be nodes or plain values; plain
+values are recorded as constants.
 
 Example:
     >>> from feedprop.node import Node, Parameter
@@ -22,12 +22,12 @@ import builtins
 import contextlib
 import contextvars
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from feedprop import llm as llm_module
 from feedprop.errors import InvalidInputError
-from feedprop.llm.base import LLM, Completion, Message
+from feedprop.llm.base import LLM, Completion, Message, check_messages
 from feedprop.node import (
     ABS,
     ADD,
@@ -54,6 +54,7 @@ from feedprop.node import (
     demos_problem,
 )
 from feedprop.propagate import toposort
+from feedprop.tool import Tool
 from feedprop.tracing import note_input
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "abs_",
     "add",
     "allm_call",
+    "allm_chat",
     "answered_by",
     "call",
     "concat",
@@ -82,6 +84,7 @@ __all__ = [
     "len_",
     "llm_call",
     "llm_calls",
+    "llm_chat",
     "lower",
     "lt",
     "make_dict",
@@ -248,9 +251,51 @@ def _record(
         "usage": reply.usage.to_dict(),
         "params": params,
     }
+    if reply.tool_calls:
+        info["tool_calls"] = [call.to_dict() for call in reply.tool_calls]
     if teacher is not None:
         info["answered_by"] = teacher
     return MessageNode(reply.text, op=LLM_CALL, inputs=inputs, info=info)
+
+
+def _offer(
+    tools: Sequence[Tool] | None, inputs: tuple[tuple[str, Any], ...], params: dict[str, Any]
+) -> tuple[tuple[tuple[str, Any], ...], dict[str, Any]]:
+    """The call's inputs and parameters with ``tools`` offered: their schemas sent, their descriptions inputs."""
+    if tools is None:
+        return inputs, params
+    if isinstance(tools, Tool | str) or not isinstance(tools, Sequence) or not tools:
+        raise InvalidInputError(f"tools must be a non-empty list of feedprop.Tool objects, got {tools!r:.80}")
+    names: set[str] = set()
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Tool):
+            raise InvalidInputError(
+                f"tools[{i}] must be a feedprop.Tool (Tool(fn, 'what it does')), got {type(tool).__name__}"
+            )
+        if tool.name in names:
+            raise InvalidInputError(f"two tools are named {tool.name!r}; give each its own name (Tool(..., name=))")
+        names.add(tool.name)
+        note_input(tool.description)
+    # A description already among the inputs (a later turn of a conversation) is recorded once.
+    offered = tuple(
+        (f"tools[{i}]", tool.description)
+        for i, tool in enumerate(tools)
+        if not any(value is tool.description for _, value in inputs)
+    )
+    return inputs + offered, {**params, "tools": [tool.schema() for tool in tools]}
+
+
+def _check_inputs(inputs: Any) -> tuple[tuple[str, Any], ...]:
+    if isinstance(inputs, str) or not isinstance(inputs, Sequence):
+        raise InvalidInputError(f"inputs must be a list of (name, node) pairs, got {type(inputs).__name__}")
+    out = []
+    for i, pair in enumerate(inputs):
+        if not isinstance(pair, tuple) or len(pair) != 2 or not isinstance(pair[0], str):
+            raise InvalidInputError(f"inputs[{i}] must be a (name, node) pair, got {pair!r:.80}")
+        if isinstance(pair[1], Node):
+            note_input(pair[1])
+        out.append(pair)
+    return tuple(out)
 
 
 _TEACHER: contextvars.ContextVar[LLM | None] = contextvars.ContextVar("feedprop_teacher", default=None)
@@ -293,7 +338,14 @@ def _model(llm: LLM | None) -> tuple[LLM, str | None]:
     return model, None
 
 
-def llm_call(system: Any, *user: Any, demos: Any = None, llm: LLM | None = None, **params: Any) -> MessageNode[str]:
+def llm_call(
+    system: Any,
+    *user: Any,
+    demos: Any = None,
+    tools: Sequence[Tool] | None = None,
+    llm: LLM | None = None,
+    **params: Any,
+) -> MessageNode[str]:
     """Ask a language model; the output node records the prompts, the response and the usage.
 
     ``system`` is the system prompt (a str, a text node, or ``None``); each ``user`` part (str or
@@ -301,9 +353,13 @@ def llm_call(system: Any, *user: Any, demos: Any = None, llm: LLM | None = None,
     :class:`~feedprop.node.Demos` parameter, or a plain list of ``{"input": str, "output": str}``)
     are shown between the system prompt and the question, each as a user turn and the
     assistant's reply; the Demos node becomes an input of the call (named ``"demos"``), so
-    feedback reaches it. ``llm=None`` uses ``feedprop.llm.default()``; ``params``
-    (``temperature``, ``max_tokens``, ...) pass through. ``node.info["messages"]`` holds what
-    was sent.
+    feedback reaches it. ``tools`` (:class:`~feedprop.tool.Tool` objects) are offered to the
+    model in the OpenAI tools format; their descriptions become inputs of the call (``"tools[i]"``),
+    and the calls the model asks for are in ``node.info["tool_calls"]`` (``{"id", "name",
+    "arguments"}`` dicts; :func:`feedprop.agent.call_tools` runs them,
+    :func:`feedprop.agent.run_agent` runs the whole conversation). ``llm=None`` uses
+    ``feedprop.llm.default()``; ``params`` (``temperature``, ``max_tokens``, ...) pass through.
+    ``node.info["messages"]`` holds what was sent.
 
     Example:
         >>> from feedprop.llm import MockLLM
@@ -320,12 +376,18 @@ def llm_call(system: Any, *user: Any, demos: Any = None, llm: LLM | None = None,
         True
     """
     messages, inputs = _prepare(system, user, demos)
+    inputs, params = _offer(tools, inputs, params)
     model, teacher = _model(llm)
     return _record(messages, inputs, model.complete(messages, **params), params, teacher)
 
 
 async def allm_call(
-    system: Any, *user: Any, demos: Any = None, llm: LLM | None = None, **params: Any
+    system: Any,
+    *user: Any,
+    demos: Any = None,
+    tools: Sequence[Tool] | None = None,
+    llm: LLM | None = None,
+    **params: Any,
 ) -> MessageNode[str]:
     """Async form of :func:`llm_call` (uses ``LLM.acomplete``): the way to ask a model in ``async def forward``.
 
@@ -347,8 +409,66 @@ async def allm_call(
         [('4', True), ('6', True)]
     """
     messages, inputs = _prepare(system, user, demos)
+    inputs, params = _offer(tools, inputs, params)
     model, teacher = _model(llm)
     return _record(messages, inputs, await model.acomplete(messages, **params), params, teacher)
+
+
+def llm_chat(
+    messages: Sequence[Message],
+    inputs: Sequence[tuple[str, Any]] = (),
+    *,
+    tools: Sequence[Tool] | None = None,
+    llm: LLM | None = None,
+    **params: Any,
+) -> MessageNode[str]:
+    """Ask a language model with a transcript you built; the node is an :func:`llm_call` node.
+
+    The step under :func:`llm_call` and each turn of :func:`feedprop.agent.run_agent`: use it
+    for a conversation of your own. ``messages`` go to the model as they are (checked by
+    :func:`feedprop.llm.check_messages`); ``inputs`` are ``(name, node)`` pairs, the values the
+    messages were made from, which become the call's parents: say every node whose value is in
+    a message, or feedback will not reach it. ``tools``, ``llm`` and ``params`` as in
+    :func:`llm_call`.
+
+    Example:
+        >>> from feedprop.llm import MockLLM
+        >>> from feedprop.node import Parameter
+        >>> persona = Parameter("You are terse.", name="persona")
+        >>> first = llm_call(persona, "Name a colour.", llm=MockLLM("Red."))
+        >>> turns = [*first.info["messages"], {"role": "assistant", "content": first.data},
+        ...          {"role": "user", "content": "Another."}]
+        >>> second = llm_chat(turns, [("system", persona), ("turn[0]", first)], llm=MockLLM("Blue."))
+        >>> second.data, second.parents == (persona, first), len(second.info["messages"])
+        ('Blue.', True, 4)
+    """
+    checked = check_messages(messages)
+    recorded, params = _offer(tools, _check_inputs(inputs), params)
+    model, teacher = _model(llm)
+    return _record(checked, recorded, model.complete(checked, **params), params, teacher)
+
+
+async def allm_chat(
+    messages: Sequence[Message],
+    inputs: Sequence[tuple[str, Any]] = (),
+    *,
+    tools: Sequence[Tool] | None = None,
+    llm: LLM | None = None,
+    **params: Any,
+) -> MessageNode[str]:
+    """Async form of :func:`llm_chat` (uses ``LLM.acomplete``).
+
+    Example:
+        >>> import asyncio
+        >>> from feedprop.llm import MockLLM
+        >>> out = asyncio.run(allm_chat([{"role": "user", "content": "Hi"}], llm=MockLLM("Hello")))
+        >>> out.data, out.op is LLM_CALL
+        ('Hello', True)
+    """
+    checked = check_messages(messages)
+    recorded, params = _offer(tools, _check_inputs(inputs), params)
+    model, teacher = _model(llm)
+    return _record(checked, recorded, await model.acomplete(checked, **params), params, teacher)
 
 
 def llm_calls(output: Node[Any]) -> list[MessageNode[Any]]:

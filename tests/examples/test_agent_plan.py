@@ -81,3 +81,62 @@ def test_a_failed_plan_is_retried_with_its_transcript(load_example: Callable[[st
     out = agent.PlanningAgent(rounds=2)(agent.make_tasks(1, 1)[0][0])
     assert out.data["answer"] is None
     assert len(model.calls) == 2 and "Your last plan ran like this" in model.calls[1].messages[-1]["content"]
+
+
+def test_tools_mode_trains_the_tool_descriptions_and_the_system_prompt(
+    load_example: Callable[[str], ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = load_example("agent_plan")
+    argv = ["--tools", "--mock", "--n-train", "4", "--n-val", "2", "--n-test", "3", "--steps", "2"]
+    result = agent.main([*argv, "--run-dir", str(tmp_path)])
+    assert (result.test_before, result.test_after) == (0.0, 1.0)
+    assert result.best_state == {
+        "system": "You are a helpful assistant.",
+        "tools.0.description": agent.SCRIPTED_LOOKUP,
+        "tools.1.description": "Do math.",
+    }
+    first, second = result.history
+    # every failing text got a rewrite: the feedback on the answer reached the prompt and both descriptions
+    proposed = {name: value for c in first["candidates"] for name, value in c["updates"].items()}
+    assert proposed == {
+        "system_prompt": agent.SCRIPTED_SYSTEM,
+        "lookup_description": agent.SCRIPTED_LOOKUP,
+        "calc_description": agent.SCRIPTED_CALC,
+    }
+    assert first["accepted"] and [c["admitted"] for c in first["candidates"]] == [False, True, False]
+    assert second["candidates"] == []  # every run succeeded: nothing failed, nothing to rewrite
+    out = capsys.readouterr().out
+    assert "(OpenAI-format tools)" in out and "accuracy on unseen tasks: 0% -> 100%" in out
+    assert 'lookup({"item": "lantern"}) -> 12.0' in out
+
+
+def test_the_tool_agent_records_each_call_and_its_result(load_example: Callable[[str], ModuleType]) -> None:
+    agent = load_example("agent_plan")
+    agent.llm_module.set_default(agent.scripted_tools_llm())
+    model = agent.ToolAgent()
+    question, total = agent.make_tasks(1, 1)[0]
+    failed = model(question)
+    assert failed.data["answer"] is None
+    assert (
+        "calc(" in failed.data["transcript"] and "-> error: ValueError: calc understands" in failed.data["transcript"]
+    )
+    failed.backward(agent.AnswerCheck()(failed.data, total))
+    assert all(p.feedback for p in model.parameters())  # the system prompt and both descriptions
+    model.tools[0].description = agent.SCRIPTED_LOOKUP
+    solved = model(question).data
+    assert solved["answer"] == total
+    assert solved["transcript"].splitlines()[:2] == [
+        f'lookup({{"item": "{item}"}}) -> {agent.PRICES[item]:.1f}'
+        for item in agent._TASK.search("Task: " + question).group(2, 4)
+    ]
+
+
+def test_the_tool_agent_stops_after_max_turns(load_example: Callable[[str], ModuleType]) -> None:
+    agent = load_example("agent_plan")
+    scripted = agent.scripted_tools_llm()
+    agent.llm_module.set_default(scripted)
+    model = agent.ToolAgent(max_turns=2)
+    model.tools[0].description = agent.SCRIPTED_LOOKUP
+    out = model(agent.make_tasks(1, 1)[0][0]).data
+    assert len(scripted.calls) == 2 and out["answer"] is None
+    assert out["transcript"].endswith("error: the agent ran out of turns before it answered")

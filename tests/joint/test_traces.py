@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
 
 from feedprop import ops
+from feedprop.agent import run_agent
 from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.joint.sft import SFTExample
 from feedprop.joint.student import Student
 from feedprop.joint.traces import collect_examples, llm_calls
-from feedprop.llm import MockLLM
+from feedprop.llm import Completion, MockLLM, ToolCall
 from feedprop.module import Module
 from feedprop.node import Node, Parameter
+from feedprop.tool import Tool
 
 ANSWERS = {"one plus one": "2", "two plus two": "4", "three plus three": "6"}
 DATA = [(q, a) for q, a in ANSWERS.items()]
@@ -116,3 +119,26 @@ def test_llm_calls_walks_deep_graphs_without_recursion() -> None:
     for _ in range(5000):
         node = node + "y"
     assert llm_calls(node) == [first]
+
+
+class ToolUser(Module):
+    """The student answers in a conversation with a tool: its turns are not role/text examples."""
+
+    def __init__(self) -> None:
+        self.student = Student("qwen2.5-coder-0.5b", cache=False)
+        self.tools = [Tool(lambda question: ANSWERS[question], "The answer.", name="answer")]
+
+    def forward(self, question: str) -> Node[Any]:
+        return ops.strip(run_agent(None, question, tools=self.tools, llm=self.student, temperature=0))
+
+
+def test_turns_that_offered_tools_are_not_harvested() -> None:
+    def teacher(messages: Any, **params: Any) -> str | Completion:
+        if messages[-1]["role"] == "tool":
+            return messages[-1]["content"]
+        question = json.dumps({"question": messages[-1]["content"]})
+        return Completion("", tool_calls=(ToolCall("c", "answer", question),))
+
+    model = ToolUser()
+    harvest = collect_examples(model, DATA, exact, model.student, teacher=MockLLM(teacher))
+    assert harvest.successes == 3 and harvest.other_calls == 0 and harvest.examples == []

@@ -21,10 +21,16 @@ class Step:
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    tool_calls: list[dict[str, Any]] | None = None  # the reply message's tool_calls, as the server writes them
 
 
 def ok(text: str = "ok") -> Step:
     return Step("ok", text=text)
+
+
+def calls(tool_calls: list[dict[str, Any]], text: str = "") -> Step:
+    """A reply asking for ``tool_calls`` (entries in the wire form, written as given)."""
+    return Step("ok", text=text, tool_calls=tool_calls)
 
 
 def status(code: int, message: str = "error", headers: dict[str, str] | None = None) -> Step:
@@ -88,7 +94,10 @@ class FakeOpenAIServer:
                 if step.kind == "status":
                     self._send(step.status, step.body or {}, step.headers)
                     return
-                content = step.text
+                message: dict[str, Any] = {"role": "assistant", "content": step.text}
+                if step.tool_calls is not None:
+                    message["tool_calls"] = step.tool_calls
+                finish = "tool_calls" if step.tool_calls else "stop"
                 self._send(
                     200,
                     {
@@ -96,9 +105,7 @@ class FakeOpenAIServer:
                         "object": "chat.completion",
                         "created": 0,
                         "model": body.get("model", "fake-model"),
-                        "choices": [
-                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
-                        ],
+                        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
                         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
                     },
                 )

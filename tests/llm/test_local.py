@@ -1,15 +1,20 @@
-"""LocalModel's argument checks and adapter naming (no model is loaded here)."""
+"""LocalModel's argument checks, adapter naming and tool support (no model is loaded here)."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 
 from feedprop.errors import ConfigurationError, ModelFileError
-from feedprop.llm import LocalModel
+from feedprop.llm import LocalModel, ToolCall
 from feedprop.llm.local import _adapter_tag
+
+from .fakes import FakeOpenAIServer, calls, ok
 
 
 @pytest.mark.parametrize(
@@ -52,3 +57,61 @@ def test_adapter_tag_follows_content_and_scale(tmp_path: Path) -> None:
     assert _adapter_tag([(adapter, 0.5)]) != first
     adapter.write_bytes(b"weights v2")
     assert _adapter_tag([(adapter, 1.0)]) != first
+
+
+class _Params:
+    """The parts of xllamacpp.CommonParams that LocalModel sets; ``jinja`` says whether the build has templates."""
+
+    def __init__(self, jinja: bool) -> None:
+        self.model = SimpleNamespace(path="")
+        self.cpuparams = SimpleNamespace(n_threads=0)
+        self.cpuparams_batch = SimpleNamespace(n_threads=0)
+        if jinja:
+            self.use_jinja = False
+
+
+def _engine(monkeypatch: pytest.MonkeyPatch, server: FakeOpenAIServer, jinja: bool) -> list[_Params]:
+    """A stand-in xllamacpp whose Server is ``server``; returns the params it was started with."""
+    started: list[_Params] = []
+
+    def start(params: _Params) -> SimpleNamespace:
+        started.append(params)
+        return SimpleNamespace(listening_address=server.base_url.removesuffix("/v1"))
+
+    fake = ModuleType("xllamacpp")
+    fake.CommonParams = lambda: _Params(jinja)  # type: ignore[attr-defined]
+    fake.Server = start  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "xllamacpp", fake)
+    monkeypatch.setattr(LocalModel, "_wait_healthy", lambda self, address: None)
+    return started
+
+
+LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+ASK = [{"role": "user", "content": "What does a map cost?"}]
+
+
+def test_the_embedded_engine_serves_tools_through_its_jinja_templates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_server: Callable[..., FakeOpenAIServer]
+) -> None:
+    server = fake_server([calls([{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}])])
+    started = _engine(monkeypatch, server, jinja=True)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    with LocalModel(model_path=model, cache=False) as llm:
+        assert llm.supports_tools and started[0].use_jinja is True
+        assert llm.complete(ASK, tools=[LOOKUP]).tool_calls == (ToolCall("c1", "lookup", "{}"),)
+    assert server.requests[0]["tools"] == [LOOKUP]
+
+
+def test_an_engine_without_templates_refuses_tools_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_server: Callable[..., FakeOpenAIServer]
+) -> None:
+    server = fake_server([ok("15")])
+    _engine(monkeypatch, server, jinja=False)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    with LocalModel(model_path=model, cache=False) as llm:
+        assert not llm.supports_tools
+        with pytest.raises(ConfigurationError, match=r"no Jinja chat templates.*upgrade it"):
+            llm.complete(ASK, tools=[LOOKUP])
+        assert server.requests == [] and llm.complete(ASK).text == "15"

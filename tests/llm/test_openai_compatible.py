@@ -18,9 +18,9 @@ from feedprop.errors import (
     RetriesExhaustedError,
     TransientLLMError,
 )
-from feedprop.llm import OpenAICompatible, RetryPolicy, track_usage
+from feedprop.llm import OpenAICompatible, RetryPolicy, ToolCall, track_usage
 
-from .fakes import FakeOpenAIServer, drop, free_port, ok, status, timeout
+from .fakes import FakeOpenAIServer, calls, drop, free_port, ok, status, timeout
 
 ASK = [{"role": "user", "content": "hello"}]
 FAST = RetryPolicy(max_retries=3, initial_delay=0.01, jitter=0)
@@ -207,3 +207,42 @@ def test_json_schema_support_is_declared_and_the_schema_passes_through(fake_serv
     assert server.requests[0]["response_format"] == fmt
     with pytest.raises(ConfigurationError, match="json_schema"):
         OpenAICompatible("http://127.0.0.1:1/v1", model="m", json_schema="yes")  # type: ignore[arg-type]
+
+
+LOOKUP = {
+    "type": "function",
+    "function": {"name": "lookup", "description": "The price of one item.", "parameters": {"type": "object"}},
+}
+
+
+def test_tools_go_out_and_tool_calls_come_back(fake_server: Factory) -> None:
+    wire = [
+        {"id": "call_a", "type": "function", "function": {"name": "lookup", "arguments": '{"item": "map"}'}},
+        {"type": "function", "function": {"name": "lookup", "arguments": {"item": "lantern"}}},  # no id, an object
+    ]
+    server = fake_server([calls(wire), ok("15 and 12")])
+    llm = client(server)
+    reply = llm.complete(ASK, tools=[LOOKUP], tool_choice="auto")
+    assert reply.tool_calls == (
+        ToolCall("call_a", "lookup", '{"item": "map"}'),
+        ToolCall("call_1", "lookup", '{"item": "lantern"}'),
+    )
+    assert reply.finish_reason == "tool_calls" and reply.text == ""
+    assert server.requests[0]["tools"] == [LOOKUP] and server.requests[0]["tool_choice"] == "auto"
+    transcript = [
+        *ASK,
+        {"role": "assistant", "content": "", "tool_calls": [c.to_message() for c in reply.tool_calls]},
+        {"role": "tool", "tool_call_id": "call_a", "content": "15"},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12"},
+    ]
+    final = llm.complete(transcript, tools=[LOOKUP])
+    assert final.text == "15 and 12" and final.tool_calls == ()
+    assert server.requests[1]["messages"] == transcript
+
+
+def test_a_malformed_tool_call_is_retried_as_a_garbled_reply(fake_server: Factory) -> None:
+    nameless = [{"id": "c", "type": "function", "function": {"arguments": "{}"}}]
+    good = [{"id": "c", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]
+    server = fake_server([calls(nameless), calls(good)])
+    reply = client(server).complete(ASK, tools=[LOOKUP])
+    assert reply.tool_calls == (ToolCall("c", "lookup", "{}"),) and len(server.requests) == 2

@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 
 from feedprop import ops
+from feedprop.agent import run_agent
 from feedprop.bundle import bundle
 from feedprop.errors import ConfigurationError, ExecutionError, SuggestionError
-from feedprop.llm import Message, MockLLM
+from feedprop.llm import Completion, Message, MockLLM, ToolCall
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import OptoPrime, Reflect
 from feedprop.optim.reflect import is_failure, read_code, read_text
+from feedprop.tool import Tool
 from feedprop.training import ExactMatch, train
 
 LAST_NUMBER = (
@@ -138,6 +140,28 @@ def test_the_rewrite_of_a_text_parameter_shows_the_calls_it_fed() -> None:
     rewrite_prompt = llm.calls[1].messages[-1]["content"]
     assert "Return only the new text itself" in rewrite_prompt and DIAGNOSIS in rewrite_prompt
     assert [c.updates for c in proposal.candidates] == [{"instruction": "End your reply with the answer in digits."}]
+
+
+def test_a_tool_description_is_shown_with_the_calls_the_model_made() -> None:
+    def lookup(item: str) -> float:
+        return {"map": 15.0}[item]
+
+    tool = Tool(lookup, "Price.")
+
+    def agent(messages: list[Message], **params: Any) -> Completion | str:
+        if messages[-1]["role"] == "tool":
+            return "It costs " + messages[-1]["content"]
+        return Completion("", tool_calls=(ToolCall("c1", "lookup", '{"item": "maps"}'),))
+
+    out = run_agent("Use the tools.", "What do 2 maps cost?", tools=[tool], llm=MockLLM(agent))
+    out.backward(Feedback("Wrong: the lookup failed.", score=0.0))
+    llm = scripted(["The price of one item; name the item in the singular, e.g. map."])
+    Reflect([tool.description], llm=llm, n_candidates=1).propose()
+    diagnose_prompt = llm.calls[0].messages[-1]["content"]
+    assert 'it called the tools:\n    lookup({"item": "maps"})' in diagnose_prompt
+    assert "It costs error: KeyError: 'maps'" in diagnose_prompt  # the final output
+    assert "What is wrong with the tool description" in diagnose_prompt
+    assert "Write the new tool description" in llm.calls[1].messages[-1]["content"]
 
 
 class Reviewed(Module):

@@ -135,4 +135,6 @@ def _example(info: dict[str, Any]) -> SFTExample | None:
     response = info.get("response")
     if not messages or not isinstance(response, str) or not response.strip():
         return None
+    if info.get("tool_calls") or "tools" in (info.get("params") or {}):
+        return None  # an SFT example holds role and text only: it would teach the turn without its tools
     return SFTExample.from_messages(messages, response)

@@ -2,9 +2,10 @@
 
 Every :class:`LLM` — :class:`OpenAICompatible` endpoints, the embedded :class:`LocalModel`,
 and :class:`MockLLM` for tests — answers ``complete(messages, **params) -> Completion`` (and
-``acomplete``), and every call is cached, retried, metered, budgeted and concurrency-limited in
-the same way; inside ``with replay(records):`` recorded requests are answered from the record.
-:func:`default` is the model used when none is given.
+``acomplete``; ``tools=[...]`` in the OpenAI format offers functions, and the reply's
+``tool_calls`` are :class:`ToolCall` objects), and every call is cached, retried, metered,
+budgeted and concurrency-limited in the same way; inside ``with replay(records):`` recorded
+requests are answered from the record. :func:`default` is the model used when none is given.
 
 Example:
     >>> from feedprop.llm import MockLLM, track_usage
@@ -28,6 +29,7 @@ from feedprop.llm.pool import EndpointPool
 from feedprop.llm.replay import RecordedCall, Replay, replay
 from feedprop.llm.retry import RetryPolicy
 from feedprop.llm.spec import from_spec, spec_of
+from feedprop.llm.tool_calls import ToolCall
 from feedprop.llm.usage import ContextThreadPoolExecutor, UsageMeter, active_meters, thread_map, track_usage
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "Replay",
     "ResponseCache",
     "RetryPolicy",
+    "ToolCall",
     "Usage",
     "UsageMeter",
     "active_meters",

@@ -28,23 +28,41 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypedDict
+from typing import Any, ClassVar, NotRequired, Self, TypedDict
 
 from feedprop.errors import ConfigurationError, InvalidInputError, LLMError, TransientLLMError
 from feedprop.llm.cache import ResponseCache, cache_enabled, cache_key, canonical_json, default_cache
 from feedprop.llm.limit import ConcurrencyLimit
 from feedprop.llm.replay import replayed_call
 from feedprop.llm.retry import RetryPolicy, acall_with_retries, call_with_retries, retries_exhausted
+from feedprop.llm.tool_calls import ToolCall, check_message_tool_calls, check_tools
 from feedprop.llm.usage import record_cache_hit, record_call, record_replay, reserve_call
 
-__all__ = ["LLM", "Completion", "Message", "Usage", "check_messages", "check_params", "valid_unicode"]
+__all__ = [
+    "LLM",
+    "Completion",
+    "Message",
+    "ToolCall",
+    "Usage",
+    "check_messages",
+    "check_params",
+    "check_tools",
+    "valid_unicode",
+]
 
 
 class Message(TypedDict):
-    """One chat message: ``{"role": "system" | "user" | "assistant", "content": str}``."""
+    """One chat message: ``{"role": "system" | "user" | "assistant" | "tool", "content": str}``.
+
+    An assistant message may carry the ``tool_calls`` it made (OpenAI wire form, see
+    :meth:`ToolCall.to_message`); a ``"tool"`` message, a tool's result, names the call it
+    answers in ``tool_call_id``.
+    """
 
     role: str
     content: str
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    tool_call_id: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -71,12 +89,22 @@ class Usage:
 
 @dataclass(frozen=True)
 class Completion:
-    """A model's reply: its ``text``, the ``model`` that wrote it, and the ``usage`` it cost."""
+    """A model's reply: its ``text``, the ``model`` that wrote it, and the ``usage`` it cost.
+
+    ``tool_calls`` are the :class:`ToolCall` objects the model asked for when the request
+    offered ``tools`` (the text is then often empty).
+
+    Example:
+        >>> reply = Completion("", tool_calls=(ToolCall("c1", "calc", '{"expression": "2+2"}'),))
+        >>> Completion.from_dict(reply.to_dict()) == reply, reply.to_dict()["tool_calls"][0]["name"]
+        (True, 'calc')
+    """
 
     text: str
     model: str = ""
     usage: Usage = field(default_factory=Usage)
     finish_reason: str = "stop"
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def latency(self) -> float:
@@ -89,12 +117,15 @@ class Completion:
         return self.usage.cached
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "text": self.text,
             "model": self.model,
             "usage": self.usage.to_dict(),
             "finish_reason": self.finish_reason,
         }
+        if self.tool_calls:
+            data["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Completion:
@@ -103,6 +134,7 @@ class Completion:
             model=data.get("model", ""),
             usage=Usage(**data.get("usage", {})),
             finish_reason=data.get("finish_reason", "stop"),
+            tool_calls=tuple(ToolCall.from_dict(call) for call in data.get("tool_calls", ())),
         )
 
 
@@ -127,7 +159,21 @@ def valid_unicode(text: str) -> str:
 
 
 def check_messages(messages: Any) -> list[Message]:
-    """Validate a chat transcript, raising :class:`InvalidInputError` with a fix-it message."""
+    """Validate a chat transcript, raising :class:`InvalidInputError` with a fix-it message.
+
+    Keys other than ``role`` and ``content`` are dropped, except an assistant message's
+    ``tool_calls`` and a tool message's ``tool_call_id`` (which a tool message must have).
+
+    Example:
+        >>> call = ToolCall("c1", "calc", '{"expression": "2+2"}')
+        >>> turns = check_messages([
+        ...     {"role": "user", "content": "2+2?", "name": "ada"},
+        ...     {"role": "assistant", "content": "", "tool_calls": [call.to_message()]},
+        ...     {"role": "tool", "tool_call_id": "c1", "content": "4"},
+        ... ])
+        >>> [sorted(m) for m in turns]
+        [['content', 'role'], ['content', 'role', 'tool_calls'], ['content', 'role', 'tool_call_id']]
+    """
     if isinstance(messages, str):
         raise InvalidInputError(
             "messages must be a list of {'role', 'content'} dicts, not a string; "
@@ -143,7 +189,21 @@ def check_messages(messages: Any) -> list[Message]:
             raise InvalidInputError(f"messages[{i}]['role'] must be one of {sorted(_ROLES)}, got {m['role']!r}")
         if not isinstance(m["content"], str):
             raise InvalidInputError(f"messages[{i}]['content'] must be a str, got {type(m['content']).__name__}")
-        out.append(Message(role=m["role"], content=m["content"]))
+        message = Message(role=m["role"], content=m["content"])
+        if "tool_calls" in m:
+            if m["role"] != "assistant":
+                raise InvalidInputError(
+                    f"messages[{i}] has tool_calls but its role is {m['role']!r}; only assistant messages make calls"
+                )
+            message["tool_calls"] = check_message_tool_calls(m["tool_calls"], f"messages[{i}]")
+        if m["role"] == "tool":
+            if not isinstance(m.get("tool_call_id"), str):
+                raise InvalidInputError(
+                    f"messages[{i}] is a tool result without a 'tool_call_id' str; set it to the id of the call it "
+                    "answers"
+                )
+            message["tool_call_id"] = m["tool_call_id"]
+        out.append(message)
     return out
 
 
@@ -161,6 +221,8 @@ def check_params(params: dict[str, Any]) -> dict[str, Any]:
         )
     if params.get("stream"):
         raise ConfigurationError("stream=True is not supported; complete() returns the whole reply")
+    if "tools" in params:
+        check_tools(params["tools"])
     for name, value in params.items():  # raises InvalidInputError naming the offending parameter
         canonical_json(value, name=f"sampling parameter {name}")
     return params
@@ -179,6 +241,11 @@ class LLM:
     ``response_format={"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}``,
     constraining the reply to the schema (llama.cpp compiles it into a grammar). Optimizers that
     need JSON pass a schema only to models that say so; to others they send the plain request.
+
+    ``tools=[...]`` (the OpenAI tools format, checked by :func:`check_tools`) offers functions to
+    the model, which may answer with :attr:`Completion.tool_calls`; ``supports_tools`` says
+    whether the backend accepts them (a backend that does not raises
+    :class:`~feedprop.errors.ConfigurationError` before any call).
 
     Constructor options shared by every backend:
 
@@ -200,6 +267,10 @@ class LLM:
     model: str = "llm"
     #: Whether ``response_format`` may carry a JSON schema that the backend enforces.
     supports_json_schema: bool = False
+    #: Whether the backend accepts ``tools=[...]`` and returns the model's tool calls.
+    supports_tools: bool = True
+    #: What to do when a call offers tools and ``supports_tools`` is false (ends the error's message).
+    _without_tools: str = "use a backend that serves the OpenAI tools format, or leave tools out"
 
     # Class-level defaults so that a subclass which skips ``super().__init__()`` still works.
     retry: RetryPolicy = RetryPolicy()
@@ -255,6 +326,10 @@ class LLM:
             raise InvalidInputError(f"cache must be True or False, got {use_cache!r}")
         checked = check_messages(messages)
         check_params(params)
+        if "tools" in params and not self.supports_tools:
+            raise ConfigurationError(
+                f"{self!r} cannot offer tools to its model (supports_tools is False): {self._without_tools}"
+            )
         store = self.cache if use_cache else None
         key = cache_key(self.model, checked, params, salt) if store is not None else None
         return checked, store, key
@@ -267,7 +342,8 @@ class LLM:
             return None
         record_replay()
         usage = Usage(seconds=time.perf_counter() - started, cached=True)
-        return Completion(text=record.text, model=record.model, usage=usage)
+        finish = "tool_calls" if record.tool_calls else "stop"
+        return Completion(record.text, record.model, usage, finish, tuple(record.tool_calls))
 
     @staticmethod
     def _from_cache(store: ResponseCache | None, key: str | None, started: float) -> Completion | None:
@@ -290,8 +366,11 @@ class LLM:
             raise InvalidInputError(f"a backend's _complete must return a Completion, got {type(completion).__name__}")
         if not isinstance(completion.text, str):
             raise InvalidInputError(f"a backend's Completion.text must be a str, got {type(completion.text).__name__}")
+        calls = completion.tool_calls
+        if not isinstance(calls, tuple | list) or not all(isinstance(c, ToolCall) for c in calls):
+            raise InvalidInputError(f"a backend's Completion.tool_calls must be ToolCall objects, got {calls!r:.80}")
         usage = replace(completion.usage, seconds=seconds, cached=False)
-        return replace(completion, text=valid_unicode(completion.text), usage=usage)
+        return replace(completion, text=valid_unicode(completion.text), usage=usage, tool_calls=tuple(calls))
 
     # -- public API ----------------------------------------------------------------------------
 

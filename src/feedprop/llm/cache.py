@@ -45,6 +45,7 @@ __all__ = [
     "cache_key",
     "canonical_json",
     "default_cache",
+    "message_key",
     "set_cache_enabled",
 ]
 
@@ -108,11 +109,29 @@ def cache_key(model: str, messages: Sequence[Mapping[str, Any]], params: Mapping
     request = {
         "v": KEY_VERSION,
         "model": model,
-        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "messages": [message_key(m) for m in messages],
         "params": {k: v for k, v in params.items() if k not in NON_KEY_PARAMS},
         "salt": salt,
     }
     return hashlib.sha256(canonical_json(request).encode("utf-8")).hexdigest()
+
+
+#: The keys of a message besides role and content that change the reply (a transcript with tool calls).
+TOOL_KEYS = ("tool_calls", "tool_call_id")
+
+
+def message_key(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a chat message that a request's key holds: role, content, and tool calls or ids if any.
+
+    A message without tool keys keys as it always did.
+
+    Example:
+        >>> message_key({"role": "tool", "content": "4", "tool_call_id": "c1", "name": "calc"})
+        {'role': 'tool', 'content': '4', 'tool_call_id': 'c1'}
+    """
+    key = {"role": message["role"], "content": message["content"]}
+    key.update({k: message[k] for k in TOOL_KEYS if k in message})
+    return key
 
 
 class ResponseCache:

@@ -77,7 +77,11 @@ class LocalModel(OpenAICompatible):
     tokens of cache). ``lora`` is a list of ``(adapter.gguf, scale)`` pairs applied on top of the
     weights; their content is part of the model name, so cached replies never cross adapters.
     ``base_url`` is where the server listens (``http://127.0.0.1:<port>/v1``). The server
-    enforces JSON schemas in ``response_format`` (``supports_json_schema`` is true).
+    enforces JSON schemas in ``response_format`` (``supports_json_schema`` is true), and serves
+    ``tools=[...]`` in the OpenAI format through the model's own chat template (llama.cpp's Jinja
+    templates parse the model's ``<tool_call>`` blocks into tool calls); an engine built without
+    Jinja templates has ``supports_tools`` false, and a call offering tools then raises
+    :class:`~feedprop.errors.ConfigurationError`.
 
     Example:
         >>> llm = LocalModel("qwen2.5-coder-1.5b", n_parallel=4)                       # doctest: +SKIP
@@ -161,6 +165,15 @@ class LocalModel(OpenAICompatible):
         params.warmup = False
         params.ui = False
         params.verbosity = 0
+        # Tool calls need the model's Jinja chat template (llama.cpp refuses `tools` without it).
+        self.supports_tools = hasattr(params, "use_jinja")
+        if self.supports_tools:
+            params.use_jinja = True
+        else:
+            self._without_tools = (
+                "this xllamacpp build has no Jinja chat templates, which the embedded engine needs to serve tools; "
+                "upgrade it (pip install -U 'feedprop[local]') or serve the model elsewhere (FEEDPROP_BASE_URL)"
+            )
         if self.lora:
             params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(str(p), s) for p, s in self.lora]
         started = time.perf_counter()

@@ -55,10 +55,24 @@ class MockLLM(LLM):
     makes it claim schema support (``supports_json_schema``), so tests can check what a caller
     sends to such a model; the replies are still whatever the handler returns.
 
+    Tool calls: the handler sees the offered tools in ``params["tools"]`` and asks for calls by
+    returning a :class:`Completion` with ``tool_calls``; the tools' results come back in the next
+    request as ``"tool"`` messages. ``tools=False`` makes it a backend without tool support
+    (``supports_tools``), so offering tools raises :class:`~feedprop.errors.ConfigurationError`.
+
     Example:
         >>> llm = MockLLM(["a", "b"], cycle=True)
         >>> [llm.complete([{"role": "user", "content": "?"}]).text for _ in range(3)]
         ['a', 'b', 'a']
+        >>> from feedprop.llm.tool_calls import ToolCall
+        >>> def agent(messages, **params):
+        ...     if messages[-1]["role"] == "tool":
+        ...         return "The map costs " + messages[-1]["content"] + " skell."
+        ...     return Completion("", tool_calls=(ToolCall("c1", "lookup", '{"item": "map"}'),))
+        >>> lookup = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+        >>> reply = MockLLM(agent).complete([{"role": "user", "content": "Price of a map?"}], tools=[lookup])
+        >>> reply.tool_calls[0].name, reply.finish_reason
+        ('lookup', 'tool_calls')
     """
 
     def __init__(
@@ -72,11 +86,14 @@ class MockLLM(LLM):
         retry: RetryPolicy | None = None,
         max_concurrency: int | None = None,
         json_schema: bool = False,
+        tools: bool = True,
     ) -> None:
         super().__init__(cache=cache, retry=retry or NO_WAIT_RETRY, max_concurrency=max_concurrency)
-        if not isinstance(json_schema, bool):
-            raise ConfigurationError(f"json_schema must be True or False, got {json_schema!r}")
+        for label, flag in (("json_schema", json_schema), ("tools", tools)):
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{label} must be True or False, got {flag!r}")
         self.supports_json_schema = json_schema
+        self.supports_tools = tools
         self._handler: Handler | None = None
         self._replies: list[Reply] | None = None
         if isinstance(handler, str | Completion):
@@ -121,6 +138,8 @@ class MockLLM(LLM):
         if isinstance(reply, Completion):
             if not reply.model:
                 reply = replace(reply, model=self.model)
+            if reply.tool_calls and reply.finish_reason == "stop":
+                reply = replace(reply, finish_reason="tool_calls")
             return reply
         if not isinstance(reply, str):
             raise InvalidInputError(f"the MockLLM handler must return a str or Completion, got {type(reply).__name__}")

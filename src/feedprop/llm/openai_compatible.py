@@ -49,6 +49,7 @@ from feedprop.errors import (
 from feedprop.llm.base import LLM, Completion, Message, Usage
 from feedprop.llm.cache import ResponseCache
 from feedprop.llm.retry import RetryPolicy, retries_exhausted
+from feedprop.llm.tool_calls import ToolCall
 
 if TYPE_CHECKING:
     import openai
@@ -314,7 +315,26 @@ class OpenAICompatible(LLM):
                 completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
             ),
             finish_reason=finish if isinstance(finish, str) and finish else "stop",
+            tool_calls=self._tool_calls(getattr(choice.message, "tool_calls", None), response),
         )
+
+    def _tool_calls(self, calls: Any, response: Any) -> tuple[ToolCall, ...]:
+        """The SDK's ``message.tool_calls`` as :class:`ToolCall` objects (a call without an id gets ``call_<i>``)."""
+        if not calls:
+            return ()
+        out = []
+        try:
+            for i, call in enumerate(calls):
+                function = call.function
+                name, arguments = function.name, function.arguments
+                if not isinstance(arguments, str):  # some servers send the object itself
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+                out.append(ToolCall(getattr(call, "id", None) or f"call_{i}", name, arguments))
+        except (AttributeError, TypeError, ValueError) as e:  # InvalidInputError is a TypeError
+            raise TransientLLMError(
+                f"{self.base_url} returned a malformed tool call ({e}): {str(response)[:200]}"
+            ) from e
+        return tuple(out)
 
     def _complete(self, messages: list[Message], **params: Any) -> Completion:
         import openai

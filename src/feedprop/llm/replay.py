@@ -1,10 +1,11 @@
 """Answering LLM calls from recorded replies, so re-running recorded work costs no model call.
 
 A :class:`RecordedCall` is one request a model answered (model name, messages, sampling
-parameters, cache salt) and the reply's text. Inside ``with replay(records):`` every
-:class:`~feedprop.llm.LLM` answers a request equal to a recorded one from the record: no backend
-call, no concurrency slot, nothing counted as a call or as tokens in the usage meters (they
-count it under ``replayed``), and no budget spent. Any other request goes to the model as usual.
+parameters, cache salt) and the reply's text (and the tool calls it asked for, if any). Inside
+``with replay(records):`` every :class:`~feedprop.llm.LLM` answers a request equal to a recorded
+one from the record: no backend call, no concurrency slot, nothing counted as a call or as
+tokens in the usage meters (they count it under ``replayed``), and no budget spent. Any other
+request goes to the model as usual.
 
 Two requests are equal exactly when the response cache would treat them as one entry: the
 key is :func:`~feedprop.llm.cache.cache_key` of the model name, the messages, every sampling
@@ -40,7 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedprop.errors import InvalidInputError
-from feedprop.llm.cache import cache_key
+from feedprop.llm.cache import cache_key, message_key
+from feedprop.llm.tool_calls import ToolCall
 
 __all__ = ["RecordedCall", "Replay", "active_records", "is_replayed", "replay", "replayed_call"]
 
@@ -51,7 +53,7 @@ _OWN_OPTIONS = ("cache", "cache_salt")
 @dataclass(frozen=True)
 class RecordedCall:
     """One answered request: the ``model`` name it was sent under, its ``messages``, its sampling
-    ``params`` and ``salt`` (``cache_salt``), and the reply's ``text``.
+    ``params`` and ``salt`` (``cache_salt``), the reply's ``text`` and its ``tool_calls``.
 
     Example:
         >>> call = RecordedCall.from_request(
@@ -68,8 +70,16 @@ class RecordedCall:
     params: Mapping[str, Any] = field(default_factory=dict)
     text: str = ""
     salt: Any = None
+    tool_calls: Sequence[ToolCall] = ()
 
     def __post_init__(self) -> None:
+        calls = self.tool_calls
+        if isinstance(calls, str) or not isinstance(calls, Sequence) or not all(isinstance(c, ToolCall) for c in calls):
+            raise InvalidInputError(
+                f"RecordedCall.tool_calls must be ToolCall objects, got {self.tool_calls!r:.80}; "
+                "build them with ToolCall.from_dict"
+            )
+        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
         if not isinstance(self.model, str):
             raise InvalidInputError(f"RecordedCall.model must be the model's name (a str), got {self.model!r:.80}")
         if not isinstance(self.text, str):
@@ -99,9 +109,14 @@ class RecordedCall:
 
     @classmethod
     def from_request(
-        cls, model: str, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], text: str
+        cls,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        params: Mapping[str, Any],
+        text: str,
+        tool_calls: Sequence[ToolCall] = (),
     ) -> RecordedCall:
-        """The record of ``complete(messages, **params)`` answered with ``text``.
+        """The record of ``complete(messages, **params)`` answered with ``text`` (and ``tool_calls``).
 
         ``params`` are the keyword arguments as passed to :meth:`LLM.complete`: ``cache_salt``
         becomes the record's ``salt`` and ``cache`` (which does not change the reply) is dropped.
@@ -109,7 +124,7 @@ class RecordedCall:
         if not isinstance(params, Mapping):
             raise InvalidInputError(f"params must be a dict of keyword arguments, got {params!r:.80}")
         sampling = {k: v for k, v in params.items() if k not in _OWN_OPTIONS}
-        return cls(model, list(messages), sampling, text, params.get("cache_salt"))
+        return cls(model, list(messages), sampling, text, params.get("cache_salt"), tuple(tool_calls))
 
     @property
     def key(self) -> str:
@@ -118,20 +133,33 @@ class RecordedCall:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data (see :meth:`from_dict`)."""
-        return {
+        data = {
             "model": self.model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in self.messages],
+            "messages": [message_key(m) for m in self.messages],
             "params": dict(self.params),
             "text": self.text,
             "salt": self.salt,
         }
+        if self.tool_calls:
+            data["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RecordedCall:
         """The record :meth:`to_dict` wrote."""
         if not isinstance(data, Mapping) or "model" not in data or "messages" not in data:
             raise InvalidInputError(f"a recorded call needs at least 'model' and 'messages', got {data!r:.80}")
-        return cls(data["model"], data["messages"], data.get("params", {}), data.get("text", ""), data.get("salt"))
+        calls = data.get("tool_calls") or ()
+        if isinstance(calls, str) or not isinstance(calls, Sequence):
+            raise InvalidInputError(f"a recorded call's tool_calls must be a list, got {calls!r:.80}")
+        return cls(
+            data["model"],
+            data["messages"],
+            data.get("params", {}),
+            data.get("text", ""),
+            data.get("salt"),
+            tuple(ToolCall.from_dict(call) for call in calls),
+        )
 
 
 class Replay:

@@ -242,6 +242,10 @@ def _case(param: Parameter[Any], kind: str, entry: Any) -> Case:
         if node is not None and node.info is not None:
             shown.append(("the model was asked", _last_user_message(node.info), True))
             shown.append(("it replied", str(node.info.get("response", node.data)), True))
+            calls = node.info.get("tool_calls") or ()
+            if calls:
+                text = "\n".join(f"{c.get('name')}({c.get('arguments')})" for c in calls if isinstance(c, Mapping))
+                shown.append(("it called the tools", text, True))
     if output is not None and output is not node:
         shown.append(("final output of the program", _show(output), False))
     shown.append(("feedback", fb.text, False))
@@ -574,7 +578,10 @@ class Reflect(Optimizer):
         for entry in self.feedback_entries(name):
             node = _llm_node(getattr(entry, "subgraph", ()), param)
             if node is not None:
-                return "instruction" if any(v is param for k, v in node.inputs if k == "system") else "prompt text"
+                keys = [k for k, v in node.inputs if v is param]
+                if "system" in keys:
+                    return "instruction"
+                return "tool description" if any(k.startswith("tools[") for k in keys) else "prompt text"
         return "text"
 
     def _subject(self, name: str) -> str:

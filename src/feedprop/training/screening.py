@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from feedprop.errors import InvalidInputError
-from feedprop.llm import RecordedCall, replay, track_usage
+from feedprop.llm import RecordedCall, ToolCall, replay, track_usage
 from feedprop.node import MessageNode, Node
 from feedprop.ops import llm_calls
 from feedprop.training.data import Item, as_items
@@ -85,7 +85,8 @@ def _record(node: MessageNode[Any]) -> RecordedCall:
             f"the llm_call node {node.name!r} has no {missing} in its info, so its reply cannot be replayed; "
             "screen outcomes whose graphs were made by feedprop.ops.llm_call"
         )
-    return RecordedCall.from_request(info["model"], info["messages"], info.get("params") or {}, info["response"])
+    calls = tuple(ToolCall.from_dict(call) for call in info.get("tool_calls") or ())
+    return RecordedCall.from_request(info["model"], info["messages"], info.get("params") or {}, info["response"], calls)
 
 
 def recorded_calls(outcomes: Iterable[Outcome]) -> list[RecordedCall]:
