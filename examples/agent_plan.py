@@ -61,7 +61,10 @@ the prompt) all scored 0 on the minibatch.
 demonstrations when the student solves nothing; not measured here.
 
 The ``--tools`` mode with the embedded model is not measured yet: only its scripted run (``--mock``)
-is tested.
+is tested. A single probe (2026-12-03, ``fp.run_agent`` with ``lookup`` and ``calc`` on the embedded
+1.5B model, temperature 0, one task): the model did not call a tool; it echoed the ``<tools>`` block
+and wrote its call as ``<response>{"name": "calc", ...}</response>``, which llama.cpp does not read
+as a tool call, so the run ended after one turn with that text as the answer (60 s).
 """
 
 from __future__ import annotations
