@@ -81,6 +81,11 @@ class Outcome:
         assert self.feedback.score is not None  # to_feedback guarantees a score
         return float(self.feedback.score)
 
+    @property
+    def solved(self) -> bool:
+        """Whether the item ran without error and got the full score."""
+        return self.error is None and self.score >= 1.0
+
 
 @dataclass
 class Evaluation:

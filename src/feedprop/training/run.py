@@ -131,14 +131,13 @@ class TrainingRun:
             record_graph(self.dir.path, outcomes)
         return outcomes
 
-    def teach(self, items: Sequence[Item], outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Item]]:
+    def teach(self, items: Sequence[Item]) -> list[tuple[Outcome, Item]]:
         teacher = self.cfg.teacher
-        failed = [item for item, o in zip(items, outcomes, strict=True) if o.error is not None or o.score < 1.0]
-        if teacher is None or not failed:
+        if teacher is None or not items:
             return []
         with self.meter.phase("optimizer"), answered_by(teacher):
-            taught = self.book.scorer.run(failed, training=True)
-        return [(o, item) for o, item in zip(taught, failed, strict=True) if o.error is None and o.score >= 1.0]
+            taught = self.book.scorer.run(items, training=True)
+        return [(o, item) for o, item in zip(taught, items, strict=True) if o.solved]
 
     def propose(self) -> Proposal:
         with self.meter.phase("optimizer"):

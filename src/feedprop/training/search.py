@@ -133,9 +133,9 @@ class SearchRun(Protocol):
         """Run and score ``items`` with the model as it is, in training mode (counted as evaluation)."""
         ...
 
-    def teach(self, items: Sequence[Item], outcomes: Sequence[Outcome]) -> list[tuple[Outcome, Item]]:
-        """The runs of the run's teacher, answering in the student's place, on the ``items`` whose
-        ``outcomes`` failed, that it got right (none without a teacher; counted as optimizer usage)."""
+    def teach(self, items: Sequence[Item]) -> list[tuple[Outcome, Item]]:
+        """The runs of the run's teacher, answering ``items`` in the student's place, that it got
+        right (none without a teacher; counted as optimizer usage)."""
         ...
 
     def propose(self) -> Proposal:
@@ -219,9 +219,10 @@ def expand(run: SearchRun, items: Sequence[Item]) -> Expansion:
     notes: list[str] = []
     teacher: dict[str, int] | None = None
     if run.cfg.teacher is not None:
-        taught = run.teach(items, outcomes)
+        failed = [item for item, outcome in zip(items, outcomes, strict=True) if not outcome.solved]
+        taught = run.teach(failed)
         backward([o for o, _ in taught], [item for _, item in taught])
-        teacher = {"failed": sum(o.error is not None or o.score < 1.0 for o in outcomes), "right": len(taught)}
+        teacher = {"failed": len(failed), "right": len(taught)}
     run.meter.check_time()
     proposal: Proposal | None
     try:
