@@ -69,6 +69,7 @@ __all__ = [
     "Op",
     "Parameter",
     "as_feedback",
+    "bound_text",
     "demos_problem",
     "infer_kind",
     "node",
@@ -541,7 +542,13 @@ def infer_kind(value: Any) -> str:
     return "json"
 
 
-def _bound_text(bound: float | None, infinite: str) -> str:
+def bound_text(bound: float | None, infinite: str) -> str:
+    """A bound as messages show it: ``infinite`` for an open end, whole numbers without a point.
+
+    Example:
+        >>> bound_text(10.0, "inf"), bound_text(0.25, "inf"), bound_text(None, "-inf")
+        ('10', '0.25', '-inf')
+    """
     if bound is None:
         return infinite
     return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else repr(bound)
@@ -561,7 +568,7 @@ def outside_bounds(value: float, bounds: tuple[float | None, float | None] | Non
     lo, hi = bounds
     if (lo is None or value >= lo) and (hi is None or value <= hi):
         return None
-    return f"{_bound_text(value, 'nan')} is outside the bounds [{_bound_text(lo, '-inf')}, {_bound_text(hi, 'inf')}]"
+    return f"{bound_text(value, 'nan')} is outside the bounds [{bound_text(lo, '-inf')}, {bound_text(hi, 'inf')}]"
 
 
 def _check_value(param: Parameter[Any], value: Any, *, initial: bool) -> Any:

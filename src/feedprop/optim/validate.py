@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from feedprop.errors import SuggestionError
-from feedprop.node import KINDS, demos_problem, infer_kind, outside_bounds
+from feedprop.node import KINDS, bound_text, demos_problem, infer_kind, outside_bounds
 from feedprop.optim.replies import arithmetic
 
 __all__ = ["check_constraint", "infer_kind", "json_shape_problem", "strip_fences", "validate_value"]
@@ -225,10 +225,6 @@ def _fmt_short(x: float) -> str:
     return "an integer too large for a float" if isinstance(x, int) and x.bit_length() > 1024 else str(x)
 
 
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(x)
-
-
 def _validate_number(current: Any, suggested: Any, bounds: tuple[float | None, float | None] | None) -> float | int:
     number = _as_number(suggested)
     try:
@@ -245,8 +241,7 @@ def _validate_number(current: Any, suggested: Any, bounds: tuple[float | None, f
         number = float(number)
     problem = outside_bounds(number, bounds)
     if problem is not None and bounds is not None:
-        lo_s = "-inf" if bounds[0] is None else _fmt(bounds[0])
-        hi_s = "inf" if bounds[1] is None else _fmt(bounds[1])
+        lo_s, hi_s = bound_text(bounds[0], "-inf"), bound_text(bounds[1], "inf")
         raise SuggestionError(f"{problem}; suggest a number between {lo_s} and {hi_s}")
     return number
 
