@@ -137,8 +137,10 @@ def test_the_rewrite_of_a_text_parameter_shows_the_calls_it_fed() -> None:
     assert "the model was asked:\n    What is 2+2?" in diagnose_prompt
     assert "it replied:\n    Let me think. 2 and 2 make four." in diagnose_prompt
     assert "system prompt of the solver" in diagnose_prompt and "What is wrong with the instruction" in diagnose_prompt
-    rewrite_prompt = llm.calls[1].messages[-1]["content"]
-    assert "Return only the new text itself" in rewrite_prompt and DIAGNOSIS in rewrite_prompt
+    # The two rewrites run on two threads: one from the diagnosis, one plain, in either order.
+    rewrites = [call.messages[-1]["content"] for call in llm.calls[1:]]
+    assert all("Return only the new text itself" in prompt for prompt in rewrites)
+    assert sorted(DIAGNOSIS in prompt for prompt in rewrites) == [False, True]
     assert [c.updates for c in proposal.candidates] == [{"instruction": "End your reply with the answer in digits."}]
 
 
@@ -483,3 +485,19 @@ def test_a_share_of_the_rewrites_is_asked_without_the_diagnosis() -> None:
         assert all("fails on these cases" in c.messages[-1]["content"] for c in rewrites)
     with pytest.raises(ConfigurationError, match="plain_share"):
         Reflect([code], llm=scripted([LAST_NUMBER]), plain_share=1.5)
+
+
+def test_a_rewrite_that_pastes_in_the_example_it_was_shown_is_refused() -> None:
+    instruction = Parameter("Answer the question.", name="instruction", description="system prompt")
+    question = "I have a chicken, a frog, a mouse, a cat, two pigs, and two rabbits. How many animals do I have?"
+    student = MockLLM(lambda messages, **params: "You have 6 animals.")
+    out = ops.llm_call(instruction, question, llm=student)
+    out.backward(Feedback("Wrong: expected '8'.", score=0.0))
+    pasted = "Answer the question. I have a chicken, a frog, a mouse, a cat, two pigs. The total is 8."
+    llm = scripted([pasted, "Count every animal, including each of a pair, then answer with the number."])
+    proposal = Reflect([instruction], llm=llm, n_candidates=2).propose()
+    assert [c.updates for c in proposal.candidates] == [
+        {"instruction": "Count every animal, including each of a pair, then answer with the number."}
+    ]
+    (rejection,) = proposal.rejected
+    assert "copies a passage of one example" in rejection.reason and "I have a chicken" in rejection.reason

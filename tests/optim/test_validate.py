@@ -7,6 +7,7 @@ import pytest
 from feedprop.errors import SuggestionError
 from feedprop.optim.validate import (
     check_constraint,
+    copied_passage,
     json_shape_problem,
     repair_string_newlines,
     validate_value,
@@ -231,3 +232,22 @@ def test_demos_values_are_lists_of_input_output_pairs() -> None:
         with pytest.raises(SuggestionError, match=match) as info:
             validate_value("demos", [], bad, name="shots")
         assert info.value.parameter == "shots"
+
+
+def test_copied_passage_finds_the_longest_run_copied_from_a_source() -> None:
+    question = "I have a chicken, a frog, a mouse, a cat, two pigs, and two rabbits. How many animals do I have?"
+    suggested = "Answer the question. I have a chicken, a frog, a mouse, a cat. The total number is 18."
+    assert copied_passage(suggested, [question]) == "I have a chicken a frog a mouse a cat"
+
+
+def test_copied_passage_ignores_short_overlaps_and_what_the_current_value_holds() -> None:
+    question = "How many musical instruments do I have in my room today?"
+    assert copied_passage("Count how many musical instruments there are.", [question]) is None
+    current = "Answer how many musical instruments do I have."
+    assert copied_passage(current + " Be brief.", [question], current=current) is None
+    assert copied_passage("x " * 3, [question]) is None
+
+
+def test_copied_passage_is_case_and_punctuation_blind() -> None:
+    assert copied_passage("THE TOTAL NUMBER OF FRUITS IS 18", ["the total number of fruits is 18."]) is not None
+    assert copied_passage("the total number of fruits is", ["the total number of fruits is 18."], min_words=7) is None

@@ -29,10 +29,10 @@ from feedprop import llm as llm_package
 from feedprop._text import truncate_middle
 from feedprop.errors import ConfigurationError, InvalidInputError, StateDictError, SuggestionError
 from feedprop.llm import LLM, UsageMeter, track_usage
-from feedprop.node import Feedback, Parameter
+from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim.keys import match_key
 from feedprop.optim.replies import REPLY_FORMATS
-from feedprop.optim.validate import check_constraint, infer_kind, validate_value
+from feedprop.optim.validate import check_constraint, copied_passage, infer_kind, validate_value
 
 if TYPE_CHECKING:
     from feedprop.propagate import ParameterFeedback
@@ -165,6 +165,36 @@ def kind_of(param: Parameter[Any]) -> str:
     return str(kind) if kind else infer_kind(param.data)
 
 
+def _traced_texts(param: Parameter[Any]) -> tuple[list[str], list[str]]:
+    """The texts around ``param``'s feedback paths: (inputs, messages and outputs; parameters' own texts).
+
+    For every node on the path from ``param`` to an output that gave feedback: its value, its
+    inputs (the question an LLM call was asked, say) and, for an LLM call, its messages.
+    """
+    seen: set[int] = set()
+    sources: list[str] = []
+    known: list[str] = []
+
+    def add(value: Any) -> None:
+        if id(value) in seen or value is param:
+            return
+        seen.add(id(value))
+        data = value.data if isinstance(value, Node) else value
+        if isinstance(data, str):
+            (known if isinstance(value, Parameter) else sources).append(data)
+
+    for entry in param.feedback:
+        for node in getattr(entry, "subgraph", ()):
+            add(node)
+            for _, value in getattr(node, "inputs", ()):
+                add(value)
+            info = getattr(node, "info", None)
+            for message in (info.get("messages") or ()) if isinstance(info, Mapping) else ():
+                if isinstance(message, Mapping):
+                    add(message.get("content"))
+    return sources, known
+
+
 def _is_parameter(obj: Any) -> bool:
     return isinstance(obj, Parameter)
 
@@ -200,7 +230,7 @@ class Optimizer:
     names a subclass lists in :attr:`OPTIONS`.
 
     Example:
-        >>> from feedprop.node import Feedback, Parameter
+        >>> from feedprop.node import Feedback, Node, Parameter
         >>> from feedprop.llm import MockLLM
         >>> from feedprop.optim import OptoPrime
         >>> x = Parameter(1.0, name="x")
@@ -439,6 +469,8 @@ class Optimizer:
             constraint=getattr(param, "constraint", None),
             name=name,
         )
+        if kind_of(param) == "text" and isinstance(checked, str):
+            self._refuse_copied_example(name, param, checked, value)
         limit = getattr(param, "max_demos", None)
         if limit is not None and isinstance(checked, list) and len(checked) > limit:
             raise SuggestionError(
@@ -451,6 +483,18 @@ class Optimizer:
             if problem:
                 raise SuggestionError(problem, parameter=name, value=value)
         return checked
+
+    def _refuse_copied_example(self, name: str, param: Parameter[Any], checked: str, value: Any) -> None:
+        """Refuse a text that pastes in a passage of the values this step's feedback came through."""
+        sources, known = _traced_texts(param)
+        passage = copied_passage(checked, sources, current="\n".join([str(param.data), *known]))
+        if passage is not None:
+            raise SuggestionError(
+                f"the new {name!r} copies a passage of one example ({truncate_middle(passage, 80)!r}); write a "
+                "rule that holds for every input, without any one example's text or answer",
+                parameter=name,
+                value=value,
+            )
 
     # -- reading feedback ----------------------------------------------------------------------
 

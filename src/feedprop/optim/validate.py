@@ -31,14 +31,21 @@ import json
 import math
 import re
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from feedprop.errors import SuggestionError
 from feedprop.node import KINDS, bound_text, demos_problem, infer_kind, outside_bounds
 from feedprop.optim.replies import arithmetic
 
-__all__ = ["check_constraint", "infer_kind", "json_shape_problem", "strip_fences", "validate_value"]
+__all__ = [
+    "check_constraint",
+    "copied_passage",
+    "infer_kind",
+    "json_shape_problem",
+    "strip_fences",
+    "validate_value",
+]
 
 _FENCE = re.compile(r"^\s*```[^\n`]*\n(.*?)\n?```\s*$", re.DOTALL)
 
@@ -95,6 +102,48 @@ def _validate_text(current: Any, suggested: Any) -> str:
     if not value.strip() and isinstance(current, str) and current.strip():
         raise SuggestionError("the suggested text is empty; suggest the full new text, or leave the variable out")
     return value
+
+
+_WORD = re.compile(r"\w+")
+
+
+def copied_passage(suggested: str, sources: Iterable[str], *, current: str = "", min_words: int = 6) -> str | None:
+    """The first run of ``min_words`` or more words that ``suggested`` copies from one of ``sources``.
+
+    A small optimizer model asked to improve an instruction often pastes in the example it was
+    shown ("I have a chicken, a frog ... The total is 18."), which then answers every question
+    with that example's answer. Words are compared case-insensitively; a passage the ``current``
+    value already holds is not counted. ``None`` when nothing is copied.
+
+    Example:
+        >>> copied_passage("Answer. I have a frog, a cat and two pigs here.", ["I have a frog, a cat and two pigs."])
+        'I have a frog a cat and two pigs'
+        >>> copied_passage("Count the animals, then answer.", ["I have a frog, a cat and two pigs."]) is None
+        True
+    """
+    words = [w.lower() for w in _WORD.findall(suggested)]
+    if len(words) < min_words:
+        return None
+    originals = _WORD.findall(suggested)
+    known = {" ".join(g) for g in _ngrams([w.lower() for w in _WORD.findall(current)], min_words)}
+    seen: set[str] = set()
+    for source in sources:
+        seen.update(" ".join(g) for g in _ngrams([w.lower() for w in _WORD.findall(source)], min_words))
+    seen -= known
+    if not seen:
+        return None
+    grams = [" ".join(g) for g in _ngrams(words, min_words)]
+    for start, gram in enumerate(grams):
+        if gram in seen:
+            end = start
+            while end + 1 < len(grams) and grams[end + 1] in seen:
+                end += 1
+            return " ".join(originals[start : end + min_words])
+    return None
+
+
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def _function_defs(tree: ast.Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
