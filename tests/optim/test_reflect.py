@@ -501,3 +501,14 @@ def test_a_rewrite_that_pastes_in_the_example_it_was_shown_is_refused() -> None:
     ]
     (rejection,) = proposal.rejected
     assert "copies a passage of one example" in rejection.reason and "I have a chicken" in rejection.reason
+
+
+def test_a_rewrite_that_repeats_the_request_is_refused() -> None:
+    instruction = Parameter("Answer.", name="instruction", description="system prompt of the solver")
+    out = ops.llm_call(instruction, "What is 2+2?", llm=MockLLM(lambda messages, **params: "four"))
+    out.backward(Feedback("Wrong: expected '4'.", score=0.0))
+    echo = "The program fails on these cases: the model was asked What is 2+2 and replied four."
+    llm = scripted([echo, "Answer with digits only."])
+    proposal = Reflect([instruction], llm=llm, n_candidates=2).propose()
+    assert [c.updates for c in proposal.candidates] == [{"instruction": "Answer with digits only."}]
+    assert [r.reason.split(" (")[0] for r in proposal.rejected] == ["the reply repeats the request it was given"]

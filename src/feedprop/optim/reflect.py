@@ -66,7 +66,8 @@ from feedprop.node import ExceptionNode, Feedback, MessageNode, Node, Parameter
 from feedprop.ops import LLM_CALL
 from feedprop.optim.conversation import Conversation
 from feedprop.optim.optimizer import Candidate, Optimizer, Proposal, Rejection, check_int_option, kind_of
-from feedprop.optim.templates import fill, template
+from feedprop.optim.templates import fill, fixed_text, template
+from feedprop.optim.validate import copied_passage
 
 __all__ = ["Case", "Reflect", "fingerprint", "is_failure", "read_code", "read_text"]
 
@@ -83,6 +84,9 @@ MAX_REFUSED_CHARS = 1000
 MAX_TRIED = 64
 #: Per prompt, tried in order until the prompt fits ``max_prompt_tokens``: (characters per shown
 #: value, share of the failing cases kept, passing cases kept). The parameter's value is never cut.
+#: The prompts a text rewrite is asked with; a reply repeating their fixed wording is refused.
+_TEXT_PROMPTS = ("reflect_subject_text", "reflect_rewrite_text", "reflect_rewrite_text_plain")
+
 _PLANS = (
     (1200, 1.0, True),
     (600, 1.0, True),
@@ -706,6 +710,12 @@ class Reflect(Optimizer):
         if _first_function(value) is not None and _first_function(str(param.data)) is None:
             # Small models asked for an instruction sometimes answer with the function they would write.
             raise SuggestionError(f"the reply is Python code, but {name} is text; write the new text itself")
+        echoed = copied_passage(value, fixed_text(*_TEXT_PROMPTS), current=str(param.data))
+        if echoed is not None:
+            raise SuggestionError(
+                f"the reply repeats the request it was given ({truncate_middle(echoed, 60)!r}); "
+                f"write only the new {name} itself"
+            )
         return self.validate(name, value)
 
     def _propose(self) -> Proposal:

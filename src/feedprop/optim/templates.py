@@ -9,13 +9,14 @@ Example:
 
 from __future__ import annotations
 
+import re
 import string
 from functools import cache
 from importlib import resources
 
 from feedprop.errors import ConfigurationError
 
-__all__ = ["fill", "template"]
+__all__ = ["fill", "fixed_text", "template"]
 
 
 @cache
@@ -25,6 +26,25 @@ def template(name: str) -> str:
     if not path.is_file():
         raise ConfigurationError(f"no prompt named {name!r} in feedprop/optim/prompts/")
     return path.read_text(encoding="utf-8")
+
+
+def fixed_text(*names: str) -> list[str]:
+    """The literal parts of the named prompts: their text between the ``$names``.
+
+    What a model's reply should not repeat as if it were its answer (a small model asked to rewrite
+    an instruction sometimes returns the request itself).
+
+    Example:
+        >>> "The program fails on these cases:" in fixed_text("reflect_rewrite_text_plain")[0]
+        True
+    """
+    parts: list[str] = []
+    for name in names:
+        parts.extend(p for p in _PLACEHOLDER.split(template(name)) if p.strip())
+    return parts
+
+
+_PLACEHOLDER = re.compile(r"\$\{?\w+\}?")
 
 
 def fill(prompt: str, /, **values: object) -> str:
