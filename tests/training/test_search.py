@@ -170,7 +170,9 @@ def test_pareto_search_improves_a_toy_task() -> None:
     admitted = [c for h in result.history for c in h["candidates"] if c.get("admitted")]
     assert [c["updates"] for c in admitted] == [{"suffix": "!"}]
     for h in result.history:
-        assert isinstance(h["parent"], int) and h["reason"] and {"minibatch", "admitted"} <= set(h["candidates"][0])
+        first = h["candidates"][0]
+        assert isinstance(h["parent"], int) and h["reason"] and "admitted" in first
+        assert "minibatch" in first or first["reason"].startswith("not screened: the parent solves all")
 
 
 def test_a_budget_running_out_mid_step_leaves_the_pool_as_it_was(tmp_path: Path) -> None:
@@ -300,3 +302,21 @@ def test_the_gate_screens_a_new_extractor_without_any_model_call() -> None:
     assert result.val_after == 1.0
     # the student answered the minibatch once and each validation pass; screening added no call
     assert len(student.calls) == 4 + 4 + 4
+
+
+def test_a_child_of_a_parent_that_solves_the_whole_minibatch_is_not_screened() -> None:
+    model = Suffix("!")
+    llm = MockLLM([suggest(suffix=s) for s in ("?", ".", ";", ",")])
+    opt = OptoPrime(model.parameters(), llm=llm)
+    items = [("q0", "q0!"), ("q1", "q1!"), ("q2", "q2?"), ("q3", "q3?")]
+    result = train(
+        model, items, exact, opt, val_set=data(2), batch_size=2, epochs=2, seed=5, search="pareto", progress=False
+    )
+    solved = [h for h in result.history if h["train_score"] == 1.0]
+    assert solved, "the shuffled minibatches should include one the parent solves"
+    for h in solved:
+        (candidate,) = h["candidates"]
+        assert candidate["reason"] == "not screened: the parent solves all 2 minibatch items"
+        assert "minibatch" not in candidate and not candidate["admitted"]
+    screened_children = [c for h in result.history for c in h["candidates"] if "minibatch" in c]
+    assert len(screened_children) == len(result.history) - len(solved) > 0

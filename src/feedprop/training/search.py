@@ -798,6 +798,11 @@ class ParetoSearch(SearchStrategy):
         if twin is not None:
             entry["error"] = f"the same parameters as pool member #{twin.id}"
             return
+        if strict and parent_outcomes and all(o.solved for o in parent_outcomes):
+            # No child can beat a parent that solves every item: screening it would spend calls for nothing.
+            entry["admitted"] = False
+            entry["reason"] = f"not screened: the parent solves all {len(parent_outcomes)} minibatch items"
+            return
         run.meter.check_time()
         screening = gate_scores(run, items, parent_outcomes)
         score = sum(screening.scores)
