@@ -23,8 +23,8 @@ from feedprop.joint.strategy import JointResult, PhaseResult, WeightOptions, alt
 from feedprop.joint.student import Student
 from feedprop.llm import MockLLM
 from feedprop.module import Module
-from feedprop.node import Node, Parameter
-from feedprop.optim import OPRO, Hindsight, OptoPrime
+from feedprop.node import Demos, Node, Parameter
+from feedprop.optim import OPRO, BootstrapDemos, Hindsight, OptoPrime
 from feedprop.training import Budget
 
 pytest.importorskip("torch", reason="the joint extra (torch) is not installed")
@@ -376,3 +376,40 @@ def test_test_workers_is_checked() -> None:
         alternate(Module(), [("a", "a")], exact, "p", val_set=[("a", "a")], test_workers=0)
     with pytest.raises(InvalidInputError, match="test_workers"):
         alternate(Module(), [("a", "a")], exact, "p", val_set=[("a", "a")], test_workers=True)
+
+
+def test_a_prompt_phase_takes_a_teacher(tmp_path: Path) -> None:
+    def answer(messages: list[dict[str, str]]) -> str:
+        a, b = messages[-1]["content"].removeprefix("add ").split(" and ")
+        return str(int(a) + int(b))
+
+    class Adder(Module):
+        def __init__(self) -> None:
+            self.instruction = Parameter("Add the numbers.", name="instruction", trainable=False)
+            self.shots = Demos(name="shots", max_demos=2)
+            # Right only once it has seen a demonstration (an assistant turn before the question).
+            self.llm = MockLLM(lambda m, **k: answer(m) if any(x["role"] == "assistant" for x in m) else "no idea")
+
+        def forward(self, question: Any) -> Any:
+            return ops.llm_call(self.instruction, question, demos=self.shots, llm=self.llm)
+
+    def items(start: int, n: int) -> list[tuple[str, str]]:
+        return [(f"add {i} and {i + 1}", str(2 * i + 1)) for i in range(start, start + n)]
+
+    tutor = MockLLM(lambda m, **k: answer(m))
+    result = alternate(
+        Adder(),
+        items(0, 4),
+        exact,
+        "p",
+        val_set=items(100, 3),
+        test_set=items(200, 3),
+        optimizer=lambda params: BootstrapDemos(params, labelled=False, n_candidates=2),
+        prompt={"max_steps": 1, "batch_size": 2, "teacher": tutor},
+        checkpoint=tmp_path,
+        progress=False,
+    )
+    assert (result.test_before, result.test_after) == (0.0, 1.0), "the teacher's runs became demonstrations"
+    assert len(tutor.calls) == 2, "it answered the two failed minibatch items"
+    saved = json.loads((tmp_path / "joint.json").read_text())
+    assert tutor.model in json.dumps(saved), "the checkpoint names the teacher (JSON, not the object)"

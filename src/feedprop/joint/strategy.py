@@ -72,6 +72,7 @@ _PROMPT_OPTIONS = (
     "merge_every",
     "prefer_shorter",
     "max_workers",
+    "teacher",
 )
 
 OptimizerSpec = Optimizer | Callable[[list[Parameter[Any]]], Optimizer] | None
@@ -353,7 +354,8 @@ class _JointRun:
         self.max_workers = max_workers
         options = {
             "strategy": phases,
-            "prompt": prompt,
+            # A teacher model is recorded by its name (the fingerprint is JSON).
+            "prompt": {k: getattr(v, "model", v) if k == "teacher" else v for k, v in prompt.items()},
             "weights": weights.to_dict(),
             "budget": budget.to_dict(),
             "seed": seed,
@@ -640,7 +642,8 @@ def alternate(
             :class:`~feedprop.optim.OptoPrime` on the default model.
         prompt: options for prompt phases, passed to :func:`feedprop.train` (``max_steps``
             default 4, ``batch_size`` default 4, ``epochs``, ``search``, ``beam_width``,
-            ``merge_every``, ``prefer_shorter``, ``max_workers``).
+            ``merge_every``, ``prefer_shorter``, ``max_workers``, ``teacher``: a model that answers the
+            failed training items in the student's place, see :func:`feedprop.train`).
         weights: :class:`WeightOptions` for weight phases.
         budget: :class:`~feedprop.Budget` for the whole run (see the module docs).
         checkpoint, resume: a directory for the run's files, and whether to continue it.
