@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -61,6 +62,39 @@ def test_missing_parts_are_explained_on_the_page(runs: dict[str, Path], tmp_path
     html = render_run_page(old)
     assert "This run has no graph.json" in html
     assert "The kept parameters were not recorded" in html
+
+
+def _by_model_rows(html: str) -> list[list[str]]:
+    """The cells of each row of the page's usage-by-model table."""
+    table = re.search(r'<table class="by-model">(.*?)</table>', html, re.S)
+    assert table, "no usage-by-model table"
+    rows = re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)[1:]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows]
+
+
+def test_usage_by_model_is_a_table_next_to_usage_by_phase(runs: dict[str, Path]) -> None:
+    html = render_run_page(runs["train"])
+    usage = html[html.index('<section id="usage">') :]
+    assert usage.index("<h3>By phase</h3>") < usage.index('<h3 id="usage-by-model">By model</h3>')
+    rows = {cells[0]: cells for cells in _by_model_rows(html)}
+    assert set(rows) == {"student-mock", "optimizer-mock"}
+    assert rows["optimizer-mock"][1:3] == ["optimizer 3", "3"]
+    assert rows["student-mock"][1].startswith("evaluation ") and ", test " in rows["student-mock"][1]
+    assert "Usage by model was not recorded" not in html
+    joint = {cells[0] for cells in _by_model_rows(render_run_page(runs["joint"]))}
+    assert joint == {"student-mock", "optimizer-mock"}
+
+
+def test_an_older_run_without_usage_by_model_says_so(runs: dict[str, Path], tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(runs["train"], old)
+    checkpoint = json.loads((old / "checkpoint.json").read_text(encoding="utf-8"))
+    del checkpoint["usage"]["by_model"]
+    (old / "checkpoint.json").write_text(json.dumps(checkpoint), encoding="utf-8")
+    html = render_run_page(old)
+    assert '<table class="by-model">' not in html
+    assert "Usage by model was not recorded: this run was written before" in html
+    assert "<td>workflow</td><td>student-mock</td>" in html and "<td>optimizer</td><td>OptoPrime</td>" in html
 
 
 def test_write_run_page_writes_into_the_run_or_where_asked(runs: dict[str, Path], tmp_path: Path) -> None:

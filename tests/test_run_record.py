@@ -89,11 +89,44 @@ def test_test_items_before_and_after_with_flips_first(runs: dict[str, Path]) -> 
 def test_usage_by_phase_and_by_model(runs: dict[str, Path]) -> None:
     view = load_run(runs["greedy"])
     assert set(view.usage) == {"evaluation", "optimizer", "test", "total"}
-    roles = {m.role: m for m in view.models}
+    models = {m.model: m for m in view.models}
+    assert list(models) == ["student-mock", "optimizer-mock"], "the busiest model first"
+    assert models["optimizer-mock"].calls == view.usage["optimizer"]["calls"] == 3
+    assert models["optimizer-mock"].phases == "optimizer 3"
+    evaluation, test = int(view.usage["evaluation"]["calls"]), int(view.usage["test"]["calls"])
+    assert models["student-mock"].calls == evaluation + test
+    assert models["student-mock"].phases == f"evaluation {evaluation}, test {test}"
+    for counter in ("prompt_tokens", "completion_tokens", "cache_hits"):
+        assert sum(getattr(m, counter) for m in view.models) == view.usage["total"][counter], counter
+    assert view.roles == [] and "models" not in view.notes
+
+
+def test_a_joint_run_counts_usage_by_model_over_its_phases(runs: dict[str, Path]) -> None:
+    view = load_run(runs["joint"])
+    models = {m.model: m for m in view.models}
+    assert set(models) == {"student-mock", "optimizer-mock"}
+    assert models["optimizer-mock"].calls == view.usage["optimizer"]["calls"] == 4, "two prompt phases of two steps"
+    assert models["student-mock"].calls == view.usage["evaluation"]["calls"] + view.usage["test"]["calls"]
+
+
+def _drop_usage_by_model(run: Path) -> None:
+    """Make ``run`` look like one written before usage was counted by model."""
+    checkpoint = json.loads((run / "checkpoint.json").read_text(encoding="utf-8"))
+    del checkpoint["usage"]["by_model"]
+    (run / "checkpoint.json").write_text(json.dumps(checkpoint), encoding="utf-8")
+
+
+def test_an_older_run_without_usage_by_model_shows_usage_by_role(runs: dict[str, Path], tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(runs["greedy"], old)
+    _drop_usage_by_model(old)
+    view = load_run(old)
+    assert view.models == [] and "Usage by model was not recorded" in view.notes["models"]
+    assert view.usage["optimizer"]["calls"] == 3
+    roles = {r.role: r for r in view.roles}
     assert roles["workflow"].model == "student-mock" and roles["optimizer"].model == "OptoPrime"
-    assert roles["optimizer"].calls == view.usage["optimizer"]["calls"] == 3
-    workflow_calls = view.usage["evaluation"]["calls"] + view.usage["test"]["calls"]
-    assert roles["workflow"].calls == workflow_calls
+    assert roles["optimizer"].calls == 3
+    assert roles["workflow"].calls == view.usage["evaluation"]["calls"] + view.usage["test"]["calls"]
 
 
 def test_the_graph_and_the_parameters_are_read(runs: dict[str, Path]) -> None:

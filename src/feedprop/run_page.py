@@ -9,7 +9,7 @@ It shows, from the files the run wrote (:func:`feedprop.run_record.load_run`):
 - each step: its candidates with a diff of every parameter they change, the validation score and
   the reason each was kept or refused (and, for a joint run, each phase's row);
 - the test set's items before and after, the ones that flipped first;
-- LLM usage by phase and by model;
+- LLM usage by phase and by model (for older runs, which did not count by model, by role);
 - the workflow's graph drawn as SVG (:mod:`feedprop.graph_svg`) with the parameters highlighted;
 - the parameters' diffs from the start to the kept program.
 
@@ -326,23 +326,43 @@ def _usage(view: RunView) -> str:
         )
     else:
         out.append(_note("No usage was recorded."))
-    out.append("<h3>By model</h3>")
+    out.append('<h3 id="usage-by-model">By model</h3>')
     if view.models:
-        out.append("<table><tr><th>role</th><th>model</th><th>usage phases</th><th>calls</th><th>tokens</th></tr>")
+        out.append(
+            '<table class="by-model"><tr><th>model</th><th>phases (calls)</th><th>calls</th><th>cache hits</th>'
+            "<th>prompt tokens</th><th>completion tokens</th><th>model seconds</th></tr>"
+        )
         for m in view.models:
+            out.append(
+                f"<tr><td>{escape(m.model)}</td><td>{escape(m.phases)}</td><td class='num'>{m.calls:,}</td>"
+                f"<td class='num'>{m.cache_hits:,}</td><td class='num'>{m.prompt_tokens:,}</td>"
+                f"<td class='num'>{m.completion_tokens:,}</td><td class='num'>{m.seconds:.1f}</td></tr>"
+            )
+        out.append("</table>")
+        out.append(
+            "<p class='meta'>A model is named as its LLM object reports it; one serving several roles (the workflow "
+            "and the optimizer, say) has one row, its calls split in the phases column.</p>"
+        )
+    elif "models" in view.notes or view.roles:
+        out.append(_note(view.notes.get("models", "Usage by model was not recorded.")))
+    else:
+        out.append(_note("No model was called."))
+    if view.roles:
+        out.append("<table><tr><th>role</th><th>model</th><th>usage phases</th><th>calls</th><th>tokens</th></tr>")
+        for r in view.roles:
             numbers = (
-                f"<td class='num'>{m.calls:,}</td><td class='num'>{m.tokens:,}</td>"
-                if m.calls or m.tokens
+                f"<td class='num'>{r.calls:,}</td><td class='num'>{r.tokens:,}</td>"
+                if r.calls or r.tokens
                 else "<td></td><td></td>"
             )
             out.append(
-                f"<tr><td>{escape(m.role)}</td><td>{escape(m.model)}</td><td>{escape(m.phases)}</td>{numbers}</tr>"
+                f"<tr><td>{escape(r.role)}</td><td>{escape(r.model)}</td><td>{escape(r.phases)}</td>{numbers}</tr>"
             )
         out.append("</table>")
         out.append(
             _note(
-                "Runs count usage by phase, not by model: each row gives the phases a role's calls are counted in "
-                "(an LLM judge in the guide would be counted in evaluation too). The optimizer is named by its class."
+                "Each row gives the phases a role's calls are counted in (an LLM judge in the guide would be "
+                "counted in evaluation too). The optimizer is named by its class."
             )
         )
     out.append("</section>")

@@ -11,8 +11,9 @@ the test set's per-item outcomes, ``graph.json``) into one :class:`RunView`:
   parameter it changes against the program it was proposed from, its validation score and why
   it was kept or refused;
 - ``items``: the test set's per-item outcomes before and after (which items flipped);
-- ``usage`` by phase, ``models`` (which model made which phase's calls), ``graph``, and the
-  initial and best parameters.
+- ``usage`` by phase, ``models`` (each model's calls, tokens and seconds, and the phases they
+  were counted in; for a run recorded before usage was counted by model, ``roles`` instead: which
+  role's calls each phase holds), ``graph``, and the initial and best parameters.
 
 A part the run did not record (an older run without ``graph.json``, a run without a test set)
 is left empty and ``notes`` says why, so the page can say so. Only a directory that holds no
@@ -39,7 +40,7 @@ from feedprop.errors import ConfigurationError, InvalidInputError
 from feedprop.graph_data import GraphRecord, read_graph
 from feedprop.training.events import ITEM_OUTCOME_SCHEMA, read_events
 from feedprop.training.run_files import EVENTS_FILE, GRAPH_FILE
-from feedprop.training.summary import parameter_diff
+from feedprop.training.summary import parameter_diff, where_calls_went
 
 __all__ = [
     "CandidateView",
@@ -47,6 +48,7 @@ __all__ = [
     "ItemRow",
     "ModelUsage",
     "PhaseView",
+    "RoleUsage",
     "RunView",
     "StepView",
     "load_run",
@@ -152,7 +154,22 @@ class ItemRow:
 
 @dataclass
 class ModelUsage:
-    """Which model made which calls: ``role``, ``model``, the usage ``phases`` counted, their calls and tokens."""
+    """One model's usage in a run: its calls, cache hits, tokens and seconds, and ``phases``, where its
+    calls were counted (e.g. ``"evaluation 12, test 5"``)."""
+
+    model: str
+    phases: str
+    calls: int
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass
+class RoleUsage:
+    """For a run that did not count usage by model: a ``role``, the ``model`` it names, the usage ``phases``
+    its calls are counted in, and those phases' calls and tokens."""
 
     role: str
     model: str
@@ -182,6 +199,7 @@ class RunView:
     items_caption: str = ""
     usage: dict[str, dict[str, float]] = field(default_factory=dict)
     models: list[ModelUsage] = field(default_factory=list)
+    roles: list[RoleUsage] = field(default_factory=list)
     graph: GraphRecord | None = None
     initial: dict[str, Any] | None = None
     best: dict[str, Any] | None = None
@@ -450,20 +468,59 @@ def _workflow_models(graph: GraphRecord | None) -> str:
     return ", ".join(models) if models else "no LLM call in the graph"
 
 
-def _models(usage: Mapping[str, Any], graph: GraphRecord | None, optimizer: str, teacher: str) -> list[ModelUsage]:
+def _roles(usage: Mapping[str, Any], graph: GraphRecord | None, optimizer: str, teacher: str) -> list[RoleUsage]:
     def part(*names: str) -> tuple[int, int]:
         calls = sum(int(_dict(usage.get(n)).get("calls", 0) or 0) for n in names)
         return calls, sum(_tokens(usage.get(n)) for n in names)
 
-    rows = [ModelUsage("workflow", _workflow_models(graph), "evaluation + test", *part("evaluation", "test"))]
+    rows = [RoleUsage("workflow", _workflow_models(graph), "evaluation + test", *part("evaluation", "test"))]
     if teacher:
-        rows.append(ModelUsage("teacher (weight phases)", teacher, "counted in evaluation", 0, 0))
-    rows.append(ModelUsage("optimizer", optimizer or "not recorded", "optimizer", *part("optimizer")))
+        rows.append(RoleUsage("teacher (weight phases)", teacher, "counted in evaluation", 0, 0))
+    rows.append(RoleUsage("optimizer", optimizer or "not recorded", "optimizer", *part("optimizer")))
     return rows
 
 
+def _models(by_model: Mapping[str, Any]) -> list[ModelUsage]:
+    rows = []
+    for model, entry in by_model.items():
+        u = _dict(entry)
+        rows.append(
+            ModelUsage(
+                model=str(model),
+                phases=where_calls_went(u),
+                calls=int(u.get("calls", 0) or 0),
+                cache_hits=int(u.get("cache_hits", 0) or 0),
+                prompt_tokens=int(u.get("prompt_tokens", 0) or 0),
+                completion_tokens=int(u.get("completion_tokens", 0) or 0),
+                seconds=float(u.get("seconds", 0.0) or 0.0),
+            )
+        )
+    return sorted(rows, key=lambda r: (-r.calls, r.model))
+
+
 def _usage(value: Any) -> dict[str, dict[str, float]]:
-    return {str(k): {str(c): float(n) for c, n in v.items()} for k, v in _dict(value).items() if isinstance(v, Mapping)}
+    """The usage by phase (and its total); ``by_model`` is read by :func:`_usage_by_model`."""
+    return {
+        str(k): {str(c): float(n) for c, n in v.items() if isinstance(n, int | float)}
+        for k, v in _dict(value).items()
+        if k != "by_model" and isinstance(v, Mapping)
+    }
+
+
+def _usage_by_model(
+    view: RunView, usage: Mapping[str, Any], graph: GraphRecord | None, optimizer: str, teacher: str
+) -> None:
+    """Fill ``view.models`` from the record's ``by_model``; without one, ``view.roles`` and a note saying why."""
+    by_model = usage.get("by_model")
+    if isinstance(by_model, Mapping):
+        view.models = _models(by_model)
+        return
+    view.roles = _roles(view.usage, graph, optimizer, teacher)
+    if usage:
+        view.notes["models"] = (
+            "Usage by model was not recorded: this run was written before feedprop counted usage per model (or it "
+            "resumed such a run). Below, each role's calls are the phases they are counted in."
+        )
 
 
 # -- the two kinds of run ------------------------------------------------------------------------------
@@ -524,7 +581,7 @@ def _load_train(path: Path) -> RunView:
         )
     view.usage = _usage(files.usage)
     view.graph = _graph([path], view.notes)
-    view.models = _models(view.usage, view.graph, str(config.get("optimizer", "")), "")
+    _usage_by_model(view, files.usage, view.graph, str(config.get("optimizer", "")), "")
     view.initial, view.best = files.initial, files.best
     budget = _dict(config.get("budget"))
     limits = ", ".join(f"{k}={budget[k]}" for k in ("calls", "tokens", "seconds") if budget.get(k) is not None)
@@ -638,7 +695,7 @@ def _load_joint(path: Path, state: Mapping[str, Any]) -> RunView:
     view.usage = _usage(state.get("usage"))
     view.graph = _graph(graph_dirs, view.notes)
     teacher = str(_dict(fingerprint.get("weights")).get("teacher") or "") if "w" in strategy else ""
-    view.models = _models(view.usage, view.graph, optimizer, teacher)
+    _usage_by_model(view, _dict(state.get("usage")), view.graph, optimizer, teacher)
     kept_text = "the start" if best_phase == 0 else f"the program after phase {best_phase}"
     data = [f"{(fingerprint.get(k) or ['?'])[0]} {k.split('_')[0]}" for k in ("train_set", "val_set", "test_set")]
     view.facts = [

@@ -34,6 +34,16 @@ def joint_result() -> JointResult:
     return JointResult("p -> w", [prompt, weights], 0.05, 0.2, 2, best, 600.0, "")
 
 
+def test_report_gives_usage_by_model() -> None:
+    result = joint_result()
+    student = {"calls": 98, "prompt_tokens": 13000, "completion_tokens": 2557, "seconds": 60.0}
+    student["phases"] = {"evaluation": {"calls": 90}, "test": {"calls": 8}}
+    result.usage = {"evaluation": {"calls": 90}, "test": {"calls": 8}, "by_model": {"student": student}}
+    report = render_joint_report(result, {})
+    assert "## LLM usage by model" in report
+    assert "| student | evaluation 90, test 8 | 98 | 0 | 13000 | 2557 | 60.0 |" in report
+
+
 def test_report_gives_scores_phases_weight_data_and_parameter_diffs() -> None:
     initial = {"instruction": "Answer the question.", "student.adapter": {}}
     report = render_joint_report(joint_result(), initial, title="demo")

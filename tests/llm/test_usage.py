@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +16,13 @@ from feedprop.errors import BudgetExhausted, ConfigurationError, TransientLLMErr
 from feedprop.llm import (
     ContextThreadPoolExecutor,
     MockLLM,
+    RecordedCall,
+    ResponseCache,
     RetryPolicy,
     UsageMeter,
     active_meters,
     estimate_tokens,
+    replay,
     thread_map,
     track_usage,
 )
@@ -382,8 +386,58 @@ def test_usage_measured_elsewhere_is_added_to_every_active_meter() -> None:
     }
     with track_usage(max_calls=2) as outer, track_usage() as inner:
         add_usage(elsewhere)  # limits are not checked: those calls already happened
-        assert inner.to_dict() == {**elsewhere, "total_tokens": 36}
+        counts = {**elsewhere, "total_tokens": 36}
+        assert inner.to_dict() == {**counts, "by_model": {"unknown": counts}}, "no by_model: charged to 'unknown'"
         with pytest.raises(BudgetExhausted):
             MockLLM("x").complete(ASK)
     assert outer.calls == 3 and outer.total_tokens == 36
     add_usage(elsewhere)  # no active meter: nothing to do
+
+
+def _counts(meter: UsageMeter, model: str) -> tuple[int, int, int, int, int]:
+    m = meter.by_model[model]
+    return m.calls, m.cache_hits, m.replayed, m.errors, m.total_tokens
+
+
+def test_usage_is_counted_per_model_and_the_models_add_up_to_the_whole(tmp_path: Path) -> None:
+    def busy(messages: Any, **params: Any) -> str:
+        raise TransientLLMError("busy")
+
+    small = MockLLM("ok", model="small")
+    large = MockLLM("a longer reply", model="large", cache=ResponseCache(tmp_path / "cache.sqlite"))
+    failing = MockLLM(busy, model="flaky", retry=RetryPolicy(max_retries=0))
+    recorded = RecordedCall.from_request("small", ASK, {"temperature": 0.5}, "from the record")
+    with track_usage() as outer, track_usage() as usage:
+        thread_map(lambda _: small.complete(ASK), range(3), max_workers=3)
+        large.complete(ASK)
+        large.complete(ASK)  # the same request again: a cache hit
+        with replay([recorded]):
+            small.complete(ASK, temperature=0.5)
+        with pytest.raises(Exception, match="busy"):
+            failing.complete(ASK)
+    assert sorted(usage.by_model) == ["flaky", "large", "small"]
+    assert _counts(usage, "small") == (3, 0, 1, 0, 3 * (7 + estimate_tokens("ok")))
+    assert _counts(usage, "large") == (1, 1, 0, 0, 7 + estimate_tokens("a longer reply"))
+    assert _counts(usage, "flaky") == (1, 0, 0, 1, 0)
+    for name in ("calls", "cache_hits", "replayed", "errors", "prompt_tokens", "completion_tokens", "seconds"):
+        assert getattr(usage, name) == pytest.approx(sum(getattr(m, name) for m in usage.by_model.values())), name
+    assert outer.to_dict() == usage.to_dict(), "nested meters count each model alike"
+    assert usage.to_dict()["by_model"]["large"] == usage.by_model["large"].to_dict()
+
+
+def test_usage_measured_elsewhere_keeps_its_models() -> None:
+    with track_usage() as usage:
+        MockLLM("x", model="here").complete(ASK)
+        add_usage(
+            {
+                "calls": 3,
+                "prompt_tokens": 9,
+                "by_model": {"a": {"calls": 1, "prompt_tokens": 4}, "b": {"calls": 2, "prompt_tokens": 5}},
+            }
+        )
+    assert {name: (m.calls, m.prompt_tokens) for name, m in usage.by_model.items()} == {
+        "here": (1, 7),
+        "a": (1, 4),
+        "b": (2, 5),
+    }
+    assert usage.calls == 4 and usage.prompt_tokens == 16

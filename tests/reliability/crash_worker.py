@@ -66,9 +66,9 @@ def suggest_by_hash(messages: Any, **params: Any) -> str:
 
 
 def run(directory: str | Path, latency: float = 0.005) -> tuple[TrainResult, dict[str, Any]]:
-    workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency)
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency, model="workflow-mock")
     model = Suffix(workflow)
-    opt = OptoPrime(model.parameters(), llm=MockLLM(suggest_by_hash, latency=latency))
+    opt = OptoPrime(model.parameters(), llm=MockLLM(suggest_by_hash, latency=latency, model="optimizer-mock"))
     result = train(
         model,
         TRAIN,
@@ -88,16 +88,22 @@ def run(directory: str | Path, latency: float = 0.005) -> tuple[TrainResult, dic
 
 def summary(result: TrainResult, opt_state: dict[str, Any]) -> dict[str, Any]:
     """What an interrupted-and-resumed run must share with an uninterrupted one (wall-clock time aside)."""
-    usage = {phase: {k: v for k, v in counts.items() if k != "seconds"} for phase, counts in result.usage.items()}
     return {
         "best_state": result.best_state,
         "val_before": result.val_before,
         "val_after": result.val_after,
         "history": [strip_history(h) for h in result.history],
         "optimizer": opt_state,
-        "usage": usage,
+        "usage": without_seconds(result.usage),
         "stop_reason": result.stop_reason,
     }
+
+
+def without_seconds(value: Any) -> Any:
+    """``value`` with every ``seconds`` entry dropped, at any depth (wall-clock time is all a resume may change)."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    return value
 
 
 def strip_history(entry: dict[str, Any]) -> dict[str, Any]:

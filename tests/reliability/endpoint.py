@@ -332,6 +332,13 @@ def client(base_url: str, model: str, timeout: float) -> OpenAICompatible:
     return OpenAICompatible(base_url, model=model, cache=False, timeout=timeout, retry=retry, max_concurrency=4)
 
 
+def without_seconds(value: Any) -> Any:
+    """``value`` with every ``seconds`` entry dropped, at any depth (wall-clock time is all a fault may change)."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    return value
+
+
 def run_training(
     base_url: str,
     *,
@@ -367,7 +374,6 @@ def run_training(
     history = [
         {k: v for k, v in entry.items() if k not in ("seconds",)} for entry in result.history
     ]  # wall-clock time is the only thing faults may change
-    usage = {phase: {k: v for k, v in counts.items() if k != "seconds"} for phase, counts in result.usage.items()}
     return {
         "best_state": result.best_state,
         "final_state": model.state_dict(),
@@ -375,6 +381,6 @@ def run_training(
         "val_after": result.val_after,
         "history": history,
         "scores": [(h["train_score"], h["val_score"], h["accepted"]) for h in result.history],
-        "usage": usage,
+        "usage": without_seconds(result.usage),
         "optimizer": opt.state_dict(),
     }

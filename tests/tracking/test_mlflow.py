@@ -17,7 +17,7 @@ from feedprop.errors import ConfigurationError
 from feedprop.joint import alternate
 from feedprop.llm import MockLLM
 from feedprop.optim import OptoPrime
-from feedprop.tracking import MLflowTracker, store_uri
+from feedprop.tracking import MLflowTracker, store_uri, usage_metrics
 from feedprop.tracking import mlflow as tracking_mlflow
 from feedprop.training import train
 
@@ -89,6 +89,9 @@ def test_a_run_logs_options_step_metrics_parameters_report_and_status(mlflow: An
     assert history(c, tracker.run_id, "seconds") == [(h["step"], h["seconds"]) for h in steps]
     assert run.data.metrics["val_before"] == 0.0 and run.data.metrics["val_after"] == 1.0
     assert run.data.metrics["total_tokens"] == result.usage["total"]["tokens"]
+    spent = result.usage["by_model"]["mock"]
+    assert run.data.metrics["by_model/mock/calls"] == spent["calls"] == result.usage["total"]["calls"] > 0
+    assert run.data.metrics["by_model/mock/tokens"] == spent["tokens"] == result.usage["total"]["tokens"]
 
     assert artifacts(c, tracker.run_id) == [
         "initial_parameters/params.json",
@@ -198,6 +201,25 @@ def test_a_joint_run_logs_each_phase_and_the_final_parameters(mlflow: Any, store
     assert run.data.metrics["test_before"] == result.test_before and run.data.metrics["test_after"] == 1.0
     assert json.loads(text(c, tracker.run_id, "parameters/params.json")) == result.best_state == {"suffix": "!"}
     assert text(c, tracker.run_id, "report.md") == result.table()
+    assert (
+        run.data.metrics["by_model/mock/calls"]
+        == result.usage["by_model"]["mock"]["calls"]
+        == result.usage["total"]["calls"]
+    )
+
+
+def test_usage_by_model_becomes_metrics_with_names_mlflow_accepts() -> None:
+    spent = {"calls": 2, "cache_hits": 1, "prompt_tokens": 9, "completion_tokens": 3, "tokens": 12, "seconds": 0.5}
+    usage = {
+        "total": {"calls": 6, "tokens": 36},
+        "by_model": {"openai/gpt-4o": spent, "openai_gpt-4o": spent, "..": spent, "qwen2.5:1.5b q4": spent},
+    }
+    metrics = usage_metrics(usage)
+    assert metrics["total_calls"] == 6 and metrics["by_model/openai_gpt-4o/tokens"] == 12
+    models = sorted({name.split("/")[1] for name in metrics if name.startswith("by_model/")})
+    assert models == ["_", "openai_gpt-4o", "openai_gpt-4o_2", "qwen2.5_1.5b_q4"]
+    assert {name.split("/")[2] for name in metrics if name.startswith("by_model/")} == set(spent)
+    assert usage_metrics({"total": {"calls": 1}}) == {"total_calls": 1.0}, "an older run: totals only"
 
 
 def test_a_store_that_cannot_be_used_fails_before_any_training(mlflow: Any, tmp_path: Path) -> None:

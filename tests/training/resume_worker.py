@@ -29,9 +29,9 @@ def run(
     checkpoint: str | Path, latency: float = 0.01, asynchronous: bool = False
 ) -> tuple[TrainResult, dict[str, Any]]:
     """Train (resuming whatever ``checkpoint`` holds) and return the result and the final optimizer state."""
-    workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency)
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency, model="workflow-mock")
     model = (AsyncSuffix if asynchronous else Suffix)("z", llm=workflow)
-    opt = OptoPrime(model.parameters(), llm=hashed_suggestions(ENDINGS, latency=latency))
+    opt = OptoPrime(model.parameters(), llm=hashed_suggestions(ENDINGS, latency=latency, model="optimizer-mock"))
     result = train(
         model,
         TRAIN,
@@ -52,15 +52,21 @@ def run(
 def summary(result: TrainResult, opt_state: dict[str, Any]) -> dict[str, Any]:
     """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
     history = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
-    usage = {phase: {k: v for k, v in counts.items() if k != "seconds"} for phase, counts in result.usage.items()}
     return {
         "best_state": result.best_state,
         "val_after": result.val_after,
         "history": history,
         "optimizer": opt_state,
-        "usage": usage,
+        "usage": without_seconds(result.usage),
         "stop_reason": result.stop_reason,
     }
+
+
+def without_seconds(value: Any) -> Any:
+    """``value`` with every ``seconds`` entry dropped, at any depth (wall-clock time is all a resume may change)."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    return value
 
 
 if __name__ == "__main__":

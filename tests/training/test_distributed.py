@@ -259,6 +259,7 @@ def test_training_on_ray_matches_local_threads(cluster: SimpleNamespace) -> None
     assert without_seconds(remote.history) == without_seconds(local.history)
     assert without_seconds(remote.usage) == without_seconds(local.usage)
     assert remote.usage["evaluation"]["calls"] == local.usage["evaluation"]["calls"] > 0
+    assert "unknown" not in remote.usage["by_model"], "the workers' calls keep their model's name"
 
 
 @needs_ray

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 import resume_worker
-from train_toys import Suffix, data, exact, scripted_llm, suggest
+from train_toys import Suffix, data, exact, hashed_suggestions, scripted_llm, suggest
 
 from feedprop.errors import CheckpointError
+from feedprop.llm import MockLLM
 from feedprop.optim import OptoPrime
 from feedprop.training import train
 from feedprop.training.checkpoint import RunDirectory
@@ -88,6 +90,7 @@ def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path: Pat
     assert len(straight["history"]) == 16
     for key in ("best_state", "val_after", "optimizer", "usage", "stop_reason"):
         assert resumed[key] == straight[key], f"{key} differs {where}"
+    assert list(resumed["usage"]["by_model"]) == ["optimizer-mock", "workflow-mock"], where
     assert resumed["history"] == straight["history"], where
     events = [e["event"] for e in read_events(run_dir / "events.jsonl")]
     assert events.count("resume") == 2 and events[-1] == "finish", where
@@ -109,6 +112,51 @@ def test_resuming_a_finished_run_is_a_no_op(tmp_path: Path) -> None:
     assert model.suffix.data == "!" and again.best_state == first.best_state
     assert again.history == first.history and again.usage == first.usage
     assert again.elapsed_seconds == first.elapsed_seconds
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _two_model_run(directory: Path, stop_at: int | None = None) -> Any:
+    """resume_worker's run for 4 steps, in this process; the guide raises on its ``stop_at``-th call."""
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"], model="workflow-mock")
+    model = Suffix("z", llm=workflow)
+    opt = OptoPrime(model.parameters(), llm=hashed_suggestions(resume_worker.ENDINGS, model="optimizer-mock"))
+    guided = itertools.count(1)
+
+    def guide(output: Any, target: Any) -> Any:
+        if next(guided) == stop_at:
+            raise Interrupted
+        return exact(output, target)
+
+    return train(
+        model,
+        resume_worker.TRAIN,
+        guide,
+        opt,
+        val_set=resume_worker.VAL,
+        batch_size=2,
+        max_steps=4,
+        seed=7,
+        checkpoint=directory,
+        resume=True,
+        progress=False,
+        plot=False,
+    )
+
+
+def test_a_resumed_run_keeps_its_usage_by_model_exactly(tmp_path: Path) -> None:
+    with pytest.raises(Interrupted):
+        _two_model_run(tmp_path / "stopped", stop_at=len(resume_worker.VAL) * 3 + 3)  # inside step 2 or 3
+    saved = json.loads((tmp_path / "stopped" / "checkpoint.json").read_text())
+    assert saved["step"] >= 1 and set(saved["usage"]["by_model"]) == {"optimizer-mock", "workflow-mock"}
+    resumed = _two_model_run(tmp_path / "stopped")
+    straight = _two_model_run(tmp_path / "straight")
+    assert resume_worker.without_seconds(resumed.usage) == resume_worker.without_seconds(straight.usage)
+    by_model = straight.usage["by_model"]
+    assert by_model["optimizer-mock"]["calls"] == straight.usage["optimizer"]["calls"] == 4
+    assert by_model["workflow-mock"]["calls"] == straight.usage["evaluation"]["calls"] > 0
 
 
 def test_a_checkpoint_is_written_after_every_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,18 @@ def test_report_has_scores_usage_steps_and_diffs() -> None:
     assert "budget: calls=10 (scope: all)" in text
 
 
+def test_report_gives_usage_by_model_or_says_it_was_not_recorded() -> None:
+    assert "Usage by model was not recorded" in render_report(_run()), "an older run's usage"
+    drafter = {"calls": 4, "cache_hits": 1, "prompt_tokens": 40, "completion_tokens": 8, "seconds": 0.25}
+    drafter["phases"] = {"evaluation": {"calls": 3, "cache_hits": 1}, "test": {"calls": 1}}
+    thinker = {"calls": 2, "prompt_tokens": 100, "phases": {"optimizer": {"calls": 2}}}
+    usage = {"optimizer": {"calls": 2, "prompt_tokens": 100}, "by_model": {"drafter": drafter, "o|1": thinker}}
+    text = render_report(_run(usage=usage))
+    assert "### By model" in text and "Usage by model was not recorded" not in text
+    assert "| drafter | evaluation 3 (+1 cached), test 1 | 4 | 1 | 40 | 8 | 0.2 |" in text
+    assert "| o\\|1 | optimizer 2 | 2 | 0 | 100 | 0 | 0.0 |" in text, "a model's name is escaped in its cell"
+
+
 def test_diff_fence_outlasts_backticks_in_values() -> None:
     text = render_report(_run(initial_state={"code": "```\nx\n```"}, best_state={"code": "````\ny"}))
     assert "`````diff" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -222,6 +223,59 @@ def test_optimizer_only_budget_leaves_evaluation_free() -> None:
     assert len(opt_llm.calls) == 3 == result.usage["optimizer"]["calls"]
     assert result.usage["evaluation"]["calls"] > 3
     assert len(result.history) == 3 and result.stop_reason.startswith("budget: calls")
+
+
+class TwoModels(Suffix):
+    """A workflow of two models: ``drafter`` answers, ``checker`` repeats the draft; then the suffix."""
+
+    def __init__(self) -> None:
+        super().__init__("?")
+        self.drafter = MockLLM(lambda messages, **params: messages[-1]["content"], model="drafter")
+        self.checker = MockLLM(lambda messages, **params: messages[-1]["content"], model="checker")
+
+    def forward(self, x: str) -> Any:
+        draft = self.drafter.complete([{"role": "user", "content": x}]).text
+        return self.checker.complete([{"role": "user", "content": draft}]).text + self.suffix
+
+
+def _spent(llm: MockLLM, replies: list[str]) -> tuple[int, int, int]:
+    """Calls, prompt tokens and completion tokens of the calls ``llm`` received, given its ``replies``."""
+    prompt = sum(estimate_prompt_tokens(c.messages) for c in llm.calls)
+    return len(llm.calls), prompt, sum(estimate_tokens(r) for r in replies)
+
+
+def test_usage_is_counted_by_model_as_well_as_by_phase(tmp_path: Path) -> None:
+    model = TwoModels()
+    replies = [suggest(suffix="!"), suggest(suffix=".")]
+    opt_llm = MockLLM(replies, model="optimizer")
+    opt = OptoPrime(model.parameters(), llm=opt_llm)
+    result = run(model, opt, data(4), val_set=data(3), test_set=data(2), batch_size=2, checkpoint=tmp_path)
+    by_model = result.usage["by_model"]
+    assert list(by_model) == ["checker", "drafter", "optimizer"]
+    echoed = {
+        name: [c.messages[-1]["content"] for c in llm.calls]
+        for name, llm in (("drafter", model.drafter), ("checker", model.checker))
+    }
+    for name, llm, answers in (
+        ("drafter", model.drafter, echoed["drafter"]),
+        ("checker", model.checker, echoed["checker"]),
+        ("optimizer", opt_llm, replies),
+    ):
+        counts = by_model[name]
+        assert (counts["calls"], counts["prompt_tokens"], counts["completion_tokens"]) == _spent(llm, answers), name
+    assert set(by_model["optimizer"]["phases"]) == {"optimizer"} and by_model["optimizer"]["calls"] == 2
+    for name in ("drafter", "checker"):
+        phases = by_model[name]["phases"]
+        assert set(phases) == {"evaluation", "test"}, name
+        # validation, then 2 steps of (2 items, validation); the test set before and after
+        assert (phases["evaluation"]["calls"], phases["test"]["calls"]) == (13, 4), name
+    for phase in ("optimizer", "evaluation", "test"):
+        split = sum(m["phases"].get(phase, {}).get("calls", 0) for m in by_model.values())
+        assert split == result.usage[phase]["calls"], phase
+    saved = json.loads((tmp_path / "checkpoint.json").read_text(encoding="utf-8"))
+    assert saved["usage"]["by_model"] == by_model
+    report = result.report()
+    assert "### By model" in report and "| drafter | evaluation 13, test 4 | 17 |" in report
 
 
 def test_seconds_budget_ends_the_run_cleanly() -> None:

@@ -70,14 +70,14 @@ def per_sample(replies: Sequence[str]) -> MockLLM:
     return MockLLM(list(replies))
 
 
-def hashed_suggestions(choices: Sequence[str], latency: float = 0.0) -> MockLLM:
+def hashed_suggestions(choices: Sequence[str], latency: float = 0.0, model: str = "mock") -> MockLLM:
     """Suggest ``choices[sha256(prompt) % len(choices)]``: a pure function of the optimizer's prompt."""
 
     def handler(messages: Any, **params: Any) -> str:
         digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
         return suggest(suffix=choices[int.from_bytes(digest[:8], "big") % len(choices)])
 
-    return MockLLM(handler, latency=latency)
+    return MockLLM(handler, latency=latency, model=model)
 
 
 def data(n: int, end: str = "!") -> list[tuple[str, str]]:

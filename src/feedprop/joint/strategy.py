@@ -49,7 +49,7 @@ from feedprop.node import Parameter
 from feedprop.optim import Optimizer, OptoPrime
 from feedprop.tracking import Tracker, resolve_tracker, track
 from feedprop.training.bookkeeping import RunBook, Span, Splits
-from feedprop.training.budget import Budget
+from feedprop.training.budget import Budget, RunUsage
 from feedprop.training.checkpoint import StateFile, write_json_atomic
 from feedprop.training.evaluation import mean
 from feedprop.training.run_files import log_outcomes, record_graph
@@ -499,11 +499,8 @@ class _JointRun:
             plot=False,
             **options,
         )
-        phase_usage = result.usage
-        for phase in ("optimizer", "evaluation"):
-            counts = {k: v for k, v in phase_usage.get(phase, {}).items() if k != "tokens"}
-            self.meter.usage.add(phase, **counts)
-        total = phase_usage.get("total", {})
+        self.meter.usage.merge(RunUsage.from_dict(result.usage), ("optimizer", "evaluation"))
+        total = result.usage.get("total", {})
         return PhaseResult(
             index=index,
             kind="p",

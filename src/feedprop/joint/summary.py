@@ -1,10 +1,10 @@
 """What a finished joint run leaves for people: a markdown report and a plot of the scores per phase.
 
 The report gives the before/after scores, one row per phase (scores, what was kept, usage and
-time), the weight phases' data and fine-tuning figures, and a unified diff of every parameter from
-its initial to its kept value (the LoRA adapter appears as its file and settings). The plot shows
-the validation and test score after each phase and against the LLM tokens spent. matplotlib is
-imported only when plotting.
+time), the LLM usage by model, the weight phases' data and fine-tuning figures, and a unified
+diff of every parameter from its initial to its kept value (the LoRA adapter appears as its file
+and settings). The plot shows the validation and test score after each phase and against the
+LLM tokens spent. matplotlib is imported only when plotting.
 
 Example:
     >>> from feedprop.joint.strategy import JointResult, PhaseResult
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from feedprop.joint.strategy import PHASE_NAMES, JointResult, _fmt
-from feedprop.training.summary import new_figure, parameter_sections, save_png
+from feedprop.training.summary import new_figure, parameter_sections, save_png, usage_by_model
 
 __all__ = ["plot_phases", "render_joint_report"]
 
@@ -42,6 +42,8 @@ def render_joint_report(result: JointResult, initial_state: Mapping[str, Any], *
         "LLM calls and tokens count every call of a phase (workflow runs, validation, trace collection, the "
         "optimizer, a teacher), not the test scoring; calls answered from the response cache are shown in brackets."
     )
+    if result.usage:
+        out += ["", "## LLM usage by model", "", *usage_by_model(result.usage)]
     for phase in result.phases:
         if phase.kind != "w" or phase.skipped:
             continue

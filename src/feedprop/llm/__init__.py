@@ -30,7 +30,14 @@ from feedprop.llm.replay import RecordedCall, Replay, replay
 from feedprop.llm.retry import RetryPolicy
 from feedprop.llm.spec import from_spec, spec_of
 from feedprop.llm.tool_calls import ToolCall
-from feedprop.llm.usage import ContextThreadPoolExecutor, UsageMeter, active_meters, thread_map, track_usage
+from feedprop.llm.usage import (
+    ContextThreadPoolExecutor,
+    UsageCounts,
+    UsageMeter,
+    active_meters,
+    thread_map,
+    track_usage,
+)
 
 __all__ = [
     "LLM",
@@ -49,6 +56,7 @@ __all__ = [
     "RetryPolicy",
     "ToolCall",
     "Usage",
+    "UsageCounts",
     "UsageMeter",
     "active_meters",
     "cache_enabled",

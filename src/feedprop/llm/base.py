@@ -8,7 +8,8 @@ the same order for every backend, the mock included:
 2. answer from an active recording (:func:`~feedprop.llm.replay`) if it holds the request
    (counted as replayed);
 3. answer from the response cache if the request is there (counted as a cache hit);
-4. reserve the call in every active usage meter, raising ``BudgetExhausted`` if a limit is reached;
+4. reserve the call in every active usage meter (in all and under this model's name), raising
+   ``BudgetExhausted`` if a limit is reached;
 5. wait for a slot of the model's concurrency limit;
 6. call the backend, retrying transient failures with backoff;
 7. record tokens and seconds in the meters, and store the reply in the cache.
@@ -340,19 +341,18 @@ class LLM:
         record = replayed_call(self.model, messages, params, salt)
         if record is None:
             return None
-        record_replay()
+        record_replay(self.model)
         usage = Usage(seconds=time.perf_counter() - started, cached=True)
         finish = "tool_calls" if record.tool_calls else "stop"
         return Completion(record.text, record.model, usage, finish, tuple(record.tool_calls))
 
-    @staticmethod
-    def _from_cache(store: ResponseCache | None, key: str | None, started: float) -> Completion | None:
+    def _from_cache(self, store: ResponseCache | None, key: str | None, started: float) -> Completion | None:
         if store is None or key is None:
             return None
         hit = store.get(key)
         if hit is None:
             return None
-        record_cache_hit()
+        record_cache_hit(self.model)
         completion = Completion.from_dict(hit)
         return replace(completion, usage=replace(completion.usage, cached=True, seconds=time.perf_counter() - started))
 
@@ -383,17 +383,18 @@ class LLM:
         hit = self._from_replay(checked, params, cache_salt, started) or self._from_cache(store, key, started)
         if hit is not None:
             return hit
-        meters = reserve_call()
+        meters = reserve_call(self.model)
         with self.limit:
             started = time.perf_counter()
             try:
                 completion = call_with_retries(lambda: self._complete(checked, **params), self.retry, self._give_up)
                 completion = self._finish(completion, time.perf_counter() - started)
             except BaseException:
-                record_call(meters, 0, 0, time.perf_counter() - started, failed=True)
+                record_call(meters, self.model, 0, 0, time.perf_counter() - started, failed=True)
                 raise
         record_call(
             meters,
+            self.model,
             completion.usage.prompt_tokens,
             completion.usage.completion_tokens,
             completion.usage.seconds,
@@ -416,7 +417,7 @@ class LLM:
             hit = await asyncio.to_thread(self._from_cache, store, key, started)
             if hit is not None:
                 return hit
-        meters = reserve_call()
+        meters = reserve_call(self.model)
         async with self.limit:
             started = time.perf_counter()
             try:
@@ -425,10 +426,11 @@ class LLM:
                 )
                 completion = self._finish(completion, time.perf_counter() - started)
             except BaseException:
-                record_call(meters, 0, 0, time.perf_counter() - started, failed=True)
+                record_call(meters, self.model, 0, 0, time.perf_counter() - started, failed=True)
                 raise
         record_call(
             meters,
+            self.model,
             completion.usage.prompt_tokens,
             completion.usage.completion_tokens,
             completion.usage.seconds,

@@ -1,9 +1,10 @@
 """Counting what LLM calls cost, and stopping them when a budget runs out.
 
-A :class:`UsageMeter` counts calls, cache hits, replayed answers, tokens and seconds.
-``track_usage()`` makes one active for the code inside its ``with`` block: every LLM call made
-in that block — by any :class:`~feedprop.llm.LLM`, the mock included — adds to every active
-meter, so nested scopes all count.
+A :class:`UsageMeter` counts calls, cache hits, replayed answers, tokens and seconds, in all
+and per model (``by_model``, keyed by the name each :class:`~feedprop.llm.LLM` reports as its
+``model``). ``track_usage()`` makes one active for the code inside its ``with`` block: every LLM
+call made in that block — by any :class:`~feedprop.llm.LLM`, the mock included — adds to every
+active meter, so nested scopes all count.
 
 Which calls belong to a block (the mechanism):
 
@@ -58,6 +59,7 @@ from feedprop.errors import BudgetExhausted, ConfigurationError, UnattributedCal
 
 __all__ = [
     "ContextThreadPoolExecutor",
+    "UsageCounts",
     "UsageMeter",
     "active_meters",
     "add_usage",
@@ -141,8 +143,12 @@ def _check_limit(name: str, value: int | None) -> int | None:
     return value
 
 
-class UsageMeter:
-    """Counts of LLM calls in a scope, with optional limits.
+#: The model that usage measured elsewhere is charged to when it does not say (see :func:`add_usage`).
+UNKNOWN_MODEL = "unknown"
+
+
+class UsageCounts:
+    """Calls, cache hits, replayed answers, errors, tokens and seconds: what a meter counts, in all and per model.
 
     ``calls`` counts calls that reached a model (started, whether or not they succeeded);
     ``cache_hits`` counts answers served from the response cache and ``replayed`` answers served
@@ -152,14 +158,13 @@ class UsageMeter:
     concurrency slot excluded).
 
     Example:
-        >>> meter = UsageMeter(max_calls=3)
-        >>> meter.remaining_calls
-        3
+        >>> counts = UsageCounts()
+        >>> counts.add({"calls": 2, "prompt_tokens": 10, "completion_tokens": 3})
+        >>> counts.calls, counts.total_tokens, counts.to_dict()["seconds"]
+        (2, 13, 0.0)
     """
 
-    def __init__(self, max_calls: int | None = None, max_tokens: int | None = None) -> None:
-        self.max_calls = _check_limit("max_calls", max_calls)
-        self.max_tokens = _check_limit("max_tokens", max_tokens)
+    def __init__(self) -> None:
         self.calls = 0
         self.cache_hits = 0
         self.replayed = 0
@@ -171,6 +176,61 @@ class UsageMeter:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def add(self, counts: Mapping[str, Any]) -> None:
+        """Add ``counts`` (keys of :meth:`to_dict`; missing ones count 0, ``total_tokens`` and others are ignored)."""
+        self.calls += int(counts.get("calls", 0))
+        self.cache_hits += int(counts.get("cache_hits", 0))
+        self.replayed += int(counts.get("replayed", 0))
+        self.errors += int(counts.get("errors", 0))
+        self.prompt_tokens += int(counts.get("prompt_tokens", 0))
+        self.completion_tokens += int(counts.get("completion_tokens", 0))
+        self.seconds += float(counts.get("seconds", 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "replayed": self.replayed,
+            "errors": self.errors,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "seconds": self.seconds,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(calls={self.calls}, cache_hits={self.cache_hits}, replayed={self.replayed}, "
+            f"errors={self.errors}, prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}, "
+            f"seconds={self.seconds:.3f})"
+        )
+
+
+class UsageMeter(UsageCounts):
+    """Counts of LLM calls in a scope (see :class:`UsageCounts`), per model too, with optional limits.
+
+    ``by_model`` maps each model's name (its :attr:`LLM.model <feedprop.llm.LLM.model>`) to the
+    :class:`UsageCounts` of its calls; the counts of all models add up to the meter's own.
+
+    Example:
+        >>> meter = UsageMeter(max_calls=3)
+        >>> meter.remaining_calls, meter.by_model
+        (3, {})
+    """
+
+    def __init__(self, max_calls: int | None = None, max_tokens: int | None = None) -> None:
+        super().__init__()
+        self.max_calls = _check_limit("max_calls", max_calls)
+        self.max_tokens = _check_limit("max_tokens", max_tokens)
+        self.by_model: dict[str, UsageCounts] = {}
+
+    def _model(self, name: str) -> UsageCounts:
+        """The counts of model ``name``, created at zero on first use (the caller holds ``_LOCK``)."""
+        counts = self.by_model.get(name)
+        if counts is None:
+            counts = self.by_model[name] = UsageCounts()
+        return counts
 
     @property
     def remaining_calls(self) -> int | None:
@@ -197,17 +257,19 @@ class UsageMeter:
         return None
 
     def to_dict(self) -> dict[str, Any]:
+        """The counts (see :class:`UsageCounts`) with ``by_model``: each model's counts, by name.
+
+        Example:
+            >>> from feedprop.llm import MockLLM
+            >>> with track_usage() as meter:
+            ...     _ = MockLLM("hi", model="small").complete([{"role": "user", "content": "hello"}])
+            >>> meter.to_dict()["by_model"]["small"]["calls"]
+            1
+        """
         with _LOCK:
-            return {
-                "calls": self.calls,
-                "cache_hits": self.cache_hits,
-                "replayed": self.replayed,
-                "errors": self.errors,
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "total_tokens": self.total_tokens,
-                "seconds": self.seconds,
-            }
+            out = super().to_dict()
+            out["by_model"] = {name: counts.to_dict() for name, counts in sorted(self.by_model.items())}
+            return out
 
     def __repr__(self) -> str:
         d = self.to_dict()
@@ -252,8 +314,8 @@ def active_meters() -> tuple[UsageMeter, ...]:
     return _ACTIVE.get()
 
 
-def reserve_call() -> tuple[UsageMeter, ...]:
-    """Count a call as started in every active meter, or raise ``BudgetExhausted`` if any forbids it.
+def reserve_call(model: str) -> tuple[UsageMeter, ...]:
+    """Count a call to ``model`` as started in every active meter, or raise ``BudgetExhausted`` if any forbids it.
 
     Check and update happen under one lock, so concurrent callers can never exceed ``max_calls``.
     Returns the meters that the finished call must be recorded in.
@@ -271,67 +333,76 @@ def reserve_call() -> tuple[UsageMeter, ...]:
                 raise BudgetExhausted(reason)
         for meter in meters:
             meter.calls += 1
+            meter._model(model).calls += 1
     return meters
 
 
 def record_call(
-    meters: tuple[UsageMeter, ...], prompt_tokens: int, completion_tokens: int, seconds: float, failed: bool
+    meters: tuple[UsageMeter, ...],
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    seconds: float,
+    failed: bool,
 ) -> None:
-    """Add a finished call's cost to ``meters`` (as returned by :func:`reserve_call`)."""
+    """Add a finished call's cost to ``meters`` (as returned by :func:`reserve_call`), in all and for ``model``."""
     if not meters:
         return
     with _LOCK:
         for meter in meters:
-            meter.prompt_tokens += prompt_tokens
-            meter.completion_tokens += completion_tokens
-            meter.seconds += seconds
-            meter.errors += int(failed)
+            for counts in (meter, meter._model(model)):
+                counts.prompt_tokens += prompt_tokens
+                counts.completion_tokens += completion_tokens
+                counts.seconds += seconds
+                counts.errors += int(failed)
 
 
-def add_usage(counts: Mapping[str, float]) -> None:
+def add_usage(counts: Mapping[str, Any]) -> None:
     """Add usage measured elsewhere (say, by a meter in a worker process) to every active meter.
 
-    ``counts`` has the keys of :meth:`UsageMeter.to_dict` (missing ones count 0). Limits are not
-    checked: the calls already happened; a meter over its limit refuses the next call as usual.
+    ``counts`` has the keys of :meth:`UsageMeter.to_dict` (missing ones count 0). Its
+    ``by_model`` entries are added to the meters' models; without ``by_model`` the usage is
+    charged to the model :data:`UNKNOWN_MODEL`, so the models still add up to the whole. Limits
+    are not checked: the calls already happened; a meter over its limit refuses the next call as usual.
 
     Example:
         >>> with track_usage() as meter:
         ...     add_usage({"calls": 2, "prompt_tokens": 10, "completion_tokens": 3})
-        >>> meter.calls, meter.total_tokens
-        (2, 13)
+        >>> meter.calls, meter.total_tokens, meter.by_model["unknown"].calls
+        (2, 13, 2)
     """
     meters = _ACTIVE.get()
     if not meters:
         return
+    by_model = counts.get("by_model")
+    models = dict(by_model) if isinstance(by_model, Mapping) else {UNKNOWN_MODEL: counts}
     with _LOCK:
         for meter in meters:
-            meter.calls += int(counts.get("calls", 0))
-            meter.cache_hits += int(counts.get("cache_hits", 0))
-            meter.replayed += int(counts.get("replayed", 0))
-            meter.errors += int(counts.get("errors", 0))
-            meter.prompt_tokens += int(counts.get("prompt_tokens", 0))
-            meter.completion_tokens += int(counts.get("completion_tokens", 0))
-            meter.seconds += float(counts.get("seconds", 0.0))
+            meter.add(counts)
+            for name, model_counts in models.items():
+                meter._model(str(name)).add(model_counts)
 
 
-def record_cache_hit() -> None:
-    """Count an answer served from the cache in every active meter."""
+def record_cache_hit(model: str) -> None:
+    """Count an answer from ``model``'s cache in every active meter."""
     meters = _ACTIVE.get()
     if not meters:
         return
     with _LOCK:
         for meter in meters:
             meter.cache_hits += 1
+            meter._model(model).cache_hits += 1
 
 
-def record_replay() -> None:
-    """Count an answer served from a recording (:func:`~feedprop.llm.replay`) in every active meter."""
+def record_replay(model: str) -> None:
+    """Count an answer for ``model`` served from a recording (:func:`~feedprop.llm.replay`) in every active meter."""
     meters = _ACTIVE.get()
     if not meters:
         return
     with _LOCK:
         for meter in meters:
             meter.replayed += 1
+            meter._model(model).replayed += 1
 
 
 class ContextThreadPoolExecutor(ThreadPoolExecutor):

@@ -13,7 +13,7 @@ Example:
 """
 
 from feedprop.tracking.hook import TRACKERS, Tracked, resolve_tracker, track
-from feedprop.tracking.mlflow import MLflowTracker, event_metrics, store_uri
+from feedprop.tracking.mlflow import MLflowTracker, event_metrics, store_uri, usage_metrics
 from feedprop.tracking.tracker import RunResult, Tracker, flatten, parameter_files
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "resolve_tracker",
     "store_uri",
     "track",
+    "usage_metrics",
 ]

@@ -12,7 +12,8 @@ What a run leaves in MLflow:
   ``seconds`` of the step; at step 0 the ``val_score`` and ``test_score`` before training. A joint
   run logs one step per phase (``val_score``, ``test_score``, ``kept``, usage, ``seconds``). At the
   end: ``val_before``, ``val_after``, ``test_before``, ``test_after`` and the run's usage as
-  ``total_calls``, ``total_tokens``, ...;
+  ``total_calls``, ``total_tokens``, ..., and by model as ``by_model/<model>/calls``,
+  ``by_model/<model>/tokens``, ... (:func:`usage_metrics`);
 - artifacts: ``initial_parameters/`` and ``parameters/`` (the best parameters), each as
   ``params.json`` plus one ``.txt`` per parameter; ``report.md``; and the run page ``run.html``
   and the plot ``curve.png`` when the run directory holds them at the end;
@@ -46,6 +47,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -62,7 +64,7 @@ from feedprop.errors import CheckpointError, ConfigurationError, InvalidInputErr
 from feedprop.llm.home import home_dir
 from feedprop.tracking.tracker import RunResult, Tracker, flatten, parameter_files
 
-__all__ = ["INSTALL_HINT", "STATE_FILE", "MLflowTracker", "event_metrics", "store_uri"]
+__all__ = ["INSTALL_HINT", "STATE_FILE", "MLflowTracker", "event_metrics", "store_uri", "usage_metrics"]
 
 #: What to run when mlflow is missing.
 INSTALL_HINT = "pip install 'feedprop[tracking]'"
@@ -158,6 +160,48 @@ def event_metrics(event: Mapping[str, Any]) -> list[Value]:
     if values.get("prompt_tokens") is not None and values.get("completion_tokens") is not None:
         values["tokens"] = values["prompt_tokens"] + values["completion_tokens"]  # type: ignore[operator]
     return [(name, value, stamp, int(step)) for name, value in values.items() if value is not None]
+
+
+# The counters each model gets a metric of, and how long a model's name may be in one.
+_MODEL_COUNTERS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "tokens", "seconds")
+_MODEL_NAME_LENGTH = 200
+
+
+def _metric_name_part(model: str, taken: set[str]) -> str:
+    """``model`` as one segment of a metric name: characters MLflow refuses on some system become ``_``, and a
+    name that another model's already became gets a number."""
+    part = re.sub(r"[^\w.\-]", "_", model)[:_MODEL_NAME_LENGTH].strip(".") or "_"
+    unique, n = part, 2
+    while unique in taken:
+        unique, n = f"{part}_{n}", n + 1
+    taken.add(unique)
+    return unique
+
+
+def usage_metrics(usage: Mapping[str, Any]) -> dict[str, float]:
+    """A run's usage as end-of-run metrics: ``total_<counter>``, and ``by_model/<model>/<counter>`` per model.
+
+    Example:
+        >>> usage = {"total": {"calls": 3, "tokens": 70},
+        ...          "by_model": {"Qwen/Qwen2.5-1.5B": {"calls": 3, "tokens": 70, "phases": {}}}}
+        >>> usage_metrics(usage)  # doctest: +NORMALIZE_WHITESPACE
+        {'total_calls': 3.0, 'total_tokens': 70.0, 'by_model/Qwen_Qwen2.5-1.5B/calls': 3.0,
+         'by_model/Qwen_Qwen2.5-1.5B/tokens': 70.0}
+    """
+    metrics: dict[str, float] = {}
+    for name, value in (usage.get("total") or {}).items():
+        number = _number(value)
+        if number is not None:
+            metrics[f"total_{name}"] = number
+    by_model = usage.get("by_model")
+    taken: set[str] = set()
+    for model, counts in sorted((by_model if isinstance(by_model, Mapping) else {}).items()):
+        part = _metric_name_part(str(model), taken)
+        for counter in _MODEL_COUNTERS:
+            number = _number(counts.get(counter)) if isinstance(counts, Mapping) else None
+            if number is not None:
+                metrics[f"by_model/{part}/{counter}"] = number
+    return metrics
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -474,12 +518,12 @@ class MLflowTracker(Tracker):
             "test_before": result.test_before,
             "test_after": result.test_after,
         }
-        summary.update({f"total_{k}": v for k, v in (result.usage.get("total") or {}).items()})
         metrics = [
             Metric(name, value, stamp, self._last_step)
             for name, value in ((n, _number(v)) for n, v in summary.items())
             if value is not None
         ]
+        metrics += [Metric(name, value, stamp, self._last_step) for name, value in usage_metrics(result.usage).items()]
         tags = [RunTag("feedprop.stop_reason", truncate_middle(result.stop_reason, _TAG_LENGTH))]
         self._client.log_batch(self.run_id, metrics=metrics, tags=tags)
         files = {f"parameters/{name}": text for name, text in parameter_files(result.best_state).items()}

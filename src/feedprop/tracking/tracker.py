@@ -50,7 +50,8 @@ __all__ = ["RunResult", "Tracker", "flatten", "parameter_files"]
 class RunResult(Protocol):
     """What a finished run hands its tracker; :class:`~feedprop.TrainResult` and
     :class:`~feedprop.joint.JointResult` both fit. Scores are mean guide scores (``None``
-    without that set); ``usage`` is the run's LLM usage by phase with a ``"total"`` entry."""
+    without that set); ``usage`` is the run's LLM usage by phase with a ``"total"`` entry, and
+    ``"by_model"`` when the run counted usage by model."""
 
     @property
     def best_state(self) -> dict[str, Any]: ...

@@ -1,4 +1,4 @@
-"""Training budgets in LLM calls, tokens and seconds, and the usage a run has spent.
+"""Training budgets in LLM calls, tokens and seconds, and the usage a run has spent, by phase and by model.
 
 A :class:`Budget` caps a run. By default it covers every LLM call training makes: the
 workflow's own calls on minibatches and on the validation set, an LLM guide's calls, and
@@ -15,7 +15,7 @@ may end above it). Seconds are checked before every step, candidate and evaluate
 Example:
     >>> budget = Budget(calls=100, tokens=50_000)
     >>> usage = RunUsage()
-    >>> usage.add("optimizer", calls=3, prompt_tokens=900, completion_tokens=100, seconds=1.5)
+    >>> usage.add("optimizer", "gpt-4o", calls=3, prompt_tokens=900, completion_tokens=100, seconds=1.5)
     >>> budget.remaining_calls(usage), budget.remaining_tokens(usage)
     (97, 49000)
 """
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError
 from feedprop.llm import track_usage
+from feedprop.llm.usage import UNKNOWN_MODEL
 
 __all__ = ["Budget", "RunMeter", "RunUsage"]
 
@@ -114,33 +115,69 @@ class Budget:
         return {"calls": self.calls, "tokens": self.tokens, "seconds": self.seconds, "scope": self.scope}
 
 
+def _zero() -> dict[str, float]:
+    return {c: 0.0 if c == "seconds" else 0 for c in _COUNTERS}
+
+
 def _zero_phases() -> dict[str, dict[str, float]]:
-    return {p: {c: 0.0 if c == "seconds" else 0 for c in _COUNTERS} for p in PHASES}
+    return {p: _zero() for p in PHASES}
+
+
+def _counters(data: Any) -> dict[str, float]:
+    """The counters of a saved usage entry (missing ones are 0)."""
+    counts = data if isinstance(data, Mapping) else {}
+    return {c: float(counts.get(c, 0.0)) if c == "seconds" else int(counts.get(c, 0)) for c in _COUNTERS}
 
 
 @dataclass
 class RunUsage:
-    """LLM usage of a run, split by phase: ``optimizer``, ``evaluation`` (training-time), ``test``.
+    """LLM usage of a run, split by phase (``optimizer``, ``evaluation`` (training-time), ``test``) and by model.
+
+    ``models`` maps each model's name (what its :class:`~feedprop.llm.LLM` reports as ``model``)
+    to its usage in each phase; for every phase the models add up to the phase. It is ``None``
+    for a run recorded before usage was counted by model, whose split is unknown.
 
     JSON round trip with :meth:`to_dict` / :meth:`from_dict`, so a resumed run keeps counting.
 
     Example:
         >>> u = RunUsage()
-        >>> u.add("evaluation", calls=2, prompt_tokens=10, completion_tokens=4)
-        >>> u.total("calls"), u.total_tokens
-        (2, 14)
+        >>> u.add("evaluation", "small", calls=2, prompt_tokens=10, completion_tokens=4)
+        >>> u.add("optimizer", "large", calls=1, prompt_tokens=50, completion_tokens=20)
+        >>> u.total("calls"), u.total_tokens, u.model_total("small")["calls"]
+        (3, 84, 2)
+        >>> sorted(u.to_dict()["by_model"]), u.to_dict()["by_model"]["large"]["tokens"]
+        (['large', 'small'], 70)
     """
 
     phases: dict[str, dict[str, float]] = field(default_factory=lambda: _zero_phases())
+    models: dict[str, dict[str, dict[str, float]]] | None = field(default_factory=dict)
 
-    def add(self, phase: str, **counts: float) -> None:
-        """Add ``counts`` (any of calls, cache_hits, prompt_tokens, completion_tokens, seconds) to ``phase``."""
+    def add(self, phase: str, model: str = UNKNOWN_MODEL, **counts: float) -> None:
+        """Add ``counts`` (any of calls, cache_hits, prompt_tokens, completion_tokens, seconds) to ``phase``,
+        spent by ``model``."""
         if phase not in self.phases:
             raise ConfigurationError(f"unknown usage phase {phase!r}; use one of {list(PHASES)}")
-        for name, value in counts.items():
+        for name in counts:
             if name not in _COUNTERS:
                 raise ConfigurationError(f"unknown usage counter {name!r}; use one of {list(_COUNTERS)}")
-            self.phases[phase][name] += value
+        targets = [self.phases[phase]]
+        if self.models is not None:
+            targets.append(self.models.setdefault(model, {}).setdefault(phase, _zero()))
+        for target in targets:
+            for name, value in counts.items():
+                target[name] += value
+
+    def merge(self, other: RunUsage, phases: Iterable[str] = PHASES) -> None:
+        """Add ``other``'s usage in ``phases`` (a part of the run counted on its own, e.g. a joint run's phase)."""
+        if other.models is None:
+            self.models = None  # the part's split is unknown, so the whole's is too
+        for phase in phases:
+            if self.models is None or other.models is None:
+                self.add(phase, UNKNOWN_MODEL, **other.phases[phase])
+                continue
+            for model, by_phase in other.models.items():
+                if phase in by_phase:
+                    self.add(phase, model, **by_phase[phase])
 
     def get(self, phase: str, counter: str) -> float:
         return self.phases[phase][counter]
@@ -149,28 +186,54 @@ class RunUsage:
         """``counter`` summed over every phase."""
         return sum(p[counter] for p in self.phases.values())
 
+    def model_total(self, model: str) -> dict[str, float]:
+        """``model``'s counters summed over every phase (zeros for a model that made no call)."""
+        totals = _zero()
+        for counts in (self.models or {}).get(model, {}).values():
+            for c in _COUNTERS:
+                totals[c] += counts[c]
+        return totals
+
     @property
     def total_tokens(self) -> int:
         return int(self.total("prompt_tokens") + self.total("completion_tokens"))
 
     def to_dict(self) -> dict[str, Any]:
+        """Each phase's counters, their ``total`` (with ``tokens``) and, when counted, ``by_model``: each
+        model's totals (with ``tokens``) and its counters per phase (``phases``)."""
         out: dict[str, Any] = {p: dict(c) for p, c in self.phases.items()}
         out["total"] = {c: self.total(c) for c in _COUNTERS}
         out["total"]["tokens"] = self.total_tokens
+        if self.models is not None:
+            out["by_model"] = {}
+            for model in sorted(self.models):
+                totals = self.model_total(model)
+                tokens = int(totals["prompt_tokens"] + totals["completion_tokens"])
+                phases = {p: dict(self.models[model][p]) for p in PHASES if p in self.models[model]}
+                out["by_model"][model] = {**totals, "tokens": tokens, "phases": phases}
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunUsage:
+        """Read :meth:`to_dict`'s output; a record without ``by_model`` that spent anything has ``models=None``."""
         usage = cls()
         for phase in PHASES:
-            for counter in _COUNTERS:
-                value = data.get(phase, {}).get(counter, 0)
-                usage.phases[phase][counter] = int(value) if counter != "seconds" else float(value)
+            usage.phases[phase] = _counters(data.get(phase))
+        by_model = data.get("by_model")
+        if isinstance(by_model, Mapping):
+            models: dict[str, dict[str, dict[str, float]]] = {}
+            for model, entry in by_model.items():
+                saved = entry.get("phases") if isinstance(entry, Mapping) else None
+                by_phase = saved if isinstance(saved, Mapping) else {}
+                models[str(model)] = {p: _counters(c) for p, c in by_phase.items() if p in PHASES}
+            usage.models = models
+        elif any(value for counts in usage.phases.values() for value in counts.values()):
+            usage.models = None  # written before usage was counted by model: the split is unknown
         return usage
 
 
 class RunMeter:
-    """What a run has spent against its :class:`Budget`: LLM usage by phase and wall-clock time.
+    """What a run has spent against its :class:`Budget`: LLM usage by phase and model, and wall-clock time.
 
     The clock sums the time of every session of a resumed run (:meth:`restart` sets the time
     spent before this session; a finished run's clock stands still); :meth:`phase` counts the
@@ -248,11 +311,5 @@ class RunMeter:
             try:
                 yield
             finally:
-                self.usage.add(
-                    name,
-                    calls=meter.calls,
-                    cache_hits=meter.cache_hits,
-                    prompt_tokens=meter.prompt_tokens,
-                    completion_tokens=meter.completion_tokens,
-                    seconds=meter.seconds,
-                )
+                for model, counts in meter.to_dict()["by_model"].items():
+                    self.usage.add(name, model, **{c: counts[c] for c in _COUNTERS})

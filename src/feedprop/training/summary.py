@@ -1,8 +1,8 @@
 """What a finished run leaves for people: a markdown report and a learning-curve plot.
 
-The report gives the before/after scores, the LLM usage by phase, one line per step (kept
-or reverted, and why) and a unified diff of every parameter from its initial to its best
-value. The plot shows the training minibatch score and the validation score per step, and
+The report gives the before/after scores, the LLM usage by phase and by model, one line per
+step (kept or reverted, and why) and a unified diff of every parameter from its initial to its
+best value. The plot shows the training minibatch score and the validation score per step, and
 the validation score against LLM calls spent. matplotlib is imported only when plotting,
 through its non-interactive Agg canvas, so training never needs a display.
 
@@ -22,6 +22,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ __all__ = [
     "pool_section",
     "render_report",
     "save_png",
+    "usage_by_model",
+    "where_calls_went",
 ]
 
 
@@ -96,6 +99,57 @@ def _cell(text: Any, limit: int = 140) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def where_calls_went(entry: Mapping[str, Any]) -> str:
+    """The phases a model's calls were counted in, from its ``by_model`` entry: calls, then cache hits.
+
+    Example:
+        >>> where_calls_went({"phases": {"evaluation": {"calls": 12, "cache_hits": 2}, "test": {"calls": 5}}})
+        'evaluation 12 (+2 cached), test 5'
+    """
+    parts = []
+    phases = entry.get("phases")
+    for phase, counts in (phases if isinstance(phases, Mapping) else {}).items():
+        if not isinstance(counts, Mapping):
+            continue
+        calls, hits = int(counts.get("calls", 0) or 0), int(counts.get("cache_hits", 0) or 0)
+        if calls or hits:
+            parts.append(f"{phase} {calls}" + (f" (+{hits} cached)" if hits else ""))
+    return ", ".join(parts)
+
+
+def usage_by_model(usage: Mapping[str, Any]) -> list[str]:
+    """Markdown lines for a run's usage by model (``usage["by_model"]``), or a line saying it was not recorded.
+
+    Example:
+        >>> entry = {"calls": 3, "cache_hits": 0, "prompt_tokens": 90, "completion_tokens": 9, "seconds": 1.5,
+        ...          "phases": {"optimizer": {"calls": 3}}}
+        >>> usage_by_model({"by_model": {"gpt-4o": entry}})[-1]
+        '| gpt-4o | optimizer 3 | 3 | 0 | 90 | 9 | 1.5 |'
+        >>> usage_by_model({"optimizer": {"calls": 3}})[0][:40]
+        'Usage by model was not recorded: the run'
+    """
+    by_model = usage.get("by_model")
+    if not isinstance(by_model, Mapping):
+        return [
+            "Usage by model was not recorded: the run was written before feedprop counted usage per model, or it "
+            "resumed such a run."
+        ]
+    if not by_model:
+        return ["No model was called."]
+    out = [
+        "| model | phases (calls) | calls | cache hits | prompt tokens | completion tokens | model seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model, u in by_model.items():
+        u = u if isinstance(u, Mapping) else {}
+        out.append(
+            f"| {_cell(model)} | {where_calls_went(u)} | {int(u.get('calls', 0))} | {int(u.get('cache_hits', 0))} | "
+            f"{int(u.get('prompt_tokens', 0))} | {int(u.get('completion_tokens', 0))} | "
+            f"{float(u.get('seconds', 0.0)):.1f} |"
+        )
+    return out
+
+
 def render_report(run: Any) -> str:
     """The markdown report of a run (a :class:`~feedprop.training.TrainResult` or anything shaped like it)."""
     history: list[dict[str, Any]] = list(run.history)
@@ -135,6 +189,7 @@ def render_report(run: Any) -> str:
                 f"{float(u.get('seconds', 0.0)):.1f} |"
             )
         out += ["", "`evaluation` is training-time scoring (minibatches and validation); `test` is outside any budget."]
+        out += ["", "### By model", "", *usage_by_model(usage)]
     else:
         out.append("No usage recorded.")
     out += ["", "## Steps", ""]
