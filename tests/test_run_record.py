@@ -58,7 +58,7 @@ def test_a_pareto_run_diffs_against_each_steps_parent_program(runs: dict[str, Pa
     assert kept.status == "kept" and "became the best program (#2)" in kept.reason
     assert kept.gate.startswith("minibatch: ")
     last = steps[2].candidates[0]
-    assert last.status == "refused" and "does not beat the parent's" in last.reason
+    assert last.status == "refused" and last.reason == "not screened: the parent solves all 2 minibatch items"
     assert changes(last.diffs["instruction"]) == ["-Answer in upper case.", "+Whisper the word."]
 
 
