@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -78,3 +79,16 @@ def test_fingerprint_mismatch_names_the_fields() -> None:
     check_fingerprint({"a": 1, "b": [1]}, {"a": 1, "b": [1]}, "here")
     with pytest.raises(CheckpointError, match=r"(?s)b: checkpoint has \[1\], this run has \[2\].*new checkpoint"):
         check_fingerprint({"a": 1, "b": [1]}, {"a": 1, "b": [2]}, "here")
+
+
+def test_loading_removes_the_temporaries_a_crash_left_beside_the_runs_own_files(tmp_path: Path) -> None:
+    run = RunDirectory(tmp_path / "run")
+    run.save({"step": 1})
+    dead = 999_999_999  # no such process
+    left = [run.path / f".{name}.{dead}.a1b2c3d4.tmp" for name in ("checkpoint.json", "graph.json", "report.md")]
+    live = run.path / f".graph.json.{os.getpid()}.live0001.tmp"  # a write of this process may still finish
+    users = run.path / f".notes.json.{dead}.a1b2c3d4.tmp"  # not a file of the run: left alone
+    for path in [*left, live, users]:
+        path.write_text("{", encoding="utf-8")
+    assert RunDirectory(tmp_path / "run").load()["step"] == 1
+    assert not any(p.exists() for p in left) and live.exists() and users.exists()

@@ -113,6 +113,7 @@ class RunDirectory:
     CHECKPOINT = "checkpoint.json"
     PREVIOUS = "checkpoint.prev.json"
     BEST = "best.json"
+    GRAPH = "graph.json"
     EVENTS = "events.jsonl"
     REPORT = "report.md"
     PLOT = "curve.png"
@@ -164,7 +165,7 @@ class RunDirectory:
         from piling them up. Returns the files removed.
         """
         removed = []
-        for name in (self.CHECKPOINT, self.PREVIOUS, self.BEST):
+        for name in (self.CHECKPOINT, self.PREVIOUS, self.BEST, self.GRAPH, self.REPORT):
             for path in stale_temporaries(self.path, name):
                 path.unlink(missing_ok=True)
                 removed.append(path)

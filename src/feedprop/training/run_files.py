@@ -33,12 +33,13 @@ from typing import Any
 
 from feedprop.graph_data import write_graph
 from feedprop.node import Node
+from feedprop.training.checkpoint import RunDirectory
 from feedprop.training.evaluation import Outcome
 from feedprop.training.events import EventLog, item_outcomes
 
 __all__ = ["EVENTS_FILE", "GRAPH_FILE", "log_outcomes", "record_graph"]
 
-GRAPH_FILE = "graph.json"
+GRAPH_FILE = RunDirectory.GRAPH
 EVENTS_FILE = "events.jsonl"
 
 logger = logging.getLogger("feedprop.training")
