@@ -202,9 +202,8 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True) -> Demo
     )
     started = time.monotonic()
     optimizer_llm = llm_module.default()
-    student = Student(
-        cfg.student, n_parallel=1, n_ctx=2048
-    )  # one slot: every score repeats if cfg.student is not None else None
+    # One decoding slot: a request is never batched with another, so every score repeats.
+    student = Student(cfg.student, n_parallel=1, n_ctx=2048) if cfg.student is not None else None
     print(f"optimizer: {optimizer_llm.model}; student: {student.model if student else optimizer_llm.model}")
     solver = CountingSolver(student)
     initial = solver.state_dict()
