@@ -125,7 +125,7 @@ class DemoConfig:
 
     task: str = "object_counting"
     n_train: int = 24
-    n_val: int = 20
+    n_val: int = 40
     n_test: int = 40
     strategy: str = "p -> w"
     batch_size: int = 4
