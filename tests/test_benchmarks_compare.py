@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -698,3 +700,29 @@ def test_the_harness_modules_examples_run(name: str) -> None:
 
     failed, attempted = doctest.testmod(importlib.import_module(name))
     assert attempted > 0 and failed == 0
+
+
+def test_sigterm_ends_the_harness_with_no_result_for_the_run_in_progress(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(COMPARE / "run.py"),
+            "--smoke",
+            "--results",
+            str(tmp_path),
+            "--systems",
+            "feedprop-hindsight",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(ROOT),
+    )
+    log = tmp_path / "progress.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and " start " not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    assert "stopped by signal 15: the run in progress left no result" in log.read_text()
+    assert not RunSpec("feedprop-hindsight", run.SMOKE_TASK, 0, PRESETS["smoke"]).result_path(tmp_path).exists()

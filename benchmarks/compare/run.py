@@ -833,26 +833,36 @@ def _run(args: argparse.Namespace, preset: Preset, results: Path, specs: list[Ru
     try:
         with model_server(args, runnable, preset) as (upstreams, models, endpoint):
             queue = runnable
-            while queue:
-                for n, spec in enumerate(queue, 1):
-                    tried.add((spec.system, spec.task, spec.seed))
-                    failures += not _one(
-                        spec, f"[{n}/{len(queue)}]", args, preset, results, upstreams, models, endpoint
-                    )
-                # The second seeds are chosen once a task's first round is done: run those now chosen.
-                queue = [
-                    s
-                    for s in plan(args, results)
-                    if (s.system, s.task, s.seed) not in tried
-                    and not s.result_path(results).exists()
-                    and not availability.get(s.system)
-                ]
-                if queue:
-                    _log(
-                        f"{len(queue)} second-seed runs chosen (the two best systems of a task); running them", results
-                    )
-    except _Stopped as exc:
-        _log(f"{exc}: the run in progress left no result and starts afresh on resume", results)
+            try:
+                while queue:
+                    for n, spec in enumerate(queue, 1):
+                        tried.add((spec.system, spec.task, spec.seed))
+                        failures += not _one(
+                            spec, f"[{n}/{len(queue)}]", args, preset, results, upstreams, models, endpoint
+                        )
+                    # The second seeds are chosen once a task's first round is done: run those now chosen.
+                    queue = [
+                        s
+                        for s in plan(args, results)
+                        if (s.system, s.task, s.seed) not in tried
+                        and not s.result_path(results).exists()
+                        and not availability.get(s.system)
+                    ]
+                    if queue:
+                        _log(
+                            f"{len(queue)} second-seed runs chosen (the two best systems of a task); running them",
+                            results,
+                        )
+            except _Stopped as exc:
+                _log(f"{exc}: the run in progress left no result and starts afresh on resume", results)
+                if args.smoke:
+                    return 130
+                # Leave at once: closing the embedded engines would wait for the generations the killed
+                # worker left in flight (minutes at nice 19). Results are written atomically and the lock
+                # is an flock, so exiting here loses nothing but the run in progress.
+                os._exit(130)
+    except _Stopped as exc:  # while the engines were starting
+        _log(f"{exc} before any run started", results)
         return 130
     finally:
         for sig, handler in previous.items():
