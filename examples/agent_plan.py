@@ -60,11 +60,29 @@ the prompt) all scored 0 on the minibatch.
 ``fp.train(teacher=...)``, added since, lets a stronger model's correct runs fill the
 demonstrations when the student solves nothing; not measured here.
 
-The ``--tools`` mode with the embedded model is not measured yet: only its scripted run (``--mock``)
-is tested. A single probe (2026-12-03, ``fp.run_agent`` with ``lookup`` and ``calc`` on the embedded
-1.5B model, temperature 0, one task): the model did not call a tool; it echoed the ``<tools>`` block
-and wrote its call as ``<response>{"name": "calc", ...}</response>``, which llama.cpp does not read
-as a tool call, so the run ended after one turn with that text as the answer (60 s).
+``--tools`` on the embedded 1.5B model, measured 2026-12-03 on a shortened run (``--tools --n-train 2
+--n-val 2 --n-test 3 --steps 1 --batch-size 2 --n-candidates 2``, ``FEEDPROP_CACHE=0``, 2 CPUs shared
+with other jobs; the defaults were not run):
+
+- before (commit f3e7c82, the tools offered through the chat template only): no tool was ever
+  called. The model wrote each call as text, ``{"name": "calc", "arguments": {...}}`` in a
+  ```` ```json ```` fence (a first probe: in ``<response>`` tags), which llama.cpp reads as a call
+  only inside ``<tool_call>`` tags, so every task ended after one turn with that text as the answer.
+  Unseen tasks 0% -> 0%, validation 0% -> 0%, no update accepted; 22 model calls, 9,078 tokens,
+  3 min 17 s.
+- after (``LocalModel(constrain_tools=True)``, the default: a JSON schema the server enforces makes
+  each reply one call of an offered tool or a final answer): every task made a tool call and
+  answered with its result, but the call was ``calc`` over prices the model made up
+  (``6 * 10 + 3 * 5`` for 6 kelp bundles and 3 lanterns, true total 48); it never called
+  ``lookup``, described only as "Look up an item.". Unseen tasks 0% -> 0%, validation 0% -> 0%, no
+  update accepted: Reflect's five candidates (a task pasted into the system prompt, two ``lookup``
+  descriptions such as "Look up an item's price in a specified unit.", two ``calc`` ones) all
+  scored 0 on the minibatch. 47 model calls (a call, then the answer, per task), 19,704 tokens,
+  17 min 40 s (twice the calls, on a busier machine).
+
+So the conversation now works on the embedded model; what is left is the model's skill. In one
+probe with the scripted optimizer's descriptions (``lookup``: "The price of one item, in skell")
+it still called ``calc`` with the item names, read the error and answered with it.
 """
 
 from __future__ import annotations

@@ -137,8 +137,8 @@ def test_values_tracing_and_backward_load_no_llm() -> None:
 #: in its package's list (``__init__`` re-exports and may import any).
 PACKAGE_LAYERS: dict[str, list[str]] = {
     "llm": [
-        "retry", "limit", "usage", "home", "tool_calls", "cache", "model_file", "replay", "base", "tokens",
-        "openai_compatible", "local", "pool", "mock", "default_llm", "spec",
+        "retry", "limit", "usage", "home", "tool_calls", "cache", "model_file", "replay", "base", "tool_reply",
+        "tokens", "openai_compatible", "local", "pool", "mock", "default_llm", "spec",
     ],
     "sandbox": [
         "worker", "harness", "failure", "namespaces", "boundary", "process", "executor", "pool",

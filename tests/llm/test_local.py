@@ -97,10 +97,36 @@ def test_the_embedded_engine_serves_tools_through_its_jinja_templates(
     started = _engine(monkeypatch, server, jinja=True)
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF")
-    with LocalModel(model_path=model, cache=False) as llm:
-        assert llm.supports_tools and started[0].use_jinja is True
+    with LocalModel(model_path=model, cache=False, constrain_tools=False) as llm:
+        assert llm.supports_tools and started[0].use_jinja is True and not llm.constrain_tools
         assert llm.complete(ASK, tools=[LOOKUP]).tool_calls == (ToolCall("c1", "lookup", "{}"),)
-    assert server.requests[0]["tools"] == [LOOKUP]
+    assert server.requests[0]["tools"] == [LOOKUP] and "response_format" not in server.requests[0]
+
+
+def test_the_embedded_engine_constrains_tool_replies_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_server: Callable[..., FakeOpenAIServer]
+) -> None:
+    # What the 1.5B model wrote when offered tools: its call fenced as JSON, which llama.cpp leaves as text.
+    fenced = '```json\n{"name": "lookup", "arguments": {"item": "map"}}\n```'
+    answered = '{"name": "final_answer", "arguments": {"answer": "A map costs 15."}}'
+    server = fake_server([ok(fenced), ok(answered)])
+    _engine(monkeypatch, server, jinja=True)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    with LocalModel(model_path=model, cache=False) as llm:
+        assert llm.constrain_tools
+        reply = llm.complete(ASK, tools=[LOOKUP])
+        assert reply.tool_calls == (ToolCall("call_0", "lookup", '{"item": "map"}'),) and reply.text == ""
+        transcript: list[dict[str, Any]] = [
+            *ASK,
+            {"role": "assistant", "content": "", "tool_calls": [reply.tool_calls[0].to_message()]},
+            {"role": "tool", "tool_call_id": "call_0", "content": "15"},
+        ]
+        final = llm.complete(transcript, tools=[LOOKUP])
+        assert final.text == "A map costs 15." and final.tool_calls == () and final.finish_reason == "stop"
+    sent = server.requests[0]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["lookup", "final_answer"]
+    assert sent["response_format"]["type"] == "json_schema"
 
 
 def test_an_engine_without_templates_refuses_tools_with_what_to_do(

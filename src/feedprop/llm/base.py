@@ -246,7 +246,9 @@ class LLM:
     ``tools=[...]`` (the OpenAI tools format, checked by :func:`check_tools`) offers functions to
     the model, which may answer with :attr:`Completion.tool_calls`; ``supports_tools`` says
     whether the backend accepts them (a backend that does not raises
-    :class:`~feedprop.errors.ConfigurationError` before any call).
+    :class:`~feedprop.errors.ConfigurationError` before any call). ``constrain_tools`` says
+    whether the backend constrains such a reply to one call or a final answer (see
+    :mod:`feedprop.llm.tool_reply`); those replies are cached apart from unconstrained ones.
 
     Constructor options shared by every backend:
 
@@ -270,6 +272,8 @@ class LLM:
     supports_json_schema: bool = False
     #: Whether the backend accepts ``tools=[...]`` and returns the model's tool calls.
     supports_tools: bool = True
+    #: Whether a reply to a request offering tools is constrained to one call or a final answer.
+    constrain_tools: bool = False
     #: What to do when a call offers tools and ``supports_tools`` is false (ends the error's message).
     _without_tools: str = "use a backend that serves the OpenAI tools format, or leave tools out"
 
@@ -332,7 +336,9 @@ class LLM:
                 f"{self!r} cannot offer tools to its model (supports_tools is False): {self._without_tools}"
             )
         store = self.cache if use_cache else None
-        key = cache_key(self.model, checked, params, salt) if store is not None else None
+        # A constrained reply differs from the one the same request gets unconstrained: keep them apart.
+        model = f"{self.model}|constrained-tools" if self.constrain_tools and "tools" in params else self.model
+        key = cache_key(model, checked, params, salt) if store is not None else None
         return checked, store, key
 
     def _from_replay(

@@ -4,7 +4,9 @@
 
 - ``FEEDPROP_BASE_URL`` set: :class:`~feedprop.llm.OpenAICompatible` at that address, with
   ``FEEDPROP_MODEL`` (if unset, the server's only model) and ``FEEDPROP_API_KEY``;
-  ``FEEDPROP_JSON_SCHEMA=1`` says the server enforces JSON schemas (llama.cpp, vLLM do);
+  ``FEEDPROP_JSON_SCHEMA=1`` says the server enforces JSON schemas (llama.cpp, vLLM do), and
+  ``FEEDPROP_CONSTRAIN_TOOLS=1`` (with it) constrains tool replies as the embedded model does
+  (for a small model served there);
 - otherwise: the embedded :class:`~feedprop.llm.LocalModel` (``FEEDPROP_LOCAL_MODEL`` picks
   ``qwen2.5-coder-0.5b`` instead of the default 1.5B model).
 
@@ -34,6 +36,10 @@ _lock = threading.Lock()
 _default: LLM | None = None
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def _from_environment() -> LLM:
     base_url = os.environ.get("FEEDPROP_BASE_URL")
     if base_url:
@@ -41,7 +47,8 @@ def _from_environment() -> LLM:
             base_url,
             model=os.environ.get("FEEDPROP_MODEL") or None,
             api_key=os.environ.get("FEEDPROP_API_KEY"),
-            json_schema=os.environ.get("FEEDPROP_JSON_SCHEMA", "").strip().lower() in ("1", "true", "yes"),
+            json_schema=_flag("FEEDPROP_JSON_SCHEMA"),
+            constrain_tools=_flag("FEEDPROP_CONSTRAIN_TOOLS"),
         )
     return LocalModel()
 

@@ -78,9 +78,14 @@ class LocalModel(OpenAICompatible):
     weights; their content is part of the model name, so cached replies never cross adapters.
     ``base_url`` is where the server listens (``http://127.0.0.1:<port>/v1``). The server
     enforces JSON schemas in ``response_format`` (``supports_json_schema`` is true), and serves
-    ``tools=[...]`` in the OpenAI format through the model's own chat template (llama.cpp's Jinja
-    templates parse the model's ``<tool_call>`` blocks into tool calls); an engine built without
-    Jinja templates has ``supports_tools`` false, and a call offering tools then raises
+    ``tools=[...]`` in the OpenAI format through the model's own chat template, which lists the
+    tools and renders the transcript's calls and results. The embedded models seldom write a call
+    in their template's ``<tool_call>`` form (they fence it as JSON, or wrap it in other tags), so
+    llama.cpp would not read it; with ``constrain_tools=True`` (default) a JSON schema the server
+    enforces makes each reply one call of an offered tool, or a final answer, and the call comes
+    back as :attr:`~feedprop.llm.Completion.tool_calls` (see :mod:`feedprop.llm.tool_reply`);
+    ``False`` leaves the reply to the template's own parsing. An engine built without Jinja
+    templates has ``supports_tools`` false, and a call offering tools then raises
     :class:`~feedprop.errors.ConfigurationError`.
 
     Example:
@@ -103,6 +108,7 @@ class LocalModel(OpenAICompatible):
         timeout: float = 900.0,
         cache: ResponseCache | bool | None = True,
         retry: RetryPolicy | None = None,
+        constrain_tools: bool = True,
     ) -> None:
         for label, value, low in (("n_parallel", n_parallel, 1), ("n_ctx", n_ctx, 256), ("port", port, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -141,6 +147,7 @@ class LocalModel(OpenAICompatible):
             retry=retry,
             max_concurrency=n_parallel,
             json_schema=True,  # llama.cpp's server turns a response_format schema into a grammar
+            constrain_tools=constrain_tools,
         )
         # Stops the server when the model is collected, and at interpreter exit (finalize registers
         # with atexit) even if close() is never called.

@@ -50,6 +50,7 @@ from feedprop.llm.base import LLM, Completion, Message, Usage
 from feedprop.llm.cache import ResponseCache
 from feedprop.llm.retry import RetryPolicy, retries_exhausted
 from feedprop.llm.tool_calls import ToolCall
+from feedprop.llm.tool_reply import ToolReplyFormat
 
 if TYPE_CHECKING:
     import openai
@@ -192,7 +193,10 @@ class OpenAICompatible(LLM):
     ``max_concurrency`` calls run at once (default :attr:`default_max_concurrency`).
     ``json_schema=True`` declares that the server enforces ``response_format`` JSON schemas
     (llama.cpp, vLLM and OpenAI do; say so only for a server you know does), which optimizers then
-    use to get replies that always parse.
+    use to get replies that always parse. ``constrain_tools=True`` (needs ``json_schema``) makes
+    a request that offers tools constrain the reply to one call of an offered tool, arguments
+    matching its schema, or a final answer (see :mod:`feedprop.llm.tool_reply`): for small
+    models that write calls the server does not read, such as the embedded ones.
 
     Example:
         >>> llm = OpenAICompatible("http://127.0.0.1:8080/v1", model="m", max_concurrency=2)
@@ -216,10 +220,18 @@ class OpenAICompatible(LLM):
         retry: RetryPolicy | None = None,
         max_concurrency: int | Literal["default"] | None = "default",
         json_schema: bool = False,
+        constrain_tools: bool = False,
     ) -> None:
-        if not isinstance(json_schema, bool):
-            raise ConfigurationError(f"json_schema must be True or False, got {json_schema!r}")
+        for label, flag in (("json_schema", json_schema), ("constrain_tools", constrain_tools)):
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{label} must be True or False, got {flag!r}")
+        if constrain_tools and not json_schema:
+            raise ConfigurationError(
+                "constrain_tools=True needs a server that enforces JSON schemas: pass json_schema=True too "
+                "(llama.cpp, vLLM and OpenAI enforce them)"
+            )
         self.supports_json_schema = json_schema
+        self.constrain_tools = constrain_tools
         super().__init__(
             cache=cache,
             retry=retry,
@@ -336,7 +348,15 @@ class OpenAICompatible(LLM):
             ) from e
         return tuple(out)
 
+    def _reply_format(self, params: dict[str, Any]) -> ToolReplyFormat | None:
+        return ToolReplyFormat.for_request(params) if self.constrain_tools else None
+
     def _complete(self, messages: list[Message], **params: Any) -> Completion:
+        reply = self._reply_format(params)
+        completion = self._send(messages, reply.request(params) if reply else params)
+        return reply.read(completion, messages) if reply else completion
+
+    def _send(self, messages: list[Message], params: dict[str, Any]) -> Completion:
         import openai
 
         try:
@@ -366,6 +386,11 @@ class OpenAICompatible(LLM):
             return client
 
     async def _acomplete(self, messages: list[Message], **params: Any) -> Completion:
+        reply = self._reply_format(params)
+        completion = await self._asend(messages, reply.request(params) if reply else params)
+        return reply.read(completion, messages) if reply else completion
+
+    async def _asend(self, messages: list[Message], params: dict[str, Any]) -> Completion:
         import openai
 
         try:

@@ -69,8 +69,9 @@ class EndpointPool(LLM):
     ``cooldown`` is how long an endpoint that went down stays out of rotation;
     ``max_failures`` how many transient failures in a row take it out (a refused connection
     always does). ``cache``, ``retry`` and ``max_concurrency`` are the pool's, as for any LLM.
-    ``json_schema`` is passed to the endpoints built from URLs; the pool supports JSON schemas
-    (``supports_json_schema``) only when every endpoint does.
+    ``json_schema`` and ``constrain_tools`` are passed to the endpoints built from URLs; the pool
+    supports JSON schemas (``supports_json_schema``), or constrains tool replies
+    (``constrain_tools``), only when every endpoint does.
 
     Example:
         >>> pool = EndpointPool(["http://10.0.0.1:8080/v1", "http://10.0.0.2:8080/v1"], model="qwen")
@@ -91,6 +92,7 @@ class EndpointPool(LLM):
         retry: RetryPolicy | None = None,
         max_concurrency: int | Literal["default"] | None = "default",
         json_schema: bool = False,
+        constrain_tools: bool = False,
     ) -> None:
         if isinstance(endpoints, str | LLM) or not isinstance(endpoints, Sequence) or not endpoints:
             raise ConfigurationError(
@@ -123,6 +125,7 @@ class EndpointPool(LLM):
                     retry=_NO_RETRY,
                     max_concurrency=None,
                     json_schema=json_schema,
+                    constrain_tools=constrain_tools,
                 )
                 self._endpoints.append(_Endpoint(llm, llm.base_url if isinstance(llm, OpenAICompatible) else e))
             elif isinstance(e, LLM):
@@ -133,6 +136,7 @@ class EndpointPool(LLM):
         self.model = model or self._endpoints[0].llm.model
         # A call may land on any endpoint: the pool enforces a schema only if every endpoint does.
         self.supports_json_schema = all(e.llm.supports_json_schema for e in self._endpoints)
+        self.constrain_tools = all(e.llm.constrain_tools for e in self._endpoints)
         self.cooldown = float(cooldown)
         self.max_failures = max_failures
         self._lock = threading.Lock()

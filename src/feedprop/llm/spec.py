@@ -8,7 +8,8 @@ another machine; a spec can. :func:`from_spec` builds the model a spec describes
     an OpenAI-compatible endpoint; several URLs make an :class:`~feedprop.llm.EndpointPool`.
     Optional: ``api_key`` (else the worker's ``FEEDPROP_API_KEY``), ``timeout``, ``cache``,
     ``max_concurrency``, ``cooldown``, ``max_failures``, ``json_schema`` (the server enforces
-    JSON schemas in ``response_format``).
+    JSON schemas in ``response_format``), ``constrain_tools`` (a reply to a request offering
+    tools is constrained to one call or a final answer; needs ``json_schema``).
 ``{"kind": "env"}``
     whatever the environment of the process building it configures: ``FEEDPROP_BASE_URL``
     (a comma-separated list makes a pool, with ``FEEDPROP_MODEL``), else the process's
@@ -46,7 +47,16 @@ __all__ = ["KINDS", "check_spec", "from_spec", "import_object", "spec_of"]
 #: The spec kinds :func:`from_spec` understands.
 KINDS = ("openai", "env", "mock", "factory")
 
-_OPENAI_OPTIONS = {"api_key", "timeout", "cache", "max_concurrency", "cooldown", "max_failures", "json_schema"}
+_OPENAI_OPTIONS = {
+    "api_key",
+    "timeout",
+    "cache",
+    "max_concurrency",
+    "cooldown",
+    "max_failures",
+    "json_schema",
+    "constrain_tools",
+}
 _MOCK_OPTIONS = {"model", "latency"}
 
 
@@ -167,6 +177,8 @@ def spec_of(llm: LLM) -> dict[str, Any]:
         {'kind': 'openai', 'base_url': 'http://127.0.0.1:8080/v1', 'model': 'm'}
     """
     schema = {"json_schema": True} if llm.supports_json_schema else {}
+    if llm.constrain_tools:
+        schema["constrain_tools"] = True
     if isinstance(llm, OpenAICompatible):
         return {"kind": "openai", "base_url": llm.base_url, "model": llm.model, **schema}
     if isinstance(llm, EndpointPool):

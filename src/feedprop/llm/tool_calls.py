@@ -5,7 +5,8 @@ A request offers functions with the sampling parameter ``tools`` (``[{"type": "f
 :class:`ToolCall` objects instead of (or besides) text. The transcript of the next request
 carries them back: the assistant message with ``tool_calls`` (in the wire form
 :meth:`ToolCall.to_message` writes), then one ``{"role": "tool", "tool_call_id", "content"}``
-message per call with the tool's result.
+message per call with the tool's result. :func:`find_tool_calls` reads calls a model wrote
+as text instead.
 
 Example:
     >>> call = ToolCall("call_0", "lookup", '{"item": "map"}')
@@ -17,13 +18,19 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from feedprop.errors import InvalidInputError
 
-__all__ = ["ToolCall", "check_message_tool_calls", "check_tools"]
+__all__ = ["ToolCall", "check_message_tool_calls", "check_tools", "find_tool_calls"]
+
+_DECODER = json.JSONDecoder()
+#: What may open a call written as text: a tag (``<tool_call>``, ``<response>``), a code fence, a brace, a key.
+_OPENER = re.compile(r'(?:<[\w-]+>|```[\w-]*|\{|"[\w-]+"\s*:)\s*\Z')
 
 
 @dataclass(frozen=True)
@@ -128,3 +135,55 @@ def check_tools(tools: Any) -> None:
             raise InvalidInputError(
                 f"tools[{i}]['function']['parameters'] must be a JSON schema (a dict), got {parameters!r:.80}"
             )
+
+
+def _arguments_text(value: Any) -> str | None:
+    """A call's arguments as JSON text of an object, or ``None`` when they are no object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError:
+            return None
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else None
+
+
+def find_tool_calls(text: str, names: Collection[str]) -> tuple[str, list[tuple[str, str]]]:
+    """The calls of the tools ``names`` that ``text`` holds, and the prose before the first one.
+
+    A call is a JSON object ``{"name": <one of names>, "arguments": {...}}`` (the arguments may
+    also be JSON text of an object) in any wrapper a model writes it in: its template's
+    ``<tool_call>`` tags, ``<response>`` tags, a ```` ```json ```` fence, doubled braces, or
+    none. Returns ``(prose, [(name, arguments as JSON text), ...])``; the prose is the text
+    before the first call without the call's opening wrapper (``text`` itself when there is no
+    call). Objects naming other tools, or without arguments (an echoed tool schema), are not calls.
+
+    Example:
+        >>> find_tool_calls('Let me see.\\n<response>{"name": "calc", "arguments": {"x": 2}}</response>', ["calc"])
+        ('Let me see.', [('calc', '{"x": 2}')])
+        >>> find_tool_calls('```json\\n{{"name": "calc", "arguments": "{}"}}\\n```', ["calc"])
+        ('', [('calc', '{}')])
+        >>> find_tool_calls('{"name": "calc", "description": "math", "parameters": {}}', ["calc"])[1]
+        []
+    """
+    calls: list[tuple[str, str]] = []
+    first = -1
+    i = text.find("{")
+    while i != -1:
+        try:
+            value, end = _DECODER.raw_decode(text, i)
+        except json.JSONDecodeError:
+            value, end = None, i + 1
+        name = value.get("name") if isinstance(value, dict) else None
+        arguments = _arguments_text(value["arguments"]) if isinstance(name, str) and "arguments" in value else None
+        if isinstance(name, str) and name in names and arguments is not None:
+            calls.append((name, arguments))
+            first = i if first == -1 else first
+            i = text.find("{", end)
+        else:
+            i = text.find("{", i + 1)  # look inside: a call may be wrapped in another object
+    if first == -1:
+        return text, []
+    prose = text[:first]
+    while (opener := _OPENER.search(prose)) is not None:
+        prose = prose[: opener.start()]
+    return prose.strip(), calls
