@@ -20,7 +20,7 @@ from feedprop.errors import ConfigurationError
 from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
-from feedprop.optim import Optimizer, OptoPrime, Proposal
+from feedprop.optim import Candidate, Optimizer, OptoPrime, Proposal
 from feedprop.training import Budget, train
 from feedprop.training.data import Item
 from feedprop.training.events import read_events
@@ -199,6 +199,46 @@ def test_a_budget_running_out_mid_step_leaves_the_pool_as_it_was(tmp_path: Path)
     assert opt.state_dict()["global_state"].get("step", 0) == 0, "the optimizer is back before the dropped step"
     pool = json.loads((tmp_path / "checkpoint.json").read_text())["search"]["pool"]
     assert [p["id"] for p in pool] == [0]
+
+
+class TwoInOrder(Optimizer):
+    """Proposes ``suffix="!"`` then ``suffix="!!"``, in that order, without calling a model."""
+
+    def _propose(self) -> Proposal:
+        return Proposal(candidates=[Candidate({"suffix": "!"}), Candidate({"suffix": "!!"})])
+
+
+@pytest.mark.parametrize(("search", "calls"), [("pareto", 9), ("greedy", 7)])
+def test_a_budget_running_out_after_a_validated_candidate_keeps_it(tmp_path: Path, search: str, calls: int) -> None:
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
+    model = Suffix("?", llm=workflow)
+    # 2 calls score the start; step 1 runs the minibatch (2), then "!" (pareto: gate 2, validation 2;
+    # greedy: validation 2); the budget then runs out inside the second candidate's first pass.
+    result = train(
+        model,
+        data(4),
+        exact,
+        TwoInOrder(model.parameters()),
+        val_set=data(2),
+        batch_size=2,
+        search=search,
+        budget=Budget(calls=calls),
+        max_workers=1,
+        checkpoint=tmp_path,
+        progress=False,
+    )
+    assert result.stop_reason.startswith("budget: calls") and len(result.history) == 1
+    step = result.history[0]
+    assert step["stopped"] == result.stop_reason and step["accepted"] is True
+    assert step["reason"].endswith(f"then the budget ran out ({result.stop_reason}): the step ends here")
+    first, second = step["candidates"]
+    assert first["updates"] == {"suffix": "!"} and first["val_score"] == 1.0
+    assert second["reason"].startswith("not finished: budget: calls") and second.get("val_score") is None
+    assert model.suffix.data == "!" and result.best_state == {"suffix": "!"} and result.val_after == 1.0
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["step"] == 1 and saved["stop_reason"] == result.stop_reason
+    if search == "pareto":
+        assert [p["params"] for p in saved["search"]["pool"]] == [{"suffix": "?"}, {"suffix": "!"}]
 
 
 def test_search_options_are_checked() -> None:

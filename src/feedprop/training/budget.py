@@ -11,6 +11,9 @@ Calls are enforced exactly: the LLM layer refuses a call before it starts once t
 is reached, so a run never makes more calls than allowed. Tokens are known only after a
 call returns, so no new call starts once the tokens used reach the limit (the last call
 may end above it). Seconds are checked before every step, candidate and evaluated item.
+When the budget runs out inside a step, the step keeps the candidates it had already
+validated (the search decides between them and the parents as usual, and the step's record
+says ``"stopped"``); a step cut off before any candidate was validated is dropped whole.
 
 Example:
     >>> budget = Budget(calls=100, tokens=50_000)
@@ -33,7 +36,7 @@ from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputErr
 from feedprop.llm import track_usage
 from feedprop.llm.usage import UNKNOWN_MODEL
 
-__all__ = ["Budget", "RunMeter", "RunUsage"]
+__all__ = ["Budget", "RunMeter", "RunUsage", "stop_reason"]
 
 Scope = Literal["all", "optimizer"]
 _SCOPES = ("all", "optimizer")
@@ -313,3 +316,14 @@ class RunMeter:
             finally:
                 for model, counts in meter.to_dict()["by_model"].items():
                     self.usage.add(name, model, **{c: counts[c] for c in _COUNTERS})
+
+
+def stop_reason(exc: BudgetExhausted) -> str:
+    """The run's stop reason for a budget that ran out, always starting with ``"budget"``.
+
+    Example:
+        >>> stop_reason(BudgetExhausted("calls (3/3)"))
+        'budget: calls (3/3)'
+    """
+    text = str(exc)
+    return text if text.startswith("budget") else f"budget: {text}"

@@ -29,11 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from feedprop.errors import ConfigurationError, InvalidInputError, ReplyParseError, SuggestionError
+from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputError, ReplyParseError, SuggestionError
 from feedprop.module import Module
 from feedprop.node import Feedback, Node
 from feedprop.optim import Candidate, Optimizer, Proposal
-from feedprop.training.budget import RunMeter
+from feedprop.training.budget import RunMeter, stop_reason
 from feedprop.training.config import TrainConfig
 from feedprop.training.data import Item
 from feedprop.training.evaluation import ItemExecutor, Outcome, mean
@@ -369,10 +369,18 @@ class BeamSearch(SearchStrategy):
         # Each parent continues with the optimizer state it has after proposing (it saw this batch);
         # the beam itself changes only once the whole step has succeeded.
         parents: list[Member] = []
+        stopped: str | None = None
         for m_index, member in enumerate(self.beam):
             if len(self.beam) > 1:
                 run.load(member)
-            expansion = expand(run, items)
+            try:
+                expansion = expand(run, items)
+            except BudgetExhausted as exc:
+                if not children:
+                    raise  # nothing validated yet: the trainer drops the step whole
+                stopped = budget_stop(run, exc)
+                parents.extend(self.beam[m_index:])  # the members not expanded stay as they were
+                break
             errors += expansion.errors
             if expansion.teacher is not None:
                 taught = {k: taught.get(k, 0) + v for k, v in expansion.teacher.items()}
@@ -382,7 +390,8 @@ class BeamSearch(SearchStrategy):
             if expansion.proposal is None:
                 continue
             rejected.extend(jsonable(r) for r in expansion.proposal.rejected)
-            for c_index, candidate in enumerate(expansion.proposal.candidates):
+            proposed = expansion.proposal.candidates
+            for c_index, candidate in enumerate(proposed):
                 entry: dict[str, Any] = {
                     "member": m_index,
                     "index": c_index,
@@ -391,15 +400,26 @@ class BeamSearch(SearchStrategy):
                 }
                 candidates_log.append(entry)
                 params = apply_candidate(run, candidate, member.params, entry)
-                if params is not None:
-                    # apply() sets parameters only, so the child shares the parent's optimizer state.
-                    child = Member(params, expansion.opt_state, None, entry["size"])
-                    if run.val_items:
-                        run.meter.check_time()
-                        child.val = mean(run.val_scores())
-                    entry["val_score"] = child.val
-                    children.append((child, entry))
-                run.load_params(member.params)
+                try:
+                    if params is not None:
+                        # apply() sets parameters only, so the child shares the parent's optimizer state.
+                        child = Member(params, expansion.opt_state, None, entry["size"])
+                        if run.val_items:
+                            run.meter.check_time()
+                            child.val = mean(run.val_scores())
+                        entry["val_score"] = child.val
+                        children.append((child, entry))
+                except BudgetExhausted as exc:
+                    if not children:
+                        raise
+                    stopped = cut_short(run, exc, entry, len(proposed) - c_index - 1)
+                finally:
+                    run.load_params(member.params)
+                if stopped is not None:
+                    break
+            if stopped is not None:
+                parents.extend(self.beam[m_index + 1 :])
+                break
         new_beam, reason = self.select(parents, children, bool(run.val_items))
         if not children:
             reason = "; ".join(notes) if notes else no_update(rejected)
@@ -416,6 +436,7 @@ class BeamSearch(SearchStrategy):
             "rejected_suggestions": rejected,
             "workflow_errors": errors,
             **({"teacher": taught} if taught else {}),
+            **({"stopped": stopped} if stopped is not None else {}),
         }
 
     def select(
@@ -472,6 +493,19 @@ def no_update(refused: Sequence[dict[str, Any]]) -> str:
     reasons = list(dict.fromkeys(str(r.get("reason")) for r in refused))
     more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
     return f"the optimizer proposed no valid update: {len(refused)} suggestion(s) refused, {reasons[0]}{more}"
+
+
+def cut_short(run: SearchRun, exc: BudgetExhausted, entry: dict[str, Any], untried: int) -> str:
+    """Mark ``entry`` as cut off by the budget (``untried`` candidates after it not tried); the stop reason."""
+    reason = budget_stop(run, exc)
+    entry["admitted"] = False
+    entry["reason"] = f"not finished: {reason}" + (f"; {untried} later candidate(s) not tried" if untried else "")
+    return reason
+
+
+def budget_stop(run: SearchRun, exc: BudgetExhausted) -> str:
+    """Why the budget stopped ``run``: the meter's account (``"budget: calls (9/9)"``), else the error's."""
+    return run.meter.exhausted() or stop_reason(exc)
 
 
 def gate_scores(run: SearchRun, items: Sequence[Item], parent_outcomes: Sequence[Outcome]) -> Screening:
@@ -731,20 +765,31 @@ class ParetoSearch(SearchStrategy):
         new: list[Program] = []
         log: list[dict[str, Any]] = []
         proposal = expansion.proposal
-        for c_index, candidate in enumerate(proposal.candidates if proposal is not None else []):
+        candidates = proposal.candidates if proposal is not None else []
+        stopped: str | None = None
+        for c_index, candidate in enumerate(candidates):
             entry: dict[str, Any] = {"index": c_index, "updates": jsonable(candidate.updates)}
             entry["reasoning"] = candidate.reasoning
             log.append(entry)
             params = apply_candidate(run, candidate, parent.params, entry)
-            if params is not None:
-                child = Program(
-                    len(self.pool) + len(new), params, [], None, entry["size"], [parent.id], number, "mutation"
-                )
-                self.admit(run, items, expansion.outcomes, sum(parent_scores), child, entry, new)
-            run.load_params(parent.params)
+            try:
+                if params is not None:
+                    child = Program(
+                        len(self.pool) + len(new), params, [], None, entry["size"], [parent.id], number, "mutation"
+                    )
+                    self.admit(run, items, expansion.outcomes, sum(parent_scores), child, entry, new)
+            except BudgetExhausted as exc:
+                if not new:
+                    raise  # nothing validated yet: the trainer drops the step whole
+                stopped = cut_short(run, exc, entry, len(candidates) - c_index - 1)
+                break
+            finally:
+                run.load_params(parent.params)
         self.pool.extend(new)
         self.opt_state = expansion.opt_state
         record = self.record(before, parent_scores, log, new, expansion.notes)
+        if stopped is not None:
+            record["stopped"] = stopped
         record["parent"] = parent.id
         record["rejected_suggestions"] = [jsonable(r) for r in proposal.rejected] if proposal is not None else []
         record["workflow_errors"] = expansion.errors

@@ -48,7 +48,7 @@ from feedprop.module import Module
 from feedprop.optim import Optimizer
 from feedprop.tracking import Tracker, track
 from feedprop.training.bookkeeping import Span, Splits
-from feedprop.training.budget import Budget
+from feedprop.training.budget import Budget, stop_reason
 from feedprop.training.checkpoint import RunDirectory
 from feedprop.training.config import TrainConfig
 from feedprop.training.evaluation import ItemExecutor, LocalExecutor, mean, resolve_executor
@@ -79,11 +79,6 @@ def _check_model(model: Any, optimizer: Any) -> None:
             f"the optimizer owns parameters that are not in the model: {stray}; "
             "build it from model.parameters() so updates reach the model being trained"
         )
-
-
-def _reason(exc: BudgetExhausted) -> str:
-    text = str(exc)
-    return text if text.startswith("budget") else f"budget: {text}"
 
 
 def _train(run: TrainingRun, resume: bool) -> TrainResult:
@@ -119,7 +114,7 @@ def _start(run: TrainingRun, resume: bool) -> None:
         run.meter.check_time()
         val_scores = run.book.scores("val")
     except BudgetExhausted as exc:
-        run.stop_reason = run.meter.exhausted() or _reason(exc)
+        run.stop_reason = run.meter.exhausted() or stop_reason(exc)
     run.val_before = None if val_scores is None else mean(val_scores)
     size = parameter_size(run.initial_state)
     run.search.start(Member(run.initial_state, run.opt.state_dict(), run.val_before, size), val_scores)
@@ -150,7 +145,12 @@ def _next_batch(run: TrainingRun) -> tuple[list[int], Position] | None:
 
 
 def _step(run: TrainingRun, batch: list[int], position: Position) -> bool:
-    """One step on ``batch``; ``False`` when the budget cut it short (dropped whole: back to ``position``)."""
+    """One step on ``batch``; ``False`` when the budget cut it short before any candidate was validated.
+
+    Such a step is dropped whole (back to ``position``). A step whose budget ran out after it had
+    validated a candidate keeps what it validated (the search says so in ``record["stopped"]``),
+    is recorded and saved like any other, and the run then stops.
+    """
     span = Span(run.meter)
     try:
         run.meter.check_time()
@@ -160,7 +160,7 @@ def _step(run: TrainingRun, batch: list[int], position: Position) -> bool:
         run.schedule.rewind(position)
         run.load(run.search.best())
         run.opt.zero_feedback()
-        run.stop_reason = run.meter.exhausted() or _reason(exc)
+        run.stop_reason = run.meter.exhausted() or stop_reason(exc)
         run.log.emit("step_abandoned", step=run.step + 1, reason=run.stop_reason)
         return False
     except BaseException as exc:
@@ -177,6 +177,9 @@ def _step(run: TrainingRun, batch: list[int], position: Position) -> bool:
     record["step"] = run.step
     record["epoch"] = run.schedule.epoch
     run.history.append(record)
+    if record.get("stopped"):
+        run.stop_reason = str(record["stopped"])
+        record["reason"] = f"{record['reason']}; then the budget ran out ({run.stop_reason}): the step ends here"
     if record["accepted"]:
         run.best_step = run.step
     run.save()
