@@ -239,6 +239,24 @@ def test_a_budget_running_out_after_a_validated_candidate_keeps_it(tmp_path: Pat
     assert saved["step"] == 1 and saved["stop_reason"] == result.stop_reason
     if search == "pareto":
         assert [p["params"] for p in saved["search"]["pool"]] == [{"suffix": "?"}, {"suffix": "!"}]
+    # Resumed, the run is where it stopped: the kept candidate stays, step 1 is not redone.
+    model.suffix.data = "?"
+    resumed = train(
+        model,
+        data(4),
+        exact,
+        TwoInOrder(model.parameters()),
+        val_set=data(2),
+        batch_size=2,
+        search=search,
+        budget=Budget(calls=calls),
+        max_workers=1,
+        checkpoint=tmp_path,
+        resume=True,
+        progress=False,
+    )
+    assert resumed.history == result.history and resumed.stop_reason == result.stop_reason
+    assert model.suffix.data == "!" and resumed.best_state == {"suffix": "!"}
 
 
 def test_search_options_are_checked() -> None:
