@@ -209,8 +209,7 @@ def repair(
     """
     entry = str(example.meta["entry_point"])
     prompt = str(example.meta["prompt"])
-    indent = "\t" if "\n\t" in prompt else "    "  # MBPP's prompts are tab-indented
-    stub = prompt.rstrip() + f"\n{indent}pass\n"
+    stub = _stub(prompt)
     code = Parameter(
         stub,
         name=f"fix_{entry}",
@@ -241,6 +240,22 @@ def repair(
             else:
                 _keep_best_rewrite(code, optimizer, example, guide)
     return False
+
+
+def _stub(prompt: str) -> str:
+    """The function ``prompt`` declares, with ``pass`` as its body, indented as its docstring is.
+
+    MBPP's prompts indent their docstrings with one space, two, four, eight or a tab.
+
+    Example:
+        >>> print(_stub("def f(x):\\n  '''Double x.'''\\n"), end="")
+        def f(x):
+          '''Double x.'''
+          pass
+    """
+    last = prompt.rstrip().splitlines()[-1]
+    indent = last[: len(last) - len(last.lstrip())] or "    "
+    return prompt.rstrip() + f"\n{indent}pass\n"
 
 
 def _keep_best_rewrite(code: Parameter[Any], optimizer: Optimizer, example: Example, guide: UnitTest) -> None:
