@@ -42,7 +42,17 @@ Measured with the new default (prompt mode, ``recommended`` + ``search="pareto"`
 validation 50% -> 50%, no update accepted. Every candidate (two demonstration sets from passing
 runs, rewrites of the instruction) scored the same as its parent on the 2-problem minibatch or
 worse, and the gate admits only a strict improvement; one rewrite pasted the prompt it was given
-("The program fails on these cases: ...") as the new instruction. Repair mode: not re-run.
+("The program fails on these cases: ...") as the new instruction.
+
+Repair mode, measured (the embedded 1.5B model, the 6 default test problems, 2 repair steps,
+4 rewrites per step, response cache off; commit 6ad0150, 2026-12-04, with the comparison matrix
+at low priority beside it): ``recommended`` **4/6** problems pass (6.1 min): remove_Occ,
+sort_matrix, find_Volume and text_lowercase_underscore after one step (3 of 4, 3 of 3, 2 of 2
+and 1 of 4 rewrites passed the tests); count_common and split_lowerstring still failed their
+first test after two. ``--optimizer optoprime`` **0/6** (7.9 min): four problems still returned
+``None`` after both steps (the suggestion left the stub as it was), and sort_matrix and
+count_common still failed their first test. One plain diagnosis, several whole-function
+rewrites and the tests as the screen do what the one-shot JSON edit does not.
 """
 
 from __future__ import annotations
