@@ -21,7 +21,7 @@ from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
 from feedprop.optim import Candidate, Optimizer, OptoPrime, Proposal
-from feedprop.training import Budget, train
+from feedprop.training import Budget, TrainResult, train
 from feedprop.training.data import Item
 from feedprop.training.events import read_events
 from feedprop.training.search import Member, ParetoSearch, Program, pareto_front, with_target
@@ -212,21 +212,26 @@ class TwoInOrder(Optimizer):
 def test_a_budget_running_out_after_a_validated_candidate_keeps_it(tmp_path: Path, search: str, calls: int) -> None:
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"])
     model = Suffix("?", llm=workflow)
+
     # 2 calls score the start; step 1 runs the minibatch (2), then "!" (pareto: gate 2, validation 2;
     # greedy: validation 2); the budget then runs out inside the second candidate's first pass.
-    result = train(
-        model,
-        data(4),
-        exact,
-        TwoInOrder(model.parameters()),
-        val_set=data(2),
-        batch_size=2,
-        search=search,
-        budget=Budget(calls=calls),
-        max_workers=1,
-        checkpoint=tmp_path,
-        progress=False,
-    )
+    def run(resume: bool) -> TrainResult:
+        return train(
+            model,
+            data(4),
+            exact,
+            TwoInOrder(model.parameters()),
+            val_set=data(2),
+            batch_size=2,
+            search=search,
+            budget=Budget(calls=calls),
+            max_workers=1,
+            checkpoint=tmp_path,
+            resume=resume,
+            progress=False,
+        )
+
+    result = run(resume=False)
     assert result.stop_reason.startswith("budget: calls") and len(result.history) == 1
     step = result.history[0]
     assert step["stopped"] == result.stop_reason and step["accepted"] is True
@@ -241,20 +246,7 @@ def test_a_budget_running_out_after_a_validated_candidate_keeps_it(tmp_path: Pat
         assert [p["params"] for p in saved["search"]["pool"]] == [{"suffix": "?"}, {"suffix": "!"}]
     # Resumed, the run is where it stopped: the kept candidate stays, step 1 is not redone.
     model.suffix.data = "?"
-    resumed = train(
-        model,
-        data(4),
-        exact,
-        TwoInOrder(model.parameters()),
-        val_set=data(2),
-        batch_size=2,
-        search=search,
-        budget=Budget(calls=calls),
-        max_workers=1,
-        checkpoint=tmp_path,
-        resume=True,
-        progress=False,
-    )
+    resumed = run(resume=True)
     assert resumed.history == result.history and resumed.stop_reason == result.stop_reason
     assert model.suffix.data == "!" and resumed.best_state == {"suffix": "!"}
 
