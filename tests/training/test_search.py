@@ -16,7 +16,7 @@ from train_toys import Suffix, data, exact, per_sample, scripted_llm, suggest
 
 from feedprop import ops
 from feedprop.bundle import bundle
-from feedprop.errors import ConfigurationError
+from feedprop.errors import CheckpointError, ConfigurationError
 from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
@@ -215,7 +215,7 @@ def test_a_budget_running_out_after_a_validated_candidate_keeps_it(tmp_path: Pat
 
     # 2 calls score the start; step 1 runs the minibatch (2), then "!" (pareto: gate 2, validation 2;
     # greedy: validation 2); the budget then runs out inside the second candidate's first pass.
-    def run(resume: bool) -> TrainResult:
+    def run(resume: bool, limit: int = calls) -> TrainResult:
         return train(
             model,
             data(4),
@@ -224,7 +224,7 @@ def test_a_budget_running_out_after_a_validated_candidate_keeps_it(tmp_path: Pat
             val_set=data(2),
             batch_size=2,
             search=search,
-            budget=Budget(calls=calls),
+            budget=Budget(calls=limit),
             max_workers=1,
             checkpoint=tmp_path,
             resume=resume,
@@ -249,6 +249,9 @@ def test_a_budget_running_out_after_a_validated_candidate_keeps_it(tmp_path: Pat
     resumed = run(resume=True)
     assert resumed.history == result.history and resumed.stop_reason == result.stop_reason
     assert model.suffix.data == "!" and resumed.best_state == {"suffix": "!"}
+    # A larger budget is another configuration; the refusal says how to train further instead.
+    with pytest.raises(CheckpointError, match=r"Only its limits differ \(budget\).*start a new run from that model"):
+        run(resume=True, limit=calls + 20)
 
 
 def test_search_options_are_checked() -> None:

@@ -46,6 +46,10 @@ from feedprop.training.evaluation import ItemExecutor, LocalExecutor, Outcome, R
 
 __all__ = ["RunBook", "RunStore", "Span", "Splits", "type_name"]
 
+#: The options that only say when a run stops: a checkpoint that differs in these alone is the
+#: same run with other limits (the refusal to resume it then says how to train further).
+LIMITS = ("budget", "max_steps", "epochs")
+
 Split = Literal["val", "test"]
 #: The usage phase each scored split counts as: validation is training work, the test set is measurement.
 _PHASE_OF: dict[str, str] = {"val": "evaluation", "test": "test"}
@@ -260,7 +264,7 @@ class RunBook:
                 "result), or use an empty directory to start a new one"
             )
         state = store.load()
-        check_fingerprint(state.get("fingerprint", {}), self.fingerprint, str(store.path))
+        check_fingerprint(state.get("fingerprint", {}), self.fingerprint, str(store.path), LIMITS)
         try:
             self.meter.usage = RunUsage.from_dict(state["usage"])
             self.meter.restart(float(state["elapsed_seconds"]), running=not state.get("finished", False))

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,24 @@ def rng_from_json(data: Any) -> tuple[Any, ...]:
     return (data[0], tuple(data[1]), data[2])
 
 
-def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], where: str) -> None:
-    """Raise :class:`CheckpointError` naming every field where ``saved`` and ``current`` differ."""
+def check_fingerprint(
+    saved: Mapping[str, Any], current: Mapping[str, Any], where: str, limits: Collection[str] = ()
+) -> None:
+    """Raise :class:`CheckpointError` naming every field where ``saved`` and ``current`` differ.
+
+    ``limits`` names the fields that only say when a run stops (its budget, its number of steps):
+    when those are all that differ, the error says how to train further instead.
+
+    Example:
+        >>> try:
+        ...     check_fingerprint({"seed": 0, "max_steps": 2}, {"seed": 0, "max_steps": 5}, "run/", ("max_steps",))
+        ... except CheckpointError as error:
+        ...     for line in str(error).splitlines():
+        ...         print(line[:58])
+        the checkpoint in run/ was made by a different run configu
+          max_steps: checkpoint has 2, this run has 5
+        Only its limits differ (max_steps): a run resumes under th
+    """
     keys = sorted(set(saved) | set(current))
     diffs = [k for k in keys if saved.get(k) != current.get(k)]
     if not diffs:
@@ -99,11 +115,20 @@ def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], wher
     lines = []
     for key in diffs:
         lines.append(f"  {key}: checkpoint has {show(saved.get(key), 120)}, this run has {show(current.get(key), 120)}")
+    if all(key in limits for key in diffs):
+        advice = (
+            f"\nOnly its limits differ ({', '.join(diffs)}): a run resumes under the limits it started with, so it "
+            "cannot be extended. To train further from where it stopped, resume it with its own limits (it returns "
+            "its result and leaves the model holding its best parameters), then start a new run from that model "
+            "with the new limits in another checkpoint directory."
+        )
+    else:
+        advice = (
+            "\nResuming it would silently mix two runs. Pass the same model, optimizer, data and options "
+            "as the original run, or use a new checkpoint directory (or delete this one) to start over."
+        )
     raise CheckpointError(
-        f"the checkpoint in {where} was made by a different run configuration:\n"
-        + "\n".join(lines)
-        + "\nResuming it would silently mix two runs. Pass the same model, optimizer, data and options "
-        "as the original run, or use a new checkpoint directory (or delete this one) to start over."
+        f"the checkpoint in {where} was made by a different run configuration:\n" + "\n".join(lines) + advice
     )
 
 

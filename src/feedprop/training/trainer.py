@@ -260,7 +260,9 @@ def train(
             parameters (``best.json``), the event log, the report and the plot.
         resume: continue the run in ``checkpoint`` from its last completed step (a finished run
             just returns its result; no checkpoint yet starts a new run). Resuming with a
-            different model, optimizer, data or options raises :class:`~feedprop.errors.CheckpointError`.
+            different model, optimizer, data or options raises :class:`~feedprop.errors.CheckpointError`;
+            so does a larger ``budget``, ``max_steps`` or ``epochs``: a run keeps its limits (to train
+            further, resume it as it was, then start a new run from the model it leaves).
         seed: seeds the shuffling of the training set (and the Pareto search's parent draws).
         search: how candidates are searched (:mod:`feedprop.training.search`): ``"greedy"``
             (default: keep the best candidate if validation does not drop), ``"beam"``, or
