@@ -41,7 +41,8 @@ class AsyncSuffix(Module):
         reply: Any = x
         if self.llm is not None:
             reply = await ops.allm_call(None, x, llm=self.llm)
-        return reply + self.suffix
+        out: Node[Any] = reply + self.suffix
+        return out
 
 
 def exact(output: Any, target: Any) -> Feedback:
