@@ -263,9 +263,10 @@ def _stub(prompt: str) -> str:
           '''Double x.'''
           pass
     """
-    last = prompt.rstrip().splitlines()[-1]
+    head = prompt.rstrip()
+    last = head.splitlines()[-1]
     indent = last[: len(last) - len(last.lstrip())] or "    "
-    return prompt.rstrip() + f"\n{indent}pass\n"
+    return head + f"\n{indent}pass\n"
 
 
 def _keep_best_rewrite(code: Parameter[Any], optimizer: Optimizer, example: Example, guide: UnitTest) -> None:

@@ -561,7 +561,7 @@ class _JointRun:
             result.val = self.book.score("val")
         except BudgetExhausted as exc:
             result.skipped = f"budget: {exc}"
-            self.stop_reason = self.meter.exhausted() or f"budget: {exc}"
+            self.stop_reason = self.meter.stop_reason(exc)
         finally:
             spent = span.usage("calls", "cache_hits", "prompt_tokens", "completion_tokens")
             result.calls, result.cache_hits = spent["calls"], spent["cache_hits"]

@@ -36,7 +36,7 @@ from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputErr
 from feedprop.llm import track_usage
 from feedprop.llm.usage import UNKNOWN_MODEL
 
-__all__ = ["Budget", "RunMeter", "RunUsage", "stop_reason"]
+__all__ = ["Budget", "RunMeter", "RunUsage"]
 
 Scope = Literal["all", "optimizer"]
 _SCOPES = ("all", "optimizer")
@@ -280,6 +280,16 @@ class RunMeter:
         """Why no more work may start (e.g. ``"budget: calls (100/100)"``), or ``None``."""
         return self.budget.exhausted(self.usage, self.elapsed())
 
+    def stop_reason(self, exc: BudgetExhausted) -> str:
+        """Why ``exc`` stopped the run: the meter's account, else the error's, always starting with ``"budget"``.
+
+        Example:
+            >>> RunMeter(Budget(calls=3)).stop_reason(BudgetExhausted("calls (3/3)"))
+            'budget: calls (3/3)'
+        """
+        text = str(exc)
+        return self.exhausted() or (text if text.startswith("budget") else f"budget: {text}")
+
     def check_time(self) -> None:
         """Raise ``BudgetExhausted`` when the seconds budget is spent (run before each unit of work)."""
         if self.budget.seconds is not None and self.elapsed() >= self.budget.seconds:
@@ -316,14 +326,3 @@ class RunMeter:
             finally:
                 for model, counts in meter.to_dict()["by_model"].items():
                     self.usage.add(name, model, **{c: counts[c] for c in _COUNTERS})
-
-
-def stop_reason(exc: BudgetExhausted) -> str:
-    """The run's stop reason for a budget that ran out, always starting with ``"budget"``.
-
-    Example:
-        >>> stop_reason(BudgetExhausted("calls (3/3)"))
-        'budget: calls (3/3)'
-    """
-    text = str(exc)
-    return text if text.startswith("budget") else f"budget: {text}"

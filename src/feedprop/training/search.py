@@ -33,7 +33,7 @@ from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputErr
 from feedprop.module import Module
 from feedprop.node import Feedback, Node
 from feedprop.optim import Candidate, Optimizer, Proposal
-from feedprop.training.budget import RunMeter, stop_reason
+from feedprop.training.budget import RunMeter
 from feedprop.training.config import TrainConfig
 from feedprop.training.data import Item
 from feedprop.training.evaluation import ItemExecutor, Outcome, mean
@@ -378,7 +378,7 @@ class BeamSearch(SearchStrategy):
             except BudgetExhausted as exc:
                 if not children:
                     raise  # nothing validated yet: the trainer drops the step whole
-                stopped = budget_stop(run, exc)
+                stopped = run.meter.stop_reason(exc)
                 parents.extend(self.beam[m_index:])  # the members not expanded stay as they were
                 break
             errors += expansion.errors
@@ -497,15 +497,10 @@ def no_update(refused: Sequence[dict[str, Any]]) -> str:
 
 def cut_short(run: SearchRun, exc: BudgetExhausted, entry: dict[str, Any], untried: int) -> str:
     """Mark ``entry`` as cut off by the budget (``untried`` candidates after it not tried); the stop reason."""
-    reason = budget_stop(run, exc)
+    reason = run.meter.stop_reason(exc)
     entry["admitted"] = False
     entry["reason"] = f"not finished: {reason}" + (f"; {untried} later candidate(s) not tried" if untried else "")
     return reason
-
-
-def budget_stop(run: SearchRun, exc: BudgetExhausted) -> str:
-    """Why the budget stopped ``run``: the meter's account (``"budget: calls (9/9)"``), else the error's."""
-    return run.meter.exhausted() or stop_reason(exc)
 
 
 def gate_scores(run: SearchRun, items: Sequence[Item], parent_outcomes: Sequence[Outcome]) -> Screening:

@@ -48,7 +48,7 @@ from feedprop.module import Module
 from feedprop.optim import Optimizer
 from feedprop.tracking import Tracker, track
 from feedprop.training.bookkeeping import Span, Splits
-from feedprop.training.budget import Budget, stop_reason
+from feedprop.training.budget import Budget
 from feedprop.training.checkpoint import RunDirectory
 from feedprop.training.config import TrainConfig
 from feedprop.training.evaluation import ItemExecutor, LocalExecutor, mean, resolve_executor
@@ -114,7 +114,7 @@ def _start(run: TrainingRun, resume: bool) -> None:
         run.meter.check_time()
         val_scores = run.book.scores("val")
     except BudgetExhausted as exc:
-        run.stop_reason = run.meter.exhausted() or stop_reason(exc)
+        run.stop_reason = run.meter.stop_reason(exc)
     run.val_before = None if val_scores is None else mean(val_scores)
     size = parameter_size(run.initial_state)
     run.search.start(Member(run.initial_state, run.opt.state_dict(), run.val_before, size), val_scores)
@@ -160,7 +160,7 @@ def _step(run: TrainingRun, batch: list[int], position: Position) -> bool:
         run.schedule.rewind(position)
         run.load(run.search.best())
         run.opt.zero_feedback()
-        run.stop_reason = run.meter.exhausted() or stop_reason(exc)
+        run.stop_reason = run.meter.stop_reason(exc)
         run.log.emit("step_abandoned", step=run.step + 1, reason=run.stop_reason)
         return False
     except BaseException as exc:
