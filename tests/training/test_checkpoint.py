@@ -81,6 +81,17 @@ def test_fingerprint_mismatch_names_the_fields() -> None:
         check_fingerprint({"a": 1, "b": [1]}, {"a": 1, "b": [2]}, "here")
 
 
+def test_a_run_may_change_only_its_limits_and_only_where_it_can_be_extended() -> None:
+    saved, longer = {"seed": 0, "max_steps": 2, "budget": {"calls": 5}}, {"seed": 0, "max_steps": 4, "budget": None}
+    limits = ("max_steps", "budget")
+    assert check_fingerprint(saved, saved, "here", limits, extend=True) == []
+    assert check_fingerprint(saved, longer, "here", limits, extend=True) == ["budget", "max_steps"]
+    with pytest.raises(CheckpointError, match=r"(?s)Only its limits differ \(budget, max_steps\).*another checkpoint"):
+        check_fingerprint(saved, longer, "here", limits)
+    with pytest.raises(CheckpointError, match=r"(?s)seed: checkpoint has 0, this run has 1.*silently mix two runs"):
+        check_fingerprint(saved, {**longer, "seed": 1}, "here", limits, extend=True)
+
+
 def test_loading_removes_the_temporaries_a_crash_left_beside_the_runs_own_files(tmp_path: Path) -> None:
     run = RunDirectory(tmp_path / "run")
     run.save({"step": 1})

@@ -223,3 +223,93 @@ def test_run_directory_holds_report_plot_log_and_best_parameters(tmp_path: Path)
 
 def result_optimizer_state(directory: Path) -> Any:
     return json.loads((directory / "checkpoint.json").read_text())["search"]["beam"][0]["opt"]
+
+
+def _limited_run(directory: Path, **limits: Any) -> tuple[Any, dict[str, Any]]:
+    """resume_worker's run (resuming whatever ``directory`` holds) with other limits."""
+    workflow = MockLLM(lambda messages, **params: messages[-1]["content"], model="workflow-mock")
+    model = Suffix("z", llm=workflow)
+    opt = OptoPrime(model.parameters(), llm=hashed_suggestions(resume_worker.ENDINGS, model="optimizer-mock"))
+    result = train(
+        model,
+        resume_worker.TRAIN,
+        exact,
+        opt,
+        val_set=resume_worker.VAL,
+        test_set=resume_worker.VAL[:6],
+        batch_size=2,
+        seed=7,
+        checkpoint=directory,
+        resume=True,
+        progress=False,
+        plot=False,
+        **limits,
+    )
+    return result, opt.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("short", "long", "stopped"),
+    [
+        ({"max_steps": 2}, {"max_steps": 5}, "max_steps (2) reached"),
+        ({"epochs": 1}, {"epochs": 2}, "completed 1 epoch(s)"),
+    ],
+)
+def test_a_run_its_limits_stopped_goes_on_when_resumed_with_larger_ones(
+    tmp_path: Path, short: dict[str, Any], long: dict[str, Any], stopped: str
+) -> None:
+    first, _ = _limited_run(tmp_path / "extended", **short)
+    assert first.stop_reason == stopped
+    extended, extended_opt = _limited_run(tmp_path / "extended", **long)
+    straight, straight_opt = _limited_run(tmp_path / "straight", **long)
+    assert len(extended.history) > len(first.history)
+    assert extended.history[: len(first.history)] == first.history, "the first steps are kept, not redone"
+    ended, expected = resume_worker.summary(extended, extended_opt), resume_worker.summary(straight, straight_opt)
+    assert {**ended, "usage": None} == {**expected, "usage": None}
+    for phase in ("optimizer", "evaluation"):
+        assert ended["usage"][phase] == expected["usage"][phase], phase
+    # The test set (never budgeted) was scored once more, at the end of the first, shorter run,
+    # unless the extension kept the program that run had already scored.
+    extra = 0 if extended.best_state == first.best_state else 6
+    assert extended.usage["test"]["calls"] == straight.usage["test"]["calls"] + extra
+    assert extended.test_after == straight.test_after
+    (resume,) = [e for e in read_events(tmp_path / "extended" / "events.jsonl") if e["event"] == "resume"]
+    ((limit, change),) = resume["extended"].items()
+    assert {limit: change} == {limit: {"before": short[limit], "after": long[limit]}}
+    saved = json.loads((tmp_path / "extended" / "checkpoint.json").read_text())
+    assert saved["finished"] is True and saved["fingerprint"][limit] == long[limit]
+    # Resumed again with the limits it now has, the run is finished: it returns its result.
+    again, _ = _limited_run(tmp_path / "extended", **long)
+    assert again.history == extended.history and again.elapsed_seconds == extended.elapsed_seconds
+
+
+def test_an_extension_that_finds_nothing_better_keeps_its_test_score_without_scoring_again(tmp_path: Path) -> None:
+    def run(replies: list[str], max_steps: int) -> tuple[Any, Suffix, MockLLM]:
+        workflow = MockLLM(lambda messages, **params: messages[-1]["content"], model="workflow-mock")
+        model = Suffix("?", llm=workflow)
+        llm = scripted_llm(replies)
+        opt = OptoPrime(model.parameters(), llm=llm)
+        result = train(
+            model,
+            data(4),
+            exact,
+            opt,
+            val_set=data(2),
+            test_set=data(3),
+            batch_size=2,
+            max_steps=max_steps,
+            checkpoint=tmp_path,
+            resume=True,
+            progress=False,
+            plot=False,
+        )
+        return result, model, llm
+
+    first, model, _ = run([suggest(suffix="!")], max_steps=1)
+    assert model.suffix.data == "!" and first.test_after == 1.0
+    assert first.usage["test"]["calls"] == 6, "the start and the learned program, 3 items each"
+    extended, model, llm = run([suggest(suffix="?")], max_steps=2)
+    assert llm.calls, "the optimizer was asked again: the run went on"
+    assert len(extended.history) == 2 and extended.history[1]["accepted"] is False
+    assert model.suffix.data == "!" and extended.test_after == 1.0
+    assert extended.usage["test"]["calls"] == 6, "the best program did not change: its test score stands"

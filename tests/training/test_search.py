@@ -16,7 +16,7 @@ from train_toys import Suffix, data, exact, per_sample, scripted_llm, suggest
 
 from feedprop import ops
 from feedprop.bundle import bundle
-from feedprop.errors import CheckpointError, ConfigurationError
+from feedprop.errors import ConfigurationError
 from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
@@ -249,9 +249,14 @@ def test_a_budget_running_out_after_a_validated_candidate_keeps_it(tmp_path: Pat
     resumed = run(resume=True)
     assert resumed.history == result.history and resumed.stop_reason == result.stop_reason
     assert model.suffix.data == "!" and resumed.best_state == {"suffix": "!"}
-    # A larger budget is another configuration; the refusal says how to train further instead.
-    with pytest.raises(CheckpointError, match=r"Only its limits differ \(budget\).*start a new run from that model"):
-        run(resume=True, limit=calls + 20)
+    # Given a larger budget, the run goes on from where it stopped: step 1 (with the candidate it
+    # kept) stays as it was, and the epoch's second batch is trained on.
+    extended = run(resume=True, limit=calls + 20)
+    assert extended.history[0] == result.history[0] and len(extended.history) == 2
+    assert extended.stop_reason == "completed 1 epoch(s)" and extended.history[1].get("stopped") is None
+    assert model.suffix.data == "!" and extended.val_after == 1.0
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert saved["fingerprint"]["budget"]["calls"] == calls + 20 and saved["finished"] is True
 
 
 def test_search_options_are_checked() -> None:

@@ -47,7 +47,7 @@ from feedprop.training.evaluation import ItemExecutor, LocalExecutor, Outcome, R
 __all__ = ["RunBook", "RunStore", "Span", "Splits", "type_name"]
 
 #: The options that only say when a run stops: a checkpoint that differs in these alone is the
-#: same run with other limits (the refusal to resume it then says how to train further).
+#: same run with other limits (``RunBook.resume(extend=True)`` lets it go on under the new ones).
 LIMITS = ("budget", "max_steps", "epochs")
 
 Split = Literal["val", "test"]
@@ -189,6 +189,8 @@ class RunBook:
             enforce_budget=enforce_budget,
         )
         self.fingerprint: dict[str, Any] = self._fingerprint(options)
+        #: After :meth:`resume`: the limits (``LIMITS``) the resumed run changed, old and new values.
+        self.extended: dict[str, dict[str, Any]] = {}
 
     # -- what the run is -------------------------------------------------------------------------
 
@@ -246,16 +248,26 @@ class RunBook:
             store.save({**self.state(), **state})
 
     def resume(
-        self, store: RunStore | None, resume: bool, what: str, restore: Callable[[dict[str, Any]], None]
+        self,
+        store: RunStore | None,
+        resume: bool,
+        what: str,
+        restore: Callable[[dict[str, Any]], None],
+        *,
+        extend: bool = False,
     ) -> bool:
         """Continue the run saved in ``store``; ``False`` when there is none (start anew).
 
         The usage and the clock continue (a finished run's clock stays where it stopped), and
-        ``restore`` gets the saved state for the run's own fields. Raises
-        :class:`~feedprop.errors.CheckpointError` when ``store`` holds a run (``what``, e.g. ``"a
-        training run"``) but ``resume`` is false, when the saved run is another (its fingerprint
-        differs), or when the state is malformed.
+        ``restore`` gets the saved state for the run's own fields. With ``extend``, the run may
+        come back with other limits (``budget``, ``max_steps``, ``epochs``): :attr:`extended`
+        then names them, with their old and new values, and the clock runs again (the caller
+        decides whether a finished run goes on). Raises :class:`~feedprop.errors.CheckpointError`
+        when ``store`` holds a run (``what``, e.g. ``"a training run"``) but ``resume`` is false,
+        when the saved run is another (its fingerprint differs, beyond the limits ``extend``
+        allows), or when the state is malformed.
         """
+        self.extended = {}
         if store is None or not store.exists():
             return False
         if not resume:
@@ -264,14 +276,17 @@ class RunBook:
                 "result), or use an empty directory to start a new one"
             )
         state = store.load()
-        check_fingerprint(state.get("fingerprint", {}), self.fingerprint, str(store.path), LIMITS)
+        saved = state.get("fingerprint", {})
+        changed = check_fingerprint(saved, self.fingerprint, str(store.path), LIMITS, extend=extend)
         try:
             self.meter.usage = RunUsage.from_dict(state["usage"])
-            self.meter.restart(float(state["elapsed_seconds"]), running=not state.get("finished", False))
+            finished = bool(state.get("finished", False))
+            self.meter.restart(float(state["elapsed_seconds"]), running=not finished or bool(changed))
             restore(state)
         except (KeyError, TypeError, ValueError, StateDictError) as exc:
             raise CheckpointError(
                 f"the checkpoint in {store.path} cannot be restored ({type(exc).__name__}: {exc}); it was edited "
                 "or written by an incompatible version. Delete the directory to start over."
             ) from exc
+        self.extended = {key: {"before": saved.get(key), "after": self.fingerprint.get(key)} for key in changed}
         return True

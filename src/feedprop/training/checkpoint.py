@@ -91,36 +91,50 @@ def rng_from_json(data: Any) -> tuple[Any, ...]:
 
 
 def check_fingerprint(
-    saved: Mapping[str, Any], current: Mapping[str, Any], where: str, limits: Collection[str] = ()
-) -> None:
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    where: str,
+    limits: Collection[str] = (),
+    *,
+    extend: bool = False,
+) -> list[str]:
     """Raise :class:`CheckpointError` naming every field where ``saved`` and ``current`` differ.
 
-    ``limits`` names the fields that only say when a run stops (its budget, its number of steps):
-    when those are all that differ, the error says how to train further instead.
+    ``limits`` names the fields that only say when a run stops (its budget, its number of steps).
+    With ``extend``, a run may change those: when they are all that differ, the names of the
+    changed ones are returned (the run goes on under the new limits) instead of an error.
+    Without it, the error says that the run keeps its limits and how to train further.
 
     Example:
+        >>> saved, now = {"seed": 0, "max_steps": 2}, {"seed": 0, "max_steps": 5}
+        >>> check_fingerprint(saved, now, "run/", ("max_steps",), extend=True)
+        ['max_steps']
         >>> try:
-        ...     check_fingerprint({"seed": 0, "max_steps": 2}, {"seed": 0, "max_steps": 5}, "run/", ("max_steps",))
+        ...     check_fingerprint({"seed": 0, "max_steps": 2}, {"seed": 1, "max_steps": 5}, "run/", ("max_steps",))
         ... except CheckpointError as error:
         ...     for line in str(error).splitlines():
         ...         print(line[:58])
         the checkpoint in run/ was made by a different run configu
           max_steps: checkpoint has 2, this run has 5
-        Only its limits differ (max_steps): a run resumes under th
+          seed: checkpoint has 0, this run has 1
+        Resuming it would silently mix two runs. Pass the same mod
     """
     keys = sorted(set(saved) | set(current))
     diffs = [k for k in keys if saved.get(k) != current.get(k)]
     if not diffs:
-        return
+        return []
+    only_limits = all(key in limits for key in diffs)
+    if only_limits and extend:
+        return diffs
     lines = []
     for key in diffs:
         lines.append(f"  {key}: checkpoint has {show(saved.get(key), 120)}, this run has {show(current.get(key), 120)}")
-    if all(key in limits for key in diffs):
+    if only_limits:
         advice = (
-            f"\nOnly its limits differ ({', '.join(diffs)}): a run resumes under the limits it started with, so it "
-            "cannot be extended. To train further from where it stopped, resume it with its own limits (it returns "
-            "its result and leaves the model holding its best parameters), then start a new run from that model "
-            "with the new limits in another checkpoint directory."
+            f"\nOnly its limits differ ({', '.join(diffs)}): this kind of run resumes under the limits it started "
+            "with. To train further from where it stopped, resume it with its own limits (it returns its result and "
+            "leaves the model holding its best parameters), then start a new run from that model with the new limits "
+            "in another checkpoint directory."
         )
     else:
         advice = (

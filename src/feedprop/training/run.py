@@ -109,6 +109,8 @@ class TrainingRun:
         self.test_after: float | None = None
         self.finished = False
         self.stop_reason = ""
+        # Not saved: the best parameters whose test score a finished run, now extended, already has.
+        self.tested_params: dict[str, Any] | None = None
 
     def config(self) -> dict[str, Any]:
         """The run's description for the report and :attr:`TrainResult.config`."""

@@ -16,8 +16,9 @@ are a :class:`~feedprop.training.run.TrainingRun`; its minibatches come from a
 :class:`~feedprop.training.schedule.Schedule`; its clock, usage, fingerprint and the scoring of
 the validation and test sets are its bookkeeping (:mod:`feedprop.training.bookkeeping`, shared
 with :func:`feedprop.joint.alternate`). After every step an atomic JSON checkpoint is written;
-``resume=True`` continues a killed run from its last completed step. Budgets
-(:class:`~feedprop.training.budget.Budget`) end the run cleanly, keeping its best state.
+``resume=True`` continues a killed run from its last completed step, and a run its limits
+stopped when it is given larger ones. Budgets (:class:`~feedprop.training.budget.Budget`) end
+the run cleanly, keeping its best state.
 
 Example:
     >>> import feedprop as fp
@@ -103,8 +104,17 @@ def _train(run: TrainingRun, resume: bool) -> TrainResult:
 
 def _start(run: TrainingRun, resume: bool) -> None:
     """Resume the run saved in its directory, or score the initial state and save it as step 0."""
-    if run.book.resume(run.dir, resume, "a training run", run.restore):
-        run.log.emit("resume", step=run.step, finished=run.finished, usage=run.meter.usage.to_dict())
+    if run.book.resume(run.dir, resume, "a training run", run.restore, extend=True):
+        extended = run.book.extended
+        if extended and run.finished:
+            _reopen(run)
+        run.log.emit(
+            "resume",
+            step=run.step,
+            finished=run.finished,
+            usage=run.meter.usage.to_dict(),
+            **({"extended": extended} if extended else {}),
+        )
         return
     run.initial_state = copy.deepcopy(run.model.state_dict())
     run.log.emit("start", config=run.config(), parameters=run.initial_state)
@@ -120,6 +130,18 @@ def _start(run: TrainingRun, resume: bool) -> None:
     run.search.start(Member(run.initial_state, run.opt.state_dict(), run.val_before, size), val_scores)
     run.log.emit("evaluate", step=0, val_score=run.val_before, test_score=run.test_before)
     run.save()
+
+
+def _reopen(run: TrainingRun) -> None:
+    """A finished run resumed with other limits goes on under them from where it stopped.
+
+    Every finished run stopped at a limit (its budget, ``max_steps`` or its epochs); with the
+    new limits the loop decides again whether it stops. Its test score stays valid while the
+    best parameters stay the same (:func:`_finish` then does not score the test set again).
+    """
+    run.finished = False
+    run.stop_reason = ""
+    run.tested_params = copy.deepcopy(run.search.best().params)
 
 
 def _stop_reason(run: TrainingRun) -> str:
@@ -193,6 +215,8 @@ def _finish(run: TrainingRun) -> None:
     run.load(best)
     if run.test_before is not None and same_state(best.params, run.initial_state):
         run.test_after = run.test_before  # nothing was learned: the same program, already scored
+    elif run.tested_params is not None and same_state(best.params, run.tested_params):
+        pass  # an extended run that found nothing better: its test score stands
     else:
         run.test_after = run.test_score()
     run.finished = True
@@ -260,9 +284,11 @@ def train(
             parameters (``best.json``), the event log, the report and the plot.
         resume: continue the run in ``checkpoint`` from its last completed step (a finished run
             just returns its result; no checkpoint yet starts a new run). Resuming with a
-            different model, optimizer, data or options raises :class:`~feedprop.errors.CheckpointError`;
-            so does a larger ``budget``, ``max_steps`` or ``epochs``: a run keeps its limits (to train
-            further, resume it as it was, then start a new run from the model it leaves).
+            different model, optimizer, data or options raises :class:`~feedprop.errors.CheckpointError`.
+            The limits may change: resumed with a larger ``budget``, ``max_steps`` or ``epochs``,
+            a run that one of them stopped goes on from where it stopped, as one run with the
+            new limits (its steps, pool, usage and clock continue; the ``resume`` event names
+            the changed limits).
         seed: seeds the shuffling of the training set (and the Pareto search's parent draws).
         search: how candidates are searched (:mod:`feedprop.training.search`): ``"greedy"``
             (default: keep the best candidate if validation does not drop), ``"beam"``, or
