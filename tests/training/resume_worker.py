@@ -26,9 +26,12 @@ VAL = [(f"v{j}_{k}", f"v{j}_{k}{e}") for j, e in enumerate(ENDINGS) for k in ran
 
 
 def run(
-    checkpoint: str | Path, latency: float = 0.01, asynchronous: bool = False
+    checkpoint: str | Path, latency: float = 0.01, asynchronous: bool = False, **options: Any
 ) -> tuple[TrainResult, dict[str, Any]]:
-    """Train (resuming whatever ``checkpoint`` holds) and return the result and the final optimizer state."""
+    """Train (resuming whatever ``checkpoint`` holds) and return the result and the final optimizer state.
+
+    ``options`` go to ``train`` (e.g. ``max_steps``, ``test_set``; ``epochs`` replaces the 2 epochs).
+    """
     workflow = MockLLM(lambda messages, **params: messages[-1]["content"], latency=latency, model="workflow-mock")
     model = (AsyncSuffix if asynchronous else Suffix)("z", llm=workflow)
     opt = OptoPrime(model.parameters(), llm=hashed_suggestions(ENDINGS, latency=latency, model="optimizer-mock"))
@@ -39,12 +42,12 @@ def run(
         opt,
         val_set=VAL,
         batch_size=2,
-        epochs=2,
         seed=7,
         checkpoint=checkpoint,
         resume=True,
         progress=False,
         plot=False,
+        **{"epochs": 2, **options},
     )
     return result, opt.state_dict()
 
