@@ -133,6 +133,7 @@ class DemoConfig:
     steps: int = 3
     n_candidates: int = 4
     search: str = "pareto"
+    follow_ups: int = 2
     temperature: float = 0.7
     samples: int = 2
     teacher: bool = True
@@ -227,7 +228,12 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True) -> Demo
             optimizer=lambda params: recommended(
                 params, llm=optimizer_llm, n_candidates=cfg.n_candidates, candidate_temperature=cfg.temperature
             ),
-            prompt={"max_steps": cfg.steps, "batch_size": cfg.batch_size, "search": cfg.search},
+            prompt={
+                "max_steps": cfg.steps,
+                "batch_size": cfg.batch_size,
+                "search": cfg.search,
+                "follow_ups": cfg.follow_ups,
+            },
             weights=weights if student is not None else None,
             budget=Budget(tokens=cfg.optimizer_tokens, seconds=60 * cfg.minutes, scope="optimizer"),
             checkpoint=run_dir,

@@ -421,7 +421,9 @@ def test_other_kinds_are_refused_at_construction(value: Any) -> None:
         Reflect([Parameter("Answer.", name="instruction"), Parameter(value, name="other")], llm=MockLLM("x"))
 
 
-@pytest.mark.parametrize(("option", "value"), [("max_cases", 0), ("params_per_step", 0), ("n_candidates", 0)])
+@pytest.mark.parametrize(
+    ("option", "value"), [("tips", "yes"), ("max_cases", 0), ("params_per_step", 0), ("n_candidates", 0)]
+)
 def test_bad_options_are_refused(option: str, value: Any) -> None:
     with pytest.raises(ConfigurationError, match=option):
         Reflect([Parameter("Answer.", name="instruction")], llm=MockLLM("x"), **{option: value})
@@ -512,3 +514,45 @@ def test_a_rewrite_that_repeats_the_request_is_refused() -> None:
     proposal = Reflect([instruction], llm=llm, n_candidates=2).propose()
     assert [c.updates for c in proposal.candidates] == [{"instruction": "Answer with digits only."}]
     assert [r.reason.split(" (")[0] for r in proposal.rejected] == ["the reply repeats the request it was given"]
+
+
+def _rewrite_prompts(instruction: Parameter[str], n: int, **options: Any) -> list[str]:
+    llm = scripted([f"Answer tersely, take {i}." for i in range(n)])
+    Reflect([instruction], llm=llm, n_candidates=n, **options).propose()
+    return sorted(call.messages[-1]["content"] for call in llm.calls[1:])
+
+
+def test_odd_text_samples_get_a_tip_on_how_to_ask_and_code_samples_none() -> None:
+    instruction = Parameter("Answer.", name="instruction")
+    ops.llm_call(instruction, "2+2?", llm=MockLLM("four")).backward(Feedback("Wrong: expected '4'.", score=0.0))
+    prompts = _rewrite_prompts(instruction, 4)
+    tipped = [p for p in prompts if "One way to try:" in p]
+    assert len(tipped) == 2
+    assert any("Think step by step" in p for p in tipped) and any("exactly in the form" in p for p in tipped)
+    # The reply goes to no code, so the tip to write facts for code to read is not given.
+    assert not any("one fixed form" in p for p in prompts)
+    assert not any("One way to try:" in p for p in _rewrite_prompts(instruction, 4, tips=False))
+    code = Extractor()
+    code.extract("a 1 b 2").backward(Feedback("Wrong: expected '2'.", score=0.0))
+    llm = scripted(["def extract(text):\n    return text.split()[-1]\n"])
+    Reflect(code.parameters(), llm=llm, n_candidates=4).propose()
+    assert not any("One way to try:" in call.messages[-1]["content"] for call in llm.calls)
+
+
+def test_a_prompt_whose_reply_feeds_trainable_code_gets_the_tip_to_write_for_code() -> None:
+    class TwoStage(Module):
+        def __init__(self) -> None:
+            self.instruction = Parameter("Answer.", name="instruction")
+
+        @bundle(trainable=True)
+        def extract(self, response: str) -> str:
+            return response.split()[0]
+
+        def forward(self, x: str) -> Node[Any]:
+            out: Node[Any] = self.extract(ops.llm_call(self.instruction, x, llm=MockLLM("maybe 3"), temperature=0))
+            return out
+
+    model = TwoStage()
+    model("2+2?").backward(Feedback("Wrong: expected '4'.", score=0.0))
+    prompts = _rewrite_prompts(model.instruction, 4)
+    assert sum("one fixed form" in p for p in prompts) == 1 and sum("step by step" in p for p in prompts) == 1

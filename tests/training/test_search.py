@@ -378,3 +378,66 @@ def test_a_child_of_a_parent_that_solves_the_whole_minibatch_is_not_screened() -
         assert "minibatch" not in candidate and not candidate["admitted"]
     screened_children = [c for h in result.history for c in h["candidates"] if "minibatch" in c]
     assert len(screened_children) == len(result.history) - len(solved) > 0
+
+
+class PromptThenCode(Optimizer):
+    """Proposes a new prompt when the prompt has feedback; a new extractor when only the code has."""
+
+    def _propose(self) -> Proposal:
+        if self.get_parameter("instruction").feedback:
+            return Proposal(candidates=[Candidate({"instruction": "Spell it."})])
+        fixed = "def extract(self, response: str) -> str:\n    return response.split()[3]\n"
+        return Proposal(candidates=[Candidate({"extract": fixed})])
+
+
+@pytest.mark.parametrize("follow_ups", [0, 1])
+def test_a_prompt_the_gate_turned_away_gets_code_for_its_replies(follow_ups: int) -> None:
+    # The start prompt gets a wrong number; the new prompt gets the right one, but in a sentence the
+    # old extractor cannot read: alone it scores no better than its parent, with a follow-up it wins.
+    def answer(messages: list[dict[str, str]], **params: Any) -> str:
+        n = int(messages[-1]["content"][1:]) + 2
+        return f"the answer is {n} indeed" if messages[0]["content"] == "Spell it." else f"maybe {n + 1}"
+
+    student = MockLLM(answer)
+
+    class TwoStage(Module):
+        def __init__(self) -> None:
+            self.instruction = Parameter("Answer.", name="instruction")
+
+        @bundle(trainable=True)
+        def extract(self, response: str) -> str:
+            return response.split()[-1]
+
+        def forward(self, x: str) -> Node[Any]:
+            out: Node[Any] = self.extract(ops.llm_call(self.instruction, x, llm=student, temperature=0))
+            return out
+
+    model = TwoStage()
+    items = [(f"q{i}", str(i + 2)) for i in range(4)]
+    opt = PromptThenCode(model.parameters())
+    result = train(
+        model, items, exact, opt, val_set=items, batch_size=4, max_steps=1, search="pareto",
+        follow_ups=follow_ups, progress=False,
+    )  # fmt: skip
+    step = result.history[0]
+    prompt = step["candidates"][0]
+    assert prompt["updates"] == {"instruction": "Spell it."} and not prompt["admitted"]
+    assert prompt["minibatch"]["child"] == 0.0 and prompt["minibatch"]["calls"] == 4
+    if not follow_ups:
+        assert len(step["candidates"]) == 1 and result.val_after == 0.0
+        assert len(student.calls) == 4 + 4 + 4  # start's validation, minibatch, the prompt's gate
+        return
+    (follow,) = step["candidates"][1:]
+    assert follow["follows"] == 0 and follow["admitted"] and follow["minibatch"]["child"] == 4.0
+    assert follow["updates"]["instruction"] == "Spell it." and "split()[3]" in follow["updates"]["extract"]
+    # Screened on the prompt candidate's recorded replies: no student call.
+    assert (follow["minibatch"]["calls"], follow["minibatch"]["saved"]) == (0, 4)
+    assert result.val_after == 1.0 and result.best_state["instruction"] == "Spell it."
+    assert len(student.calls) == 4 + 4 + 4 + 4  # ... and the follow-up's validation
+    assert model.instruction.data == "Spell it." and "split()[3]" in model.extract.parameter.data
+
+
+def test_follow_ups_are_checked() -> None:
+    model = Suffix("?")
+    with pytest.raises(ConfigurationError, match="follow_ups must be >= 0"):
+        train(model, data(2), exact, TwoInOrder(model.parameters()), val_set=data(2), search="pareto", follow_ups=-1)

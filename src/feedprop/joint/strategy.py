@@ -70,6 +70,7 @@ _PROMPT_OPTIONS = (
     "search",
     "beam_width",
     "merge_every",
+    "follow_ups",
     "prefer_shorter",
     "max_workers",
     "teacher",
@@ -639,7 +640,7 @@ def alternate(
             :class:`~feedprop.optim.OptoPrime` on the default model.
         prompt: options for prompt phases, passed to :func:`feedprop.train` (``max_steps``
             default 4, ``batch_size`` default 4, ``epochs``, ``search``, ``beam_width``,
-            ``merge_every``, ``prefer_shorter``, ``max_workers``, ``teacher``: a model that answers the
+            ``merge_every``, ``follow_ups``, ``prefer_shorter``, ``max_workers``, ``teacher``: a model that answers the
             failed training items in the student's place, see :func:`feedprop.train`).
         weights: :class:`WeightOptions` for weight phases.
         budget: :class:`~feedprop.Budget` for the whole run (see the module docs).

@@ -4,13 +4,15 @@ Each kind of parameter gets the optimizer that works for it with a small model:
 
 - demonstrations (:class:`~feedprop.node.Demos`) → :class:`~feedprop.optim.BootstrapDemos`:
   chosen from runs the guide scored well (and labelled training items), no model call;
-- prompts and code → :class:`~feedprop.optim.Reflect`: one diagnosis, then several plain rewrites;
+- prompts and code → :class:`~feedprop.optim.Reflect`: one diagnosis, then several plain rewrites
+  (half of a prompt's rewrites with a tip on another way of asking);
 - numbers and JSON values → :class:`~feedprop.optim.OptoPrime` (JSON-schema replies where the
   model supports them).
 
 They are joined by :class:`~feedprop.optim.Compose`, so one ``propose()`` pools every part's
-candidates. Pair it with ``fp.train(..., search="pareto")``: candidates are screened on the
-minibatch's recorded inputs first, and the search keeps and merges the best per item.
+candidates. Pair it with ``fp.train(..., search="pareto", follow_ups=2)``: candidates are
+screened on the minibatch's recorded inputs first, the search keeps and merges the best per item,
+and a new prompt the minibatch gate turns away gets the code after it rewritten for its replies.
 
 Example:
     >>> from feedprop.node import Demos, Parameter

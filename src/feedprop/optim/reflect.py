@@ -497,7 +497,7 @@ class Reflect(Optimizer):
         feedprop.errors.ConfigurationError: Reflect takes text and code parameters; 'rate' is a number parameter...
     """
 
-    OPTIONS: ClassVar[tuple[str, ...]] = ("max_cases", "params_per_step", "plain_share")
+    OPTIONS: ClassVar[tuple[str, ...]] = ("max_cases", "params_per_step", "plain_share", "tips")
     KINDS: ClassVar[tuple[str, ...] | None] = REFLECT_KINDS
     OTHER_KINDS_HINT: ClassVar[str] = (
         "Give numbers and JSON values to OptoPrime (or Hindsight) and demonstrations to BootstrapDemos, each in its "
@@ -513,6 +513,7 @@ class Reflect(Optimizer):
         max_cases: int = 3,
         params_per_step: int | None = 1,
         plain_share: float = 0.5,
+        tips: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -522,6 +523,7 @@ class Reflect(Optimizer):
             max_cases=max_cases,
             params_per_step=params_per_step,
             plain_share=plain_share,
+            tips=tips,
             **options,
         )
         self.conversation = Conversation(self)
@@ -532,6 +534,8 @@ class Reflect(Optimizer):
         share = options.get("plain_share", 0.5)
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
             raise ConfigurationError(f"plain_share must be a number from 0 to 1, got {share!r}")
+        if not isinstance(options.get("tips", True), bool):
+            raise ConfigurationError(f"tips must be True or False, got {options.get('tips')!r}")
         if options.get("params_per_step") is not None:
             check_int_option(options, "params_per_step", 1)
 
@@ -632,9 +636,10 @@ class Reflect(Optimizer):
 
         return self._fit(name, build)
 
-    def rewrite_messages(self, name: str, diagnosis: str | None) -> list[Message]:
+    def rewrite_messages(self, name: str, diagnosis: str | None, tip: str = "") -> list[Message]:
         """The messages of a rewrite call for the parameter called ``name``, given the ``diagnosis``
-        (``None``: a plain rewrite, from the failing cases alone)."""
+        (``None``: a plain rewrite, from the failing cases alone) and, for text, a ``tip`` on how
+        to ask (see :meth:`tip`)."""
         failing, _ = self.cases(name)
         param = self.get_parameter(name)
         fn = _first_function(str(param.data)) if kind_of(param) == "code" else None
@@ -658,6 +663,7 @@ class Reflect(Optimizer):
                     cases=cases,
                     diagnosis=shown_diagnosis,
                     what=self._what(name),
+                    tip=f"One way to try: {tip}\n\n" if tip else "",
                 )
             return _messages(user)
 
@@ -684,13 +690,56 @@ class Reflect(Optimizer):
         n = int(opts["n_candidates"])
         return range(n - int(n * float(opts["plain_share"])), n)
 
+    def feeds_code(self, name: str) -> bool:
+        """Whether the runs in the feedback of the text parameter ``name`` pass its call's reply on
+        to trainable code (so a reply in a form that code reads is worth trying)."""
+        for entry in self.feedback_entries(name):
+            for node in getattr(entry, "subgraph", ()):
+                code = node.info.get("code") if isinstance(node, MessageNode) and isinstance(node.info, dict) else None
+                if isinstance(code, Parameter) and code.trainable:
+                    return True
+        return False
+
+    def tip(self, name: str, sample: int) -> str:
+        """The tip on how to ask that rewrite ``sample`` of the text parameter ``name`` is given ("" for none).
+
+        Asked to fix an instruction from its failures, a small model writes the same instruction
+        in other words ("Count the objects."); a tip makes some samples try another way of
+        asking instead, as a sentence to add: reasoning first, the facts in a fixed form for code
+        to work on, the answer alone in the expected form, a procedure (``reflect_tips``). Odd
+        samples get one, rotating with each step that rewrites the parameter; even samples and
+        code get none; ``tips=False`` turns them off. The tip to write the facts for code is
+        given only where the reply goes on to trainable code.
+
+        Example:
+            >>> from feedprop.llm import MockLLM
+            >>> from feedprop.node import Parameter
+            >>> opt = Reflect([Parameter("Answer.", name="p")], llm=MockLLM("x"))
+            >>> [opt.tip("p", i).partition('"')[2][:28] for i in range(4)]
+            ['', 'Think step by step, then wri', '', 'Reply with the final answer ']
+        """
+        param = self.get_parameter(name)
+        if sample % 2 == 0 or kind_of(param) == "code" or not self.options(name)["tips"]:
+            return ""
+        code = self.feeds_code(name)
+        tips = [
+            line.removeprefix("code:").strip()
+            for line in template("reflect_tips").splitlines()
+            if line.strip() and (code or not line.startswith("code:"))
+        ]
+        n = int(self.options(name)["n_candidates"])
+        rounds = int(self.state[name].get("rounds", 0))
+        return tips[(rounds * ((n + 1) // 2) + sample // 2) % len(tips)]
+
     def rewrite(self, name: str, diagnosis: str, sample: int) -> str:
         """Rewrite call number ``sample`` (its ``cache_salt``): the model's reply, unread.
 
-        Samples in :meth:`plain_samples` are asked without the diagnosis.
+        Samples in :meth:`plain_samples` are asked without the diagnosis; odd text samples get a
+        :meth:`tip` on how to ask.
         """
         opts = self.options(name)
-        messages = self.rewrite_messages(name, None if sample in self.plain_samples(name) else diagnosis)
+        plain = sample in self.plain_samples(name)
+        messages = self.rewrite_messages(name, None if plain else diagnosis, self.tip(name, sample))
         return self.conversation.complete(
             messages,
             temperature=float(opts["candidate_temperature"]),

@@ -42,12 +42,14 @@ class TrainConfig:
     candidate if validation does not drop), ``"beam"`` (keep the ``beam_width`` best states;
     ``beam_width > 1`` with the default ``"greedy"`` means beam too) or ``"pareto"`` (a pool of
     programs, parents drawn from the per-validation-item Pareto front, a merge of two lineages
-    every ``merge_every`` steps; 0 turns merging off). ``max_workers`` threads score items in
-    parallel, ``test_workers`` the test set (``None``: ``max_workers``; ``1``: one request at a
-    time). ``teacher``, a model, answers in the student's place each training item the workflow
-    failed (every LLM call of the run, :func:`feedprop.ops.answered_by`); the runs it gets right
-    join the step's feedback, so :class:`~feedprop.optim.BootstrapDemos` can take them as
-    demonstrations (their calls count as optimizer usage). Every option is checked on
+    every ``merge_every`` steps; 0 turns merging off; ``follow_ups`` prompt candidates a step
+    that the minibatch gate turned away get the code after them rewritten for their replies).
+    ``max_workers`` threads score items in parallel, ``test_workers`` the test set (``None``:
+    ``max_workers``; ``1``: one request at a time). ``teacher``, a model, answers in the
+    student's place each training item the workflow failed (every LLM call of the run,
+    :func:`feedprop.ops.answered_by`); the runs it gets right join the step's feedback, so
+    :class:`~feedprop.optim.BootstrapDemos` can take them as demonstrations (their calls count
+    as optimizer usage). Every option is checked on
     construction, with a typed error saying what to pass instead.
 
     Example:
@@ -67,6 +69,7 @@ class TrainConfig:
     search: str = "greedy"
     beam_width: int = 1
     merge_every: int = 3
+    follow_ups: int = 0
     prefer_shorter: bool = True
     max_workers: int | None = None
     test_workers: int | None = None
@@ -80,6 +83,7 @@ class TrainConfig:
         _int("max_steps", self.max_steps, low=1, allow_none=True)
         _int("beam_width", self.beam_width, low=1)
         _int("merge_every", self.merge_every, low=0)
+        _int("follow_ups", self.follow_ups, low=0)
         _int("max_workers", self.max_workers, low=1, allow_none=True)
         _int("test_workers", self.test_workers, low=1, allow_none=True)
         if self.teacher is not None and not isinstance(self.teacher, LLM):
@@ -126,6 +130,8 @@ class TrainConfig:
         }
         if self.strategy == "pareto":
             options["merge_every"] = self.merge_every
+            if self.follow_ups:  # absent when off, so checkpoints written before the option still resume
+                options["follow_ups"] = self.follow_ups
         return options
 
     def to_dict(self) -> dict[str, Any]:

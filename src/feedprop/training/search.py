@@ -33,6 +33,7 @@ from feedprop.errors import BudgetExhausted, ConfigurationError, InvalidInputErr
 from feedprop.module import Module
 from feedprop.node import Feedback, Node
 from feedprop.optim import Candidate, Optimizer, Proposal
+from feedprop.optim.optimizer import kind_of
 from feedprop.training.budget import RunMeter
 from feedprop.training.config import TrainConfig
 from feedprop.training.data import Item
@@ -641,8 +642,9 @@ class ParetoSearch(SearchStrategy):
 
     name = "pareto"
 
-    def __init__(self, *, merge_every: int = 3, prefer_shorter: bool = True) -> None:
+    def __init__(self, *, merge_every: int = 3, follow_ups: int = 0, prefer_shorter: bool = True) -> None:
         self.merge_every = merge_every
+        self.follow_ups = follow_ups
         self.prefer_shorter = prefer_shorter
         self.pool: list[Program] = []
         self.opt_state: dict[str, Any] = {}
@@ -650,7 +652,7 @@ class ParetoSearch(SearchStrategy):
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> ParetoSearch:
-        return cls(merge_every=config.merge_every, prefer_shorter=config.prefer_shorter)
+        return cls(merge_every=config.merge_every, follow_ups=config.follow_ups, prefer_shorter=config.prefer_shorter)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -762,6 +764,7 @@ class ParetoSearch(SearchStrategy):
         proposal = expansion.proposal
         candidates = proposal.candidates if proposal is not None else []
         stopped: str | None = None
+        missed: list[tuple[Candidate, dict[str, Any], Screening, int]] = []  # text candidates the gate turned away
         for c_index, candidate in enumerate(candidates):
             entry: dict[str, Any] = {"index": c_index, "updates": jsonable(candidate.updates)}
             entry["reasoning"] = candidate.reasoning
@@ -772,7 +775,9 @@ class ParetoSearch(SearchStrategy):
                     child = Program(
                         len(self.pool) + len(new), params, [], None, entry["size"], [parent.id], number, "mutation"
                     )
-                    self.admit(run, items, expansion.outcomes, sum(parent_scores), child, entry, new)
+                    screening = self.admit(run, items, expansion.outcomes, sum(parent_scores), child, entry, new)
+                    if screening is not None and not entry["admitted"] and self.changes_text(run, candidate):
+                        missed.append((candidate, params, screening, c_index))
             except BudgetExhausted as exc:
                 if not new:
                     raise  # nothing validated yet: the trainer drops the step whole
@@ -780,6 +785,10 @@ class ParetoSearch(SearchStrategy):
                 break
             finally:
                 run.load_params(parent.params)
+        if stopped is None and self.follow_ups and missed:
+            stopped = self.follow_ups_of(run, items, (parent, sum(parent_scores), number), missed, log, new)
+            # The follow-ups' proposals are not the step's: the optimizer keeps the state it proposed from.
+            run.opt.load_state_dict(copy.deepcopy(expansion.opt_state))
         self.pool.extend(new)
         self.opt_state = expansion.opt_state
         record = self.record(before, parent_scores, log, new, expansion.notes)
@@ -830,19 +839,22 @@ class ParetoSearch(SearchStrategy):
         child: Program,
         entry: dict[str, Any],
         new: list[Program],
-    ) -> None:
-        """Gate ``child`` (the model holds it) on the minibatch; if it passes, validate it and add it to ``new``."""
+    ) -> Screening | None:
+        """Gate ``child`` (the model holds it) on the minibatch; if it passes, validate it and add it to ``new``.
+
+        Returns the minibatch screening (``None`` when the child was not screened).
+        """
         # A mutation must beat its parent; a merge must reach the better of its two parents.
         strict = child.origin != "merge"
         twin = next((p for p in [*self.pool, *new] if same_state(p.params, child.params)), None)
         if twin is not None:
             entry["error"] = f"the same parameters as pool member #{twin.id}"
-            return
+            return None
         if strict and parent_outcomes and all(o.solved for o in parent_outcomes):
             # No child can beat a parent that solves every item: screening it would spend calls for nothing.
             entry["admitted"] = False
             entry["reason"] = f"not screened: the parent solves all {len(parent_outcomes)} minibatch items"
-            return
+            return None
         run.meter.check_time()
         screening = gate_scores(run, items, parent_outcomes)
         score = sum(screening.scores)
@@ -854,13 +866,102 @@ class ParetoSearch(SearchStrategy):
             entry["reason"] = (
                 f"minibatch score {score:g} does not {'beat' if strict else 'reach'} {versus} {reference:g}"
             )
-            return
+            return screening
         run.meter.check_time()
         child.scores = run.val_scores()
         child.val = mean(child.scores)
         entry.update(id=child.id, val_score=child.val)
         entry["reason"] = f"minibatch score {score:g} {'beats' if strict else 'reaches'} {versus} {reference:g}"
         new.append(child)
+        return screening
+
+    def follow_ups_of(
+        self,
+        run: SearchRun,
+        items: Sequence[Item],
+        gate: tuple[Program, float, int],
+        missed: list[tuple[Candidate, dict[str, Any], Screening, int]],
+        log: list[dict[str, Any]],
+        new: list[Program],
+    ) -> str | None:
+        """:meth:`follow_up` the first ``follow_ups`` of the prompt candidates the gate turned away
+        (tipped samples first: they are the ones that change the form of the reply); returns the
+        stop reason if the budget ran out after something was validated."""
+        parent = gate[0]
+        missed = sorted(missed, key=lambda m: int(m[0].extras.get("sample", 0)) % 2 == 0)
+        for candidate, params, screening, follows in missed[: self.follow_ups]:
+            try:
+                self.follow_up(run, items, gate, candidate, params, screening, follows, log, new)
+            except BudgetExhausted as exc:
+                if not new:
+                    raise  # nothing validated yet: the trainer drops the step whole
+                return cut_short(run, exc, log[-1], 0)
+            finally:
+                run.load_params(parent.params)
+        return None
+
+    @staticmethod
+    def changes_text(run: SearchRun, candidate: Candidate) -> bool:
+        """Whether ``candidate`` changes text only (a prompt), leaving trainable code that a follow-up can rewrite."""
+        owned = dict(run.opt.named_parameters())
+        kinds = {kind_of(owned[n]) for n in candidate.updates if n in owned}
+        return kinds == {"text"} and any(kind_of(p) == "code" for p in owned.values())
+
+    def follow_up(
+        self,
+        run: SearchRun,
+        items: Sequence[Item],
+        gate: tuple[Program, float, int],
+        candidate: Candidate,
+        params: dict[str, Any],
+        screening: Screening,
+        follows: int,
+        log: list[dict[str, Any]],
+        new: list[Program],
+    ) -> None:
+        """Rewrite the code after a prompt candidate the gate turned away, for the replies it made the model write.
+
+        A new prompt often changes the form of the reply, and the code that reads the reply then
+        fails where the prompt alone would have helped. So the candidate's minibatch runs (the
+        screening's outcomes) are sent backward with the candidate loaded, the optimizer proposes
+        from the feedback on its code parameters only, and each code rewrite, on top of the
+        prompt, is gated against the parent as any candidate is, screened on the candidate's
+        recorded replies: no student call. Counted as optimizer usage (the rewrites). ``gate`` is
+        the parent, its minibatch score sum and the step's number; ``follows`` the candidate's
+        index in the step's ``log``.
+        """
+        parent, reference, number = gate
+        owned = dict(run.opt.named_parameters())
+        code = {n for n, p in owned.items() if kind_of(p) == "code" and n not in candidate.updates}
+        run.load_params(params)
+        run.opt.zero_feedback()
+        backward(screening.outcomes, items)
+        for n, p in owned.items():
+            if n not in code:
+                p.zero_feedback()
+        try:
+            proposal = run.propose()
+        except ReplyParseError:
+            proposal = Proposal()
+        finally:
+            run.opt.zero_feedback()
+        for rewrite in proposal.candidates:
+            if not rewrite.updates or not set(rewrite.updates) <= code:
+                continue
+            entry: dict[str, Any] = {
+                "index": len(log),
+                "follows": follows,
+                "updates": jsonable({**candidate.updates, **rewrite.updates}),
+                "reasoning": rewrite.reasoning,
+            }
+            log.append(entry)
+            run.load_params(params)
+            child_params = apply_candidate(run, rewrite, params, entry)
+            if child_params is None:
+                continue
+            size = entry["size"]
+            child = Program(len(self.pool) + len(new), child_params, [], None, size, [parent.id], number, "mutation")
+            self.admit(run, items, screening.outcomes, reference, child, entry, new)
 
     def record(
         self,

@@ -252,6 +252,7 @@ def train(
     search: str = "greedy",
     beam_width: int = 1,
     merge_every: int = 3,
+    follow_ups: int = 0,
     prefer_shorter: bool = True,
     max_workers: int | None = None,
     test_workers: int | None = None,
@@ -301,6 +302,11 @@ def train(
             more than 1 means beam search).
         merge_every: with ``search="pareto"``, every this many steps try to merge two programs of
             different lineages that changed different parameters (0: never).
+        follow_ups: with ``search="pareto"``, how many prompt candidates a step, turned away by
+            the minibatch gate, get the trainable code after their LLM call rewritten for the
+            replies they made the model write (each rewrite screened on those recorded replies,
+            no model call; 0: none). A new prompt that changes the reply's form then gets code
+            that reads the new form, instead of failing against code written for the old one.
         prefer_shorter: on a validation tie, keep the shorter parameters.
         max_workers: threads evaluating items in parallel (default 8; a model's own
             concurrency limit still caps its calls in flight).
@@ -359,6 +365,7 @@ def train(
         search=search,
         beam_width=beam_width,
         merge_every=merge_every,
+        follow_ups=follow_ups,
         prefer_shorter=prefer_shorter,
         max_workers=max_workers,
         test_workers=test_workers,
