@@ -468,6 +468,7 @@ def run(args: argparse.Namespace) -> TrainResult:
         batch_size=args.batch_size,
         max_steps=args.steps,
         search=search,
+        follow_ups=2 if search == "pareto" else 0,
         budget=Budget(tokens=40_000, scope="optimizer"),
         checkpoint=args.run_dir,
     )

@@ -389,6 +389,7 @@ def run(
         batch_size=batch_size,
         max_steps=steps,
         search=search,
+        follow_ups=2 if search == "pareto" else 0,
         budget=Budget(tokens=40_000, scope="optimizer"),
         checkpoint=run_dir,
         progress=progress,

@@ -441,3 +441,55 @@ def test_follow_ups_are_checked() -> None:
     model = Suffix("?")
     with pytest.raises(ConfigurationError, match="follow_ups must be >= 0"):
         train(model, data(2), exact, TwoInOrder(model.parameters()), val_set=data(2), search="pareto", follow_ups=-1)
+
+
+class TwoPromptsThenCode(Optimizer):
+    """Two new prompts (the second a tipped sample) when the prompt has feedback; else one extractor."""
+
+    def _propose(self) -> Proposal:
+        if self.get_parameter("instruction").feedback:
+            return Proposal(
+                candidates=[
+                    Candidate({"instruction": "Spell it."}, "", {"sample": 0}),
+                    Candidate({"instruction": "Shout it."}, "", {"sample": 1}),
+                ]
+            )
+        fixed = "def extract(self, response: str) -> str:\n    return response.split()[3]\n"
+        return Proposal(candidates=[Candidate({"extract": fixed})])
+
+
+def test_code_written_for_one_turned_away_prompt_is_screened_with_the_others_too() -> None:
+    def answer(messages: list[dict[str, str]], **params: Any) -> str:
+        n = int(messages[-1]["content"][1:]) + 2
+        system = messages[0]["content"]
+        return {"Spell it.": f"the answer is {n} indeed", "Shout it.": f"{n}!"}.get(system, f"maybe {n + 1}")
+
+    student = MockLLM(answer)
+
+    class TwoStage(Module):
+        def __init__(self) -> None:
+            self.instruction = Parameter("Answer.", name="instruction")
+
+        @bundle(trainable=True)
+        def extract(self, response: str) -> str:
+            return response.split()[-1]
+
+        def forward(self, x: str) -> Node[Any]:
+            out: Node[Any] = self.extract(ops.llm_call(self.instruction, x, llm=student, temperature=0))
+            return out
+
+    model = TwoStage()
+    items = [(f"q{i}", str(i + 2)) for i in range(4)]
+    opt = TwoPromptsThenCode(model.parameters())
+    result = train(
+        model, items, exact, opt, val_set=items, batch_size=4, max_steps=1, search="pareto", follow_ups=1,
+        progress=False,
+    )  # fmt: skip
+    spell, shout, *follows = result.history[0]["candidates"]
+    assert not spell["admitted"] and not shout["admitted"]
+    # Code is written once, for the tipped sample ("Shout it."), where it fails; on "Spell it."'s
+    # recorded replies it wins, and that pairing is what the pool keeps. Neither costs a student call.
+    assert [(f["follows"], f["written_for"], f["admitted"]) for f in follows] == [(1, 1, False), (0, 1, True)]
+    assert all(f["minibatch"]["calls"] == 0 for f in follows)
+    assert result.best_state["instruction"] == "Spell it." and result.val_after == 1.0
+    assert len(student.calls) == 4 + 4 + 4 + 4 + 4  # start's validation, minibatch, two prompts' gates, validation

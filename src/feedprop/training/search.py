@@ -884,20 +884,49 @@ class ParetoSearch(SearchStrategy):
         log: list[dict[str, Any]],
         new: list[Program],
     ) -> str | None:
-        """:meth:`follow_up` the first ``follow_ups`` of the prompt candidates the gate turned away
-        (tipped samples first: they are the ones that change the form of the reply); returns the
-        stop reason if the budget ran out after something was validated."""
-        parent = gate[0]
+        """Code for the replies of the prompt candidates the gate turned away, each pairing gated.
+
+        A new prompt often changes the form of the reply, and the code that reads the reply then
+        fails where the prompt alone would have helped. So for the first ``follow_ups`` of these
+        candidates (tipped samples first: they are the ones that change the form of the reply)
+        the optimizer rewrites the code after the call from their minibatch runs
+        (:meth:`code_for`). Then every rewrite, on top of every turned-away prompt, is gated
+        against the parent as any candidate is, screened on that prompt's recorded replies: no
+        student call, so a rewrite written for one prompt's replies is tried on the others' too.
+        ``gate`` is the parent, its minibatch score sum and the step's number. Returns the stop
+        reason if the budget ran out after something was validated.
+        """
+        parent, reference, number = gate
         missed = sorted(missed, key=lambda m: int(m[0].extras.get("sample", 0)) % 2 == 0)
-        for candidate, params, screening, follows in missed[: self.follow_ups]:
-            try:
-                self.follow_up(run, items, gate, candidate, params, screening, follows, log, new)
-            except BudgetExhausted as exc:
-                if not new:
-                    raise  # nothing validated yet: the trainer drops the step whole
-                return cut_short(run, exc, log[-1], 0)
-            finally:
-                run.load_params(parent.params)
+        rewrites: list[tuple[Candidate, int]] = []
+        try:
+            for candidate, params, screening, follows in missed[: self.follow_ups]:
+                for rewrite in self.code_for(run, items, candidate, params, screening):
+                    if all(rewrite.updates != seen.updates for seen, _ in rewrites):
+                        rewrites.append((rewrite, follows))
+            for candidate, params, screening, follows in missed:
+                for rewrite, written_for in rewrites:
+                    entry: dict[str, Any] = {
+                        "index": len(log),
+                        "follows": follows,
+                        "written_for": written_for,
+                        "updates": jsonable({**candidate.updates, **rewrite.updates}),
+                        "reasoning": rewrite.reasoning,
+                    }
+                    log.append(entry)
+                    run.load_params(params)
+                    child_params = apply_candidate(run, rewrite, params, entry)
+                    if child_params is None:
+                        continue
+                    pid, size = len(self.pool) + len(new), entry["size"]
+                    child = Program(pid, child_params, [], None, size, [parent.id], number, "mutation")
+                    self.admit(run, items, screening.outcomes, reference, child, entry, new)
+        except BudgetExhausted as exc:
+            if not new:
+                raise  # nothing validated yet: the trainer drops the step whole
+            return cut_short(run, exc, log[-1], 0) if log else run.meter.stop_reason(exc)
+        finally:
+            run.load_params(parent.params)
         return None
 
     @staticmethod
@@ -907,30 +936,16 @@ class ParetoSearch(SearchStrategy):
         kinds = {kind_of(owned[n]) for n in candidate.updates if n in owned}
         return kinds == {"text"} and any(kind_of(p) == "code" for p in owned.values())
 
-    def follow_up(
-        self,
-        run: SearchRun,
-        items: Sequence[Item],
-        gate: tuple[Program, float, int],
-        candidate: Candidate,
-        params: dict[str, Any],
-        screening: Screening,
-        follows: int,
-        log: list[dict[str, Any]],
-        new: list[Program],
-    ) -> None:
-        """Rewrite the code after a prompt candidate the gate turned away, for the replies it made the model write.
+    @staticmethod
+    def code_for(
+        run: SearchRun, items: Sequence[Item], candidate: Candidate, params: dict[str, Any], screening: Screening
+    ) -> list[Candidate]:
+        """The optimizer's rewrites of the code after ``candidate``'s call, for the replies it made the model write.
 
-        A new prompt often changes the form of the reply, and the code that reads the reply then
-        fails where the prompt alone would have helped. So the candidate's minibatch runs (the
-        screening's outcomes) are sent backward with the candidate loaded, the optimizer proposes
-        from the feedback on its code parameters only, and each code rewrite, on top of the
-        prompt, is gated against the parent as any candidate is, screened on the candidate's
-        recorded replies: no student call. Counted as optimizer usage (the rewrites). ``gate`` is
-        the parent, its minibatch score sum and the step's number; ``follows`` the candidate's
-        index in the step's ``log``.
+        The candidate's minibatch runs (``screening``'s outcomes) are sent backward with its
+        ``params`` loaded, and the optimizer proposes from the feedback on the code parameters
+        only (counted as optimizer usage).
         """
-        parent, reference, number = gate
         owned = dict(run.opt.named_parameters())
         code = {n for n, p in owned.items() if kind_of(p) == "code" and n not in candidate.updates}
         run.load_params(params)
@@ -942,26 +957,10 @@ class ParetoSearch(SearchStrategy):
         try:
             proposal = run.propose()
         except ReplyParseError:
-            proposal = Proposal()
+            return []
         finally:
             run.opt.zero_feedback()
-        for rewrite in proposal.candidates:
-            if not rewrite.updates or not set(rewrite.updates) <= code:
-                continue
-            entry: dict[str, Any] = {
-                "index": len(log),
-                "follows": follows,
-                "updates": jsonable({**candidate.updates, **rewrite.updates}),
-                "reasoning": rewrite.reasoning,
-            }
-            log.append(entry)
-            run.load_params(params)
-            child_params = apply_candidate(run, rewrite, params, entry)
-            if child_params is None:
-                continue
-            size = entry["size"]
-            child = Program(len(self.pool) + len(new), child_params, [], None, size, [parent.id], number, "mutation")
-            self.admit(run, items, screening.outcomes, reference, child, entry, new)
+        return [c for c in proposal.candidates if c.updates and set(c.updates) <= code]
 
     def record(
         self,

@@ -304,9 +304,10 @@ def train(
             different lineages that changed different parameters (0: never).
         follow_ups: with ``search="pareto"``, how many prompt candidates a step, turned away by
             the minibatch gate, get the trainable code after their LLM call rewritten for the
-            replies they made the model write (each rewrite screened on those recorded replies,
-            no model call; 0: none). A new prompt that changes the reply's form then gets code
-            that reads the new form, instead of failing against code written for the old one.
+            replies they made the model write (0: none). Each rewrite is then gated on top of
+            every turned-away prompt, screened on that prompt's recorded replies (no model
+            call). A new prompt that changes the reply's form then gets code that reads the new
+            form, instead of failing against code written for the old one.
         prefer_shorter: on a validation tie, keep the shorter parameters.
         max_workers: threads evaluating items in parallel (default 8; a model's own
             concurrency limit still caps its calls in flight).
