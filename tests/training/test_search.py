@@ -380,6 +380,22 @@ def test_a_child_of_a_parent_that_solves_the_whole_minibatch_is_not_screened() -
     assert len(screened_children) == len(result.history) - len(solved) > 0
 
 
+class LastWord(Module):
+    """An instruction for ``student``, then code that takes the last word of its reply."""
+
+    def __init__(self, student: MockLLM) -> None:
+        self.instruction = Parameter("Answer.", name="instruction")
+        self.student = student
+
+    @bundle(trainable=True)
+    def extract(self, response: str) -> str:
+        return response.split()[-1]
+
+    def forward(self, x: str) -> Node[Any]:
+        out: Node[Any] = self.extract(ops.llm_call(self.instruction, x, llm=self.student, temperature=0))
+        return out
+
+
 class PromptThenCode(Optimizer):
     """Proposes a new prompt when the prompt has feedback; a new extractor when only the code has."""
 
@@ -400,19 +416,7 @@ def test_a_prompt_the_gate_turned_away_gets_code_for_its_replies(follow_ups: int
 
     student = MockLLM(answer)
 
-    class TwoStage(Module):
-        def __init__(self) -> None:
-            self.instruction = Parameter("Answer.", name="instruction")
-
-        @bundle(trainable=True)
-        def extract(self, response: str) -> str:
-            return response.split()[-1]
-
-        def forward(self, x: str) -> Node[Any]:
-            out: Node[Any] = self.extract(ops.llm_call(self.instruction, x, llm=student, temperature=0))
-            return out
-
-    model = TwoStage()
+    model = LastWord(student)
     items = [(f"q{i}", str(i + 2)) for i in range(4)]
     opt = PromptThenCode(model.parameters())
     result = train(
@@ -466,19 +470,7 @@ def test_code_written_for_one_turned_away_prompt_is_screened_with_the_others_too
 
     student = MockLLM(answer)
 
-    class TwoStage(Module):
-        def __init__(self) -> None:
-            self.instruction = Parameter("Answer.", name="instruction")
-
-        @bundle(trainable=True)
-        def extract(self, response: str) -> str:
-            return response.split()[-1]
-
-        def forward(self, x: str) -> Node[Any]:
-            out: Node[Any] = self.extract(ops.llm_call(self.instruction, x, llm=student, temperature=0))
-            return out
-
-    model = TwoStage()
+    model = LastWord(student)
     items = [(f"q{i}", str(i + 2)) for i in range(4)]
     opt = TwoPromptsThenCode(model.parameters())
     result = train(
