@@ -556,3 +556,9 @@ def test_a_prompt_whose_reply_feeds_trainable_code_gets_the_tip_to_write_for_cod
     model("2+2?").backward(Feedback("Wrong: expected '4'.", score=0.0))
     prompts = _rewrite_prompts(model.instruction, 4)
     assert sum("one fixed form" in p for p in prompts) == 1 and sum("step by step" in p for p in prompts) == 1
+
+
+def test_read_text_drops_a_triple_quote_that_nothing_closes() -> None:
+    assert read_text('"""\nList each fact, one per line.') == "List each fact, one per line."
+    assert read_text("List each fact.\n'''") == "List each fact."
+    assert read_text('"""List each fact."""') == "List each fact."

@@ -420,6 +420,9 @@ def read_code(reply: str, current: str) -> str:
 
 
 def _strip_quotes(text: str) -> str:
+    for delimiter in ('"""', "'''"):  # an opening triple quote on its own line that nothing closes
+        if text.count(delimiter) == 1 and (text.startswith(delimiter + "\n") or text.endswith("\n" + delimiter)):
+            text = text.replace(delimiter, "", 1).strip()
     for _ in range(3):
         for open_, close in _QUOTES:
             if len(text) >= len(open_) + len(close) and text.startswith(open_) and text.endswith(close):
