@@ -528,6 +528,14 @@ def test_odd_text_samples_get_a_tip_on_how_to_ask_and_code_samples_none() -> Non
     prompts = _rewrite_prompts(instruction, 4)
     tipped = [p for p in prompts if "One way to try:" in p]
     assert len(tipped) == 2
+    llm = scripted([f"Answer tersely, take {i}." for i in range(4)])
+    candidates = Reflect([instruction], llm=llm, n_candidates=4).propose().candidates
+    assert sorted((c.extras["sample"], c.extras["tip"]) for c in candidates) == [
+        (0, False),
+        (1, True),
+        (2, False),
+        (3, True),
+    ]
     assert any("Think step by step" in p for p in tipped) and any("exactly in the form" in p for p in tipped)
     # The reply goes to no code, so the tip to write facts for code to read is not given.
     assert not any("one fixed form" in p for p in prompts)

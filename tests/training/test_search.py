@@ -16,7 +16,7 @@ from train_toys import Suffix, data, exact, per_sample, scripted_llm, suggest
 
 from feedprop import ops
 from feedprop.bundle import bundle
-from feedprop.errors import ConfigurationError
+from feedprop.errors import BudgetExhausted, ConfigurationError
 from feedprop.llm import MockLLM
 from feedprop.module import Module
 from feedprop.node import Feedback, Node, Parameter
@@ -454,8 +454,8 @@ class TwoPromptsThenCode(Optimizer):
         if self.get_parameter("instruction").feedback:
             return Proposal(
                 candidates=[
-                    Candidate({"instruction": "Spell it."}, "", {"sample": 0}),
-                    Candidate({"instruction": "Shout it."}, "", {"sample": 1}),
+                    Candidate({"instruction": "Spell it."}, "", {"tip": False}),
+                    Candidate({"instruction": "Shout it."}, "", {"tip": True}),
                 ]
             )
         fixed = "def extract(self, response: str) -> str:\n    return response.split()[3]\n"
@@ -485,3 +485,30 @@ def test_code_written_for_one_turned_away_prompt_is_screened_with_the_others_too
     assert all(f["minibatch"]["calls"] == 0 for f in follows)
     assert result.best_state["instruction"] == "Spell it." and result.val_after == 1.0
     assert len(student.calls) == 4 + 4 + 4 + 4 + 4  # start's validation, minibatch, two prompts' gates, validation
+
+
+class ValidThenOutOfBudget(Optimizer):
+    """A prompt that wins and one the gate turns away; asked for the follow-up's code, the budget runs out."""
+
+    def _propose(self) -> Proposal:
+        if self.get_parameter("instruction").feedback:
+            return Proposal(candidates=[Candidate({"instruction": "Say it."}), Candidate({"instruction": "Spell it."})])
+        raise BudgetExhausted("budget: tokens (100/100)")
+
+
+def test_a_budget_running_out_while_a_follow_up_writes_code_keeps_the_step_as_judged() -> None:
+    def answer(messages: list[dict[str, str]], **params: Any) -> str:
+        n = int(messages[-1]["content"][1:]) + 2
+        return {"Say it.": f"{n}", "Spell it.": f"the answer is {n} indeed"}.get(messages[0]["content"], "maybe")
+
+    model = LastWord(MockLLM(answer))
+    items = [(f"q{i}", str(i + 2)) for i in range(4)]
+    result = train(
+        model, items, exact, ValidThenOutOfBudget(model.parameters()), val_set=items, batch_size=4, max_steps=1,
+        search="pareto", follow_ups=1, progress=False,
+    )  # fmt: skip
+    step = result.history[0]
+    say, spell = step["candidates"]  # no follow-up entry: the budget ran out before any code was written
+    assert say["admitted"] and say["val_score"] == 1.0 and say["reason"].startswith("minibatch score 4 beats")
+    assert not spell["admitted"] and spell["reason"].startswith("minibatch score 0 does not beat")
+    assert step["stopped"] == "budget: tokens (100/100)" and result.best_state["instruction"] == "Say it."

@@ -812,7 +812,8 @@ class Reflect(Optimizer):
                 proposal.rejected.append(Rejection(name, shown, reason, name))
                 continue
             kept.append(key)
-            proposal.candidates.append(Candidate({name: value}, diagnosis, {"parameter": name, "sample": i}))
+            extras = {"parameter": name, "sample": i, "tip": bool(self.tip(name, i))}
+            proposal.candidates.append(Candidate({name: value}, diagnosis, extras))
         tried.extend(kept)
         del tried[: max(0, len(tried) - MAX_TRIED)]
         state["diagnosis"] = truncate_middle(diagnosis, MAX_DIAGNOSIS_CHARS)

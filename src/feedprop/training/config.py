@@ -49,8 +49,8 @@ class TrainConfig:
     student's place each training item the workflow failed (every LLM call of the run,
     :func:`feedprop.ops.answered_by`); the runs it gets right join the step's feedback, so
     :class:`~feedprop.optim.BootstrapDemos` can take them as demonstrations (their calls count
-    as optimizer usage). Every option is checked on
-    construction, with a typed error saying what to pass instead.
+    as optimizer usage). Every option is checked on construction, with a typed error saying what
+    to pass instead.
 
     Example:
         >>> TrainConfig(search="pareto").strategy

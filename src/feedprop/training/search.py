@@ -776,7 +776,12 @@ class ParetoSearch(SearchStrategy):
                         len(self.pool) + len(new), params, [], None, entry["size"], [parent.id], number, "mutation"
                     )
                     screening = self.admit(run, items, expansion.outcomes, sum(parent_scores), child, entry, new)
-                    if screening is not None and not entry["admitted"] and self.changes_text(run, candidate):
+                    if (
+                        self.follow_ups
+                        and screening is not None
+                        and not entry["admitted"]
+                        and self.changes_text(run, candidate)
+                    ):
                         missed.append((candidate, params, screening, c_index))
             except BudgetExhausted as exc:
                 if not new:
@@ -888,7 +893,8 @@ class ParetoSearch(SearchStrategy):
 
         A new prompt often changes the form of the reply, and the code that reads the reply then
         fails where the prompt alone would have helped. So for the first ``follow_ups`` of these
-        candidates (tipped samples first: they are the ones that change the form of the reply)
+        candidates (those proposed with a tip on another way of asking, ``extras["tip"]``, first:
+        they are the ones that change the form of the reply)
         the optimizer rewrites the code after the call from their minibatch runs
         (:meth:`code_for`). Then every rewrite, on top of every turned-away prompt, is gated
         against the parent as any candidate is, screened on that prompt's recorded replies: no
@@ -897,8 +903,9 @@ class ParetoSearch(SearchStrategy):
         reason if the budget ran out after something was validated.
         """
         parent, reference, number = gate
-        missed = sorted(missed, key=lambda m: int(m[0].extras.get("sample", 0)) % 2 == 0)
+        missed = sorted(missed, key=lambda m: not m[0].extras.get("tip"))
         rewrites: list[tuple[Candidate, int]] = []
+        entry: dict[str, Any] | None = None  # the pairing being gated, if any
         try:
             for candidate, params, screening, follows in missed[: self.follow_ups]:
                 for rewrite in self.code_for(run, items, candidate, params, screening):
@@ -906,7 +913,7 @@ class ParetoSearch(SearchStrategy):
                         rewrites.append((rewrite, follows))
             for candidate, params, screening, follows in missed:
                 for rewrite, written_for in rewrites:
-                    entry: dict[str, Any] = {
+                    entry = {
                         "index": len(log),
                         "follows": follows,
                         "written_for": written_for,
@@ -924,7 +931,8 @@ class ParetoSearch(SearchStrategy):
         except BudgetExhausted as exc:
             if not new:
                 raise  # nothing validated yet: the trainer drops the step whole
-            return cut_short(run, exc, log[-1], 0) if log else run.meter.stop_reason(exc)
+            # Out of budget while writing code, no pairing is cut short: the step's entries stand as judged.
+            return run.meter.stop_reason(exc) if entry is None else cut_short(run, exc, entry, 0)
         finally:
             run.load_params(parent.params)
         return None
