@@ -1,7 +1,8 @@
 """The feedprop systems training the one-call workflow with ``fp.train``.
 
 - ``feedprop-recommended``: the default, ``fp.optim.recommended(params)`` (demonstrations,
-  rewrites) with ``fp.train(..., search="pareto")``; the workflow also has an (empty at start)
+  rewrites) with ``fp.train(..., search="pareto", follow_ups=2)``, the README's example (the
+  follow-ups act on trainable code, which this one-call workflow has none of); the workflow also has an (empty at start)
   ``fp.Demos`` parameter, rendered between the system prompt and the question, so its starting
   requests are the same bytes as every other system's;
 - ``feedprop-hindsight`` and ``feedprop-optoprime``: one optimizer, greedy validation gating.
@@ -44,7 +45,7 @@ SYSTEM_OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "feedprop-recommended": lambda params, llm: fp.optim.recommended(params, llm),
 }
 #: fp.train options per system (beyond the shared ones).
-TRAIN_OPTIONS: dict[str, dict[str, Any]] = {"feedprop-recommended": {"search": "pareto"}}
+TRAIN_OPTIONS: dict[str, dict[str, Any]] = {"feedprop-recommended": {"search": "pareto", "follow_ups": 2}}
 #: Systems whose workflow has a demonstrations parameter.
 WITH_DEMOS = {"feedprop-recommended"}
 

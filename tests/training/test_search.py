@@ -447,6 +447,32 @@ def test_follow_ups_are_checked() -> None:
         train(model, data(2), exact, TwoInOrder(model.parameters()), val_set=data(2), search="pareto", follow_ups=-1)
 
 
+class CountingLoser(Optimizer):
+    """Proposes a suffix no item wants, and counts how often it is asked."""
+
+    asked = 0
+
+    def _propose(self) -> Proposal:
+        self.asked += 1
+        return Proposal(candidates=[Candidate({"suffix": "?!"})])
+
+
+def test_follow_ups_ask_for_nothing_where_no_code_is_trainable() -> None:
+    # A prompt-only workflow: the turned-away candidate has no code after it to rewrite, so a step
+    # asks the optimizer once, with or without follow-ups.
+    asked = []
+    for follow_ups in (0, 2):
+        model = Suffix("?")
+        opt = CountingLoser(model.parameters())
+        result = train(
+            model, data(4), exact, opt, val_set=data(4), batch_size=4, max_steps=1, search="pareto",
+            follow_ups=follow_ups, progress=False,
+        )  # fmt: skip
+        assert all(not c["admitted"] for step in result.history for c in step["candidates"])
+        asked.append(opt.asked)
+    assert asked == [1, 1]
+
+
 class TwoPromptsThenCode(Optimizer):
     """Two new prompts (the second a tipped sample) when the prompt has feedback; else one extractor."""
 

@@ -956,6 +956,8 @@ class ParetoSearch(SearchStrategy):
         """
         owned = dict(run.opt.named_parameters())
         code = {n for n, p in owned.items() if kind_of(p) == "code" and n not in candidate.updates}
+        if not code:  # a workflow without trainable code after the call: nothing to ask for
+            return []
         run.load_params(params)
         run.opt.zero_feedback()
         backward(screening.outcomes, items)
