@@ -41,8 +41,13 @@ defaults: 6x6, 14 shots, 4 train / 4 val / 8 test boards, 2 steps; commit 8d184d
 accepted. Screening cost no model call, as designed, and threw out every candidate: the
 diagnosis blamed the wrong thing ("return the cell that is unknown, not the first one"; "only
 return the cells that are not part of the ships"), so the four rewrites of ``reason`` each scored 0
-on the minibatch and the ``act`` rewrites repeated the sweep. (Rewrites asked without the diagnosis,
-half of them since then, are not measured here yet.)
+on the minibatch and the ``act`` rewrites repeated the sweep.
+Again at dd10e67 (2026-12-05, response cache off, quiet machine, 2.9 minutes), where half of the
+rewrites are asked without the diagnosis: 38% -> 38%, validation 20% -> 20%, no update accepted.
+Step 1's four ``act`` rewrites scored 0 or tied their parent on the minibatch (one returned the
+first unknown cell again, one used ``self.ship_cells``, which the policy does not have); step
+2's two ``reason`` rewrites scored 0. The follow-ups do not act here: no model call writes text
+that code reads, both parameters are code.
 """
 
 from __future__ import annotations

@@ -43,6 +43,13 @@ validation 50% -> 50%, no update accepted. Every candidate (two demonstration se
 runs, rewrites of the instruction) scored the same as its parent on the 2-problem minibatch or
 worse, and the gate admits only a strict improvement; one rewrite pasted the prompt it was given
 ("The program fails on these cases: ...") as the new instruction.
+Again at dd10e67 (2026-12-05, response cache off, quiet machine, 10.4 minutes), with Reflect's
+tips: pass@1 on held-out problems 33% -> 33% (the start now passes 2 of 6, not 3:
+the embedded student answers on four decoding slots, which do not repeat exactly), validation
+50% -> 50%, no update accepted. All seven candidates (four demonstration sets, three rewrites, one
+of them the tip's "Think step by step ...") scored the same as the parent on the 2-problem
+minibatch or worse. One rewrite opened with the tip's own words ("Add to the instruction a short
+numbered procedure ..."); such a reply is now refused as a copy of the request.
 
 Repair mode, measured (the embedded 1.5B model, the 6 default test problems, 2 repair steps,
 4 rewrites per step, response cache off; commit 6ad0150, 2026-12-04, with the comparison matrix

@@ -570,3 +570,19 @@ def test_read_text_drops_a_triple_quote_that_nothing_closes() -> None:
     assert read_text('"""\nList each fact, one per line.') == "List each fact, one per line."
     assert read_text("List each fact.\n'''") == "List each fact."
     assert read_text('"""List each fact."""') == "List each fact."
+
+
+def test_a_rewrite_that_opens_with_the_tip_given_to_the_optimizer_is_refused() -> None:
+    instruction = Parameter("Solve the problem.", name="instruction", description="system prompt of the solver")
+    out = ops.llm_call(instruction, "What is 2+2?", llm=MockLLM(lambda messages, **params: "four"))
+    out.backward(Feedback("Wrong: expected '4'.", score=0.0))
+    # Seen in a run on the embedded 1.5B model: the tip's own words became the instruction's first line.
+    echo = "Add to the instruction a short numbered procedure for the model to follow:\n1. Read the question."
+    quoted = "Solve the problem.\nThink step by step, then write the final answer alone on the last line."
+    llm = scripted([echo, quoted])
+    proposal = Reflect([instruction], llm=llm, n_candidates=2).propose()
+    # The tip's quoted sentence is meant to be copied; its directions to the optimizer are not.
+    assert [c.updates for c in proposal.candidates] == [{"instruction": quoted}]
+    (rejection,) = proposal.rejected
+    assert rejection.reason.startswith("the reply repeats the request it was given")
+    assert "Add to the instru" in rejection.reason and rejection.value.startswith("Add to the instruction")

@@ -87,6 +87,23 @@ MAX_TRIED = 64
 #: The prompts a text rewrite is asked with; a reply repeating their fixed wording is refused.
 _TEXT_PROMPTS = ("reflect_subject_text", "reflect_rewrite_text", "reflect_rewrite_text_plain")
 
+
+def _tip_directions() -> list[str]:
+    """The tips' words to the optimizer, their quoted sentences (meant to be copied) left out.
+
+    A small model given the tip "add to the instruction a short numbered procedure ..." sometimes
+    opens its new instruction with those very words, which then tell the student to edit a prompt.
+
+    Example:
+        >>> any("numbered procedure for the model" in d for d in _tip_directions())
+        True
+        >>> any("Think step by step" in d for d in _tip_directions())
+        False
+    """
+    lines = template("reflect_tips").splitlines()
+    return [re.sub(r'"[^"]*"', " ", line.removeprefix("code:")) for line in lines if line.strip()]
+
+
 _PLANS = (
     (1200, 1.0, True),
     (600, 1.0, True),
@@ -762,7 +779,7 @@ class Reflect(Optimizer):
         if _first_function(value) is not None and _first_function(str(param.data)) is None:
             # Small models asked for an instruction sometimes answer with the function they would write.
             raise SuggestionError(f"the reply is Python code, but {name} is text; write the new text itself")
-        echoed = copied_passage(value, fixed_text(*_TEXT_PROMPTS), current=str(param.data))
+        echoed = copied_passage(value, [*fixed_text(*_TEXT_PROMPTS), *_tip_directions()], current=str(param.data))
         if echoed is not None:
             raise SuggestionError(
                 f"the reply repeats the request it was given ({truncate_middle(echoed, 60)!r}); "
