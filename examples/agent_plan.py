@@ -60,6 +60,20 @@ the prompt) all scored 0 on the minibatch.
 ``fp.train(teacher=...)``, added since, lets a stronger model's correct runs fill the
 demonstrations when the student solves nothing; not measured here.
 
+Re-run with the current default (Reflect's tips, ``follow_ups=2``; commit 0366716, 2026-12-05,
+``FEEDPROP_CACHE=0 .venv/bin/python examples/agent_plan.py``, the same defaults, a quiet machine:
+8 min 0 s): 0% -> 0% on unseen tasks, validation 0% -> 0%, no update accepted. Each step one
+rewrite reached the minibatch and scored 0 of 2 ("Think step by step, then write the final answer
+alone on the last line.", a tip, and "Write the plan. It should include a tool call for the
+calculation of the total cost."); the other three a step were refused for copying a passage of
+the runs' texts: five of the six were prose plans for one task with its items ("1. Calculate the
+cost of 5 x salted cod. ..."), as in the earlier run. The sixth was a general rule,
+"Plan to use the lookup() tool to get the price of each item and the calc() tool to perform
+arithmetic operations.": its eight words "to get the price of each item and" also stood in a
+traced text (the copy check reads the questions, replies and feedback the step came through),
+so it was not scored. There is no trainable code after the planning call, so follow-ups do
+nothing here.
+
 ``--tools`` on the embedded 1.5B model, measured 2026-12-03 on a shortened run (``--tools --n-train 2
 --n-val 2 --n-test 3 --steps 1 --batch-size 2 --n-candidates 2``, ``FEEDPROP_CACHE=0``, 2 CPUs shared
 with other jobs; the defaults were not run):
