@@ -505,6 +505,23 @@ def test_a_rewrite_that_pastes_in_the_example_it_was_shown_is_refused() -> None:
     assert "copies a passage of one example" in rejection.reason and "I have a chicken" in rejection.reason
 
 
+def test_a_rewrite_may_use_the_wording_every_example_shares_but_not_one_examples() -> None:
+    instruction = Parameter("Answer.", name="instruction", description="system prompt")
+    questions = [
+        "I have a frog, a cat and two pigs. How many animals do I have in all?",
+        "I have a yam, a carrot and a bed. How many animals do I have in all?",
+    ]
+    student = MockLLM(lambda messages, **params: "You have 3.")
+    for question in [*questions, questions[0]]:  # the first question twice: run again (by a teacher, say)
+        ops.llm_call(instruction, question, llm=student).backward(Feedback("Wrong.", score=0.0))
+    shared = "Count each item the question names, then answer how many animals do I have in all."
+    pasted = "Count each item: I have a frog, a cat and two pigs here."
+    proposal = Reflect([instruction], llm=scripted([shared, pasted]), n_candidates=2).propose()
+    assert [c.updates for c in proposal.candidates] == [{"instruction": shared}]
+    (rejection,) = proposal.rejected
+    assert "copies a passage of one example" in rejection.reason and "I have a frog" in rejection.reason
+
+
 def test_a_rewrite_that_repeats_the_request_is_refused() -> None:
     instruction = Parameter("Answer.", name="instruction", description="system prompt of the solver")
     out = ops.llm_call(instruction, "What is 2+2?", llm=MockLLM(lambda messages, **params: "four"))

@@ -248,6 +248,18 @@ def test_copied_passage_ignores_short_overlaps_and_what_the_current_value_holds(
     assert copied_passage("x " * 3, [question]) is None
 
 
+def test_copied_passage_counts_only_one_sources_wording_when_asked() -> None:
+    template = "If you follow these instructions, do you return to the starting point?"
+    runs = [[f"{template} Take 6 steps left. Take 6 steps right."], [f"{template} Take 2 steps. Turn around."]]
+    rule = "Answer the question: if you follow these instructions, do you return to the starting point"
+    assert copied_passage(rule, runs, one_source_only=True) is None
+    assert copied_passage(rule, runs) is not None  # without the option, any source's wording counts
+    pasted = "Track your position. Take 6 steps left. Take 6 steps right."
+    assert copied_passage(pasted, runs, one_source_only=True) == "Take 6 steps left Take 6 steps right"
+    # a passage found twice in one source's texts is still that one source's
+    assert copied_passage(rule, [[template, template]], one_source_only=True) is not None
+
+
 def test_copied_passage_is_case_and_punctuation_blind() -> None:
     assert copied_passage("THE TOTAL NUMBER OF FRUITS IS 18", ["the total number of fruits is 18."]) is not None
     assert copied_passage("the total number of fruits is", ["the total number of fruits is 18."], min_words=7) is None

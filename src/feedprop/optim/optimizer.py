@@ -165,34 +165,51 @@ def kind_of(param: Parameter[Any]) -> str:
     return str(kind) if kind else infer_kind(param.data)
 
 
-def _traced_texts(param: Parameter[Any]) -> tuple[list[str], list[str]]:
-    """The texts around ``param``'s feedback paths: (inputs, messages and outputs; parameters' own texts).
+def _traced_texts(param: Parameter[Any]) -> tuple[list[list[str]], list[str]]:
+    """The texts around ``param``'s feedback paths, one list per example; and the parameters' own texts.
 
     For every node on the path from ``param`` to an output that gave feedback: its value, its
-    inputs (the question an LLM call was asked, say) and, for an LLM call, its messages.
+    inputs (the question an LLM call was asked, say) and, for an LLM call, its messages. The
+    feedback entries whose runs started from the same data (the same question, run again by a
+    teacher, say) are one example and give one list.
     """
-    seen: set[int] = set()
-    sources: list[str] = []
+    groups: dict[object, list[str]] = {}
     known: list[str] = []
-
-    def add(value: Any) -> None:
-        if id(value) in seen or value is param:
-            return
-        seen.add(id(value))
-        data = value.data if isinstance(value, Node) else value
-        if isinstance(data, str):
-            (known if isinstance(value, Parameter) else sources).append(data)
-
     for entry in param.feedback:
+        seen: set[int] = set()
+        texts: list[str] = []
+        data: set[str] = set()
+
+        def add(value: Any, texts: list[str] = texts, seen: set[int] = seen) -> None:
+            if id(value) in seen or value is param:
+                return
+            seen.add(id(value))
+            content = value.data if isinstance(value, Node) else value
+            if isinstance(content, str):
+                (known if isinstance(value, Parameter) else texts).append(content)
+
         for node in getattr(entry, "subgraph", ()):
             add(node)
             for _, value in getattr(node, "inputs", ()):
                 add(value)
+                if isinstance(value, str) or _is_data(value):
+                    data.add(value if isinstance(value, str) else value.data)
             info = getattr(node, "info", None)
             for message in (info.get("messages") or ()) if isinstance(info, Mapping) else ():
                 if isinstance(message, Mapping):
                     add(message.get("content"))
-    return sources, known
+        groups.setdefault(frozenset(data) if data else id(entry), []).extend(texts)
+    return list(groups.values()), known
+
+
+def _is_data(value: Any) -> bool:
+    """A traced input that no operation made and no optimizer may change: a workflow's text input."""
+    return (
+        isinstance(value, Node)
+        and not isinstance(value, Parameter)
+        and getattr(value, "op", None) is None
+        and isinstance(value.data, str)
+    )
 
 
 def _is_parameter(obj: Any) -> bool:
@@ -486,8 +503,9 @@ class Optimizer:
 
     def _refuse_copied_example(self, name: str, param: Parameter[Any], checked: str, value: Any) -> None:
         """Refuse a text that pastes in a passage of the values this step's feedback came through."""
-        sources, known = _traced_texts(param)
-        passage = copied_passage(checked, sources, current="\n".join([str(param.data), *known]))
+        examples, known = _traced_texts(param)
+        current = "\n".join([str(param.data), *known])
+        passage = copied_passage(checked, examples, current=current, one_source_only=True)
         if passage is not None:
             raise SuggestionError(
                 f"the new {name!r} copies a passage of one example ({truncate_middle(passage, 80)!r}); write a "

@@ -31,7 +31,8 @@ import json
 import math
 import re
 import textwrap
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from feedprop.errors import SuggestionError
@@ -107,29 +108,48 @@ def _validate_text(current: Any, suggested: Any) -> str:
 _WORD = re.compile(r"\w+")
 
 
-def copied_passage(suggested: str, sources: Iterable[str], *, current: str = "", min_words: int = 6) -> str | None:
+def copied_passage(
+    suggested: str,
+    sources: Iterable[str | Sequence[str]],
+    *,
+    current: str = "",
+    min_words: int = 6,
+    one_source_only: bool = False,
+) -> str | None:
     """The first run of ``min_words`` or more words that ``suggested`` copies from one of ``sources``.
 
     A small optimizer model asked to improve an instruction often pastes in the example it was
     shown ("I have a chicken, a frog ... The total is 18."), which then answers every question
     with that example's answer. Words are compared case-insensitively; a passage the ``current``
-    value already holds is not counted. ``None`` when nothing is copied.
+    value already holds is not counted. A source is a text or a list of texts (one example's
+    question, replies and so on); with ``one_source_only``, a passage found in two or more sources
+    is the task's own wording, which every example shares ("If you follow these instructions, do
+    you return to the starting point?"), not one example's, and is not counted either. ``None``
+    when nothing is copied.
 
     Example:
         >>> copied_passage("Answer. I have a frog, a cat and two pigs here.", ["I have a frog, a cat and two pigs."])
         'I have a frog a cat and two pigs'
         >>> copied_passage("Count the animals, then answer.", ["I have a frog, a cat and two pigs."]) is None
         True
+        >>> runs = [["I have a frog. How many animals do I have?"], ["I have two pigs. How many animals do I have?"]]
+        >>> copied_passage("Answer: how many animals do I have?", runs, one_source_only=True) is None
+        True
+        >>> copied_passage("Answer: I have two pigs. How many animals", runs, one_source_only=True)
+        'I have two pigs How many animals'
     """
     words = [w.lower() for w in _WORD.findall(suggested)]
     if len(words) < min_words:
         return None
     originals = _WORD.findall(suggested)
     known = {" ".join(g) for g in _ngrams([w.lower() for w in _WORD.findall(current)], min_words)}
-    seen: set[str] = set()
+    counts: Counter[str] = Counter()
     for source in sources:
-        seen.update(" ".join(g) for g in _ngrams([w.lower() for w in _WORD.findall(source)], min_words))
-    seen -= known
+        texts = [source] if isinstance(source, str) else source
+        counts.update(
+            {" ".join(g) for text in texts for g in _ngrams([w.lower() for w in _WORD.findall(text)], min_words)}
+        )
+    seen = {gram for gram, n in counts.items() if n == 1 or not one_source_only} - known
     if not seen:
         return None
     grams = [" ".join(g) for g in _ngrams(words, min_words)]
