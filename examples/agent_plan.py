@@ -72,7 +72,12 @@ cost of 5 x salted cod. ..."), as in the earlier run. The sixth was a general ru
 arithmetic operations.": its eight words "to get the price of each item and" also stood in a
 traced text (the copy check reads the questions, replies and feedback the step came through),
 so it was not scored. There is no trainable code after the planning call, so follow-ups do
-nothing here.
+nothing here. After dfced04 (the copy check counts only wording of one example, not wording the
+step's examples share) the same command gave 0% -> 0% again (8 min 37 s): two rewrites a step
+reached the minibatch (four in all, among them "Plan how to solve the task." and two tips), all
+0 of 2; of the four refused, three were prose plans for one task and one a general rule ("Write
+the plan. The plan should include a tool call to calculate the total cost of the items. ...")
+whose words "to calculate the total cost of the" stood in one run's reply.
 
 ``--tools`` on the embedded 1.5B model, measured 2026-12-03 on a shortened run (``--tools --n-train 2
 --n-val 2 --n-test 3 --steps 1 --batch-size 2 --n-candidates 2``, ``FEEDPROP_CACHE=0``, 2 CPUs shared
